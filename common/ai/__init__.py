@@ -1,0 +1,1 @@
+"""AI backends behind one interface: DashScope through its SDK, or Function Compute."""

@@ -1,0 +1,58 @@
+"""The backend interface and the one error type every backend raises."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Protocol
+
+from common.pricing import Usage
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatRequest:
+    model: str
+    messages: list[dict[str, str]]
+    parameters: dict[str, Any]
+    correlation_id: str | None = None
+    user_id: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatResult:
+    message: dict[str, Any]  # {"role": "assistant", "content": ...}
+    finish_reason: str
+    usage: Usage
+    upstream_request_id: str | None = None
+
+
+class UpstreamError(Exception):
+    """A failed upstream call, classified once so callers only ask `retryable`.
+
+    `code` and `message` are the upstream's own (e.g. Throttling.RateQuota) or, for transport
+    failures, ours (UpstreamTimeout, UpstreamConnectionError, UpstreamMalformedResponse).
+    """
+
+    def __init__(self, *, code: str, message: str, status: int | None, retryable: bool,
+                 retry_after: float | None = None, request_id: str | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.request_id = request_id
+
+
+RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+
+
+def is_retryable_status(status: int | None) -> bool:
+    return status in RETRYABLE_STATUSES
+
+
+class AIBackend(Protocol):
+    """What the job services need from an AI provider."""
+
+    name: str
+
+    def chat(self, request: ChatRequest) -> ChatResult: ...

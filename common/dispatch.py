@@ -1,0 +1,32 @@
+"""Submitting work: commit the job, then publish it (the order that loses nothing)."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Celery
+from sqlalchemy.orm import Session
+
+from common import jobs
+from common.models import Job, JobKind
+from common.queue import publish_job
+from common.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def submit_job(*, session: Session, celery: Celery, settings: Settings, user_id: int,
+               kind: JobKind, model: str, request: dict, idempotency_key: str | None,
+               correlation_id: str | None) -> tuple[Job, bool]:
+    """Create (or replay) a job and publish it. Returns (job, created).
+
+    A broker outage does not fail the submission: the committed job waits for the sweeper.
+    """
+    job, created = jobs.submit(
+        session=session, user_id=user_id, kind=kind, model=model, request=request,
+        deadline_seconds=settings.job_deadline_seconds, idempotency_key=idempotency_key,
+        idempotency_ttl_seconds=settings.idempotency_ttl_seconds, correlation_id=correlation_id)
+    if created and not publish_job(celery, job_id=job.id, kind=kind,
+                                   correlation_id=correlation_id):
+        jobs.mark_unpublished(session=session, job_id=job.id)
+    return job, created

@@ -1,0 +1,29 @@
+"""The cost of a usage record, from the configured price table."""
+
+from __future__ import annotations
+
+import dataclasses
+from decimal import Decimal
+
+_THOUSAND = Decimal(1000)
+_QUANTUM = Decimal("0.00000001")  # the precision of usage_records.cost
+
+
+@dataclasses.dataclass(frozen=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    image_count: int = 0
+
+
+def cost_of(prices: dict[str, dict[str, Decimal]], model: str, usage: Usage) -> Decimal:
+    """Tokens are priced per 1,000, images per image; an unpriced model costs 0 (and is logged
+    by the caller's reconciliation, not guessed here)."""
+    price = prices.get(model, {})
+    amount = (
+        Decimal(usage.input_tokens) * price.get("input", Decimal(0)) / _THOUSAND
+        + Decimal(usage.output_tokens) * price.get("output", Decimal(0)) / _THOUSAND
+        + Decimal(usage.image_count) * price.get("image", Decimal(0))
+    )
+    return amount.quantize(_QUANTUM)

@@ -1,0 +1,106 @@
+"""The Celery app both sides share, and publishing of jobs by stable task name.
+
+The web process builds the same app without importing `worker`, and enqueues by name, so the
+web image needs no worker code.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Celery
+from kombu import Queue
+from kombu.exceptions import OperationalError as BrokerError
+
+from common.models import JobKind
+from common.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+CHAT_QUEUE = "chat"
+IMAGE_QUEUE = "images"
+MAINTENANCE_QUEUE = "maintenance"
+QUEUES = (CHAT_QUEUE, IMAGE_QUEUE, MAINTENANCE_QUEUE)
+
+RUN_CHAT = "jobs.run_chat"
+SWEEP = "jobs.sweep"
+TASK_FOR_KIND = {JobKind.CHAT: (RUN_CHAT, CHAT_QUEUE)}
+# Not "correlation_id": Celery uses that message property for the task id.
+CORRELATION_HEADER = "bailian_correlation_id"
+
+
+def celery_config(settings: Settings) -> dict:
+    """Celery settings that lose nothing (reliability.md section 0), derived from `settings`."""
+    visibility = settings.broker_visibility_timeout
+    transport = {
+        "visibility_timeout": visibility,
+        # Recover messages of a worker killed outright within seconds of the timeout.
+        "unacked_restore_interval": 5,
+        "unacked_restore_throttle": 1,
+        "socket_timeout": 10,
+        "socket_connect_timeout": 3,
+        "health_check_interval": 25,
+    }
+    return {
+        "broker_url": settings.broker_url,
+        "broker_transport_options": transport,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_timeout": 3,
+        "visibility_timeout": visibility,
+        # MySQL is the record of every job; results would only be an unread copy.
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        # At-least-once: ack after the task, requeue when the worker dies under it. Tasks are
+        # idempotent against the job row (common/jobs.py).
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "worker_soft_shutdown_timeout": 20.0,
+        "worker_enable_soft_shutdown_on_idle": True,
+        "task_time_limit": settings.task_time_limit,
+        "task_soft_time_limit": max(1, settings.task_time_limit - 15),
+        # Publishing gives up fast when the broker is down; the job row stays for the sweeper.
+        "task_publish_retry_policy": {"max_retries": 2, "interval_start": 0,
+                                      "interval_step": 0.2, "interval_max": 0.5},
+        "task_queues": [Queue(name) for name in QUEUES],
+        "task_default_queue": CHAT_QUEUE,
+        "task_routes": {RUN_CHAT: {"queue": CHAT_QUEUE}, SWEEP: {"queue": MAINTENANCE_QUEUE}},
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_hijack_root_logger": False,
+        "beat_schedule": {
+            "sweep-jobs": {
+                "task": SWEEP,
+                "schedule": settings.sweeper_interval_seconds,
+                # A sweep nobody ran in time is superseded by the next one.
+                "options": {"queue": MAINTENANCE_QUEUE,
+                            "expires": settings.sweeper_interval_seconds},
+            },
+        },
+    }
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("bailian", set_as_current=False)
+    app.conf.update(celery_config(settings))
+    return app
+
+
+def publish_job(celery: Celery, *, job_id: str, kind: JobKind,
+                correlation_id: str | None = None) -> bool:
+    """Send the job's first task; False (logged) when the broker is unreachable.
+
+    The job row is committed before this is called, so a failed publish loses nothing: the
+    sweeper publishes it later.
+    """
+    name, queue = TASK_FOR_KIND[kind]
+    try:
+        celery.send_task(name, args=[job_id], queue=queue,
+                         headers={CORRELATION_HEADER: correlation_id} if correlation_id else None)
+    except (BrokerError, ConnectionError, OSError) as exc:
+        logger.warning("publish failed job_id=%s kind=%s error=%s", job_id, kind.value, exc)
+        return False
+    return True

@@ -1,0 +1,222 @@
+"""Every setting of the platform, read from the environment once and validated at start-up.
+
+Names follow the product documentation (DB_HOST, REDIS_HOST, QWEN_API_KEY, ...). A single
+DATABASE_URL / REDIS_URL overrides the individual parts. Web, worker and tools all derive their
+configuration from this one object.
+"""
+
+from __future__ import annotations
+
+import functools
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal
+from urllib.parse import quote
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Values that appear in examples and tutorials; a deployment using one of them is not secret.
+PLACEHOLDER_SECRETS = frozenset(
+    {
+        "change-me",
+        "changeme",
+        "secret",
+        "super-secret",
+        "your-secret-key",
+        "jwt-secret",
+        "replace-with-at-least-32-random-bytes",
+    }
+)
+MIN_SECRET_BYTES = 32
+
+# China-region list prices, CNY (dashscope-protocol.md section 9; the default host is Beijing).
+# qwen-max and qwen-turbo's output price are the document's best estimates, marked UNCONFIRMED
+# there; override PRICES in production with the figures of your contract.
+DEFAULT_PRICES: dict[str, dict[str, Decimal]] = {
+    "qwen-turbo": {"input": Decimal("0.0003"), "output": Decimal("0.0006")},
+    "qwen-plus": {"input": Decimal("0.0008"), "output": Decimal("0.002")},
+    "qwen-max": {"input": Decimal("0.0024"), "output": Decimal("0.0096")},
+    "wanx-v1": {"image": Decimal("0.16")},
+    "wanx2.1-t2i-turbo": {"image": Decimal("0.14")},
+    "wanx2.1-t2i-plus": {"image": Decimal("0.20")},
+    "wanx2.0-t2i-turbo": {"image": Decimal("0.04")},
+}
+
+
+class InsecureSettingsError(ValueError):
+    """Raised when a production deployment is configured with an unsafe value."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+
+    app_env: Literal["development", "production"] = "production"
+    log_level: str = "INFO"
+    data_dir: Path = REPO_ROOT / "var"
+
+    # MySQL (or SQLite when nothing is configured)
+    database_url: str | None = None
+    db_host: str | None = None
+    db_port: int = 3306
+    db_name: str = "bailian"
+    db_user: str = "bailian"
+    db_password: SecretStr = SecretStr("")
+    db_pool_size: int = 10
+    db_connect_timeout: float = 5.0
+
+    # Redis: rate limits, token revocation, wake-ups and (by default) the Celery broker
+    redis_url: str | None = None
+    redis_host: str | None = None
+    redis_port: int = 6379
+    redis_password: SecretStr = SecretStr("")
+    redis_db: int = 0
+    redis_socket_timeout: float = 5.0
+    celery_broker_url: str | None = None
+
+    # DashScope
+    qwen_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("QWEN_API_KEY", "DASHSCOPE_API_KEY")
+    )
+    dashscope_http_base_url: str = "https://dashscope.aliyuncs.com/api/v1"
+
+    # Authentication
+    jwt_secret_key: SecretStr | None = None
+    jwt_access_token_expires: int = Field(default=3600, gt=0)
+    jwt_refresh_token_expires: int = Field(default=30 * 24 * 3600, gt=0)
+    login_failure_limit: str = "5 per minute"
+    admin_username: str | None = None
+    admin_password: SecretStr | None = None
+    admin_email: str | None = None
+
+    # HTTP
+    max_content_length: int = 1024 * 1024
+    trusted_proxies: int = Field(default=0, ge=0)  # X-Forwarded-For hops to trust
+    health_check_timeout: float = Field(default=1.0, gt=0, le=1.8)
+
+    # Chat jobs
+    chat_models: dict[str, int] = Field(  # allowed model -> largest max_tokens it accepts
+        default={"qwen-turbo": 8192, "qwen-plus": 8192, "qwen-max": 8192})
+    sync_wait_seconds: float = Field(default=25.0, ge=0)  # keep below the web server timeout
+    job_deadline_seconds: int = Field(default=600, gt=0)
+    job_max_attempts: int = Field(default=5, ge=1)
+    idempotency_ttl_seconds: int = Field(default=24 * 3600, gt=0)
+
+    # Upstream calls
+    upstream_timeout_seconds: float = Field(default=60.0, gt=0)
+    upstream_retry_base_seconds: float = Field(default=1.0, gt=0)
+    upstream_retry_max_seconds: float = Field(default=30.0, gt=0)
+
+    # Worker and sweeper
+    job_lease_seconds: int = Field(default=120, gt=0)  # > upstream timeout + persistence
+    sweeper_interval_seconds: float = Field(default=15.0, gt=0)
+    sweeper_grace_seconds: float = Field(default=10.0, ge=0)
+    republish_queued_after_seconds: int = Field(default=300, gt=0)
+    broker_visibility_timeout: int = Field(default=900, gt=0)
+    task_time_limit: int = Field(default=300, gt=0)
+
+    # Pricing: model -> {"input", "output"} per 1,000 tokens, or {"image"} per image
+    price_currency: str = "CNY"
+    prices: dict[str, dict[str, Decimal]] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
+
+    # Observability
+    metrics_enabled: bool = True
+
+    # Function Compute offload
+    fc_qwen_endpoint: str | None = None
+    fc_wanx_endpoint: str | None = None
+    fc_auth_token: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _refuse_insecure_production(self) -> Settings:
+        if self.app_env == "production":
+            problem = jwt_secret_problem(self.jwt_secret_key)
+            if problem:
+                raise InsecureSettingsError(
+                    f"JWT_SECRET_KEY {problem}. Outside development mode the platform refuses to "
+                    f"start without a secret of at least {MIN_SECRET_BYTES} random bytes; generate "
+                    "one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _check_time_budgets(self) -> Settings:
+        # A message held longer than the visibility timeout is delivered a second time.
+        if self.task_time_limit >= self.broker_visibility_timeout:
+            raise ValueError("TASK_TIME_LIMIT must be below BROKER_VISIBILITY_TIMEOUT")
+        if self.upstream_retry_max_seconds >= self.broker_visibility_timeout:
+            raise ValueError("UPSTREAM_RETRY_MAX_SECONDS must be below BROKER_VISIBILITY_TIMEOUT")
+        if self.upstream_timeout_seconds >= self.job_lease_seconds:
+            raise ValueError("JOB_LEASE_SECONDS must exceed UPSTREAM_TIMEOUT_SECONDS")
+        return self
+
+    @model_validator(mode="after")
+    def _check_models_are_priced(self) -> Settings:
+        unpriced = sorted(set(self.chat_models) - set(self.prices))
+        if unpriced:
+            raise ValueError(f"PRICES has no entry for allowed models: {', '.join(unpriced)}")
+        return self
+
+    @property
+    def is_development(self) -> bool:
+        return self.app_env == "development"
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database to use: DATABASE_URL, else MySQL from DB_*, else SQLite in DATA_DIR."""
+        if self.database_url:
+            return self.database_url
+        if self.db_host:
+            password = quote(self.db_password.get_secret_value(), safe="")
+            user = quote(self.db_user, safe="")
+            return (
+                f"mysql+pymysql://{user}:{password}@{self.db_host}:{self.db_port}/"
+                f"{self.db_name}?charset=utf8mb4"
+            )
+        return f"sqlite:///{self.data_dir / 'bailian.db'}"
+
+    @property
+    def redis_configured(self) -> bool:
+        return bool(self.redis_url or self.redis_host)
+
+    @property
+    def redis_connection_url(self) -> str:
+        """REDIS_URL, else one built from REDIS_HOST/PORT/PASSWORD/DB."""
+        if self.redis_url:
+            return self.redis_url
+        if not self.redis_host:
+            raise RuntimeError(
+                "Redis is not configured: set REDIS_URL or REDIS_HOST "
+                "(scripts/run starts an embedded Redis when neither is set)"
+            )
+        password = self.redis_password.get_secret_value()
+        auth = f":{quote(password, safe='')}@" if password else ""
+        return f"redis://{auth}{self.redis_host}:{self.redis_port}/{self.redis_db}"
+
+    @property
+    def broker_url(self) -> str:
+        return self.celery_broker_url or self.redis_connection_url
+
+    @property
+    def dashscope_configured(self) -> bool:
+        return self.qwen_api_key is not None and bool(self.qwen_api_key.get_secret_value())
+
+
+def jwt_secret_problem(secret: SecretStr | None) -> str | None:
+    """Why a JWT secret is unfit for production, or None when it is fine."""
+    if secret is None or not secret.get_secret_value():
+        return "is missing"
+    value = secret.get_secret_value()
+    if value.strip().lower() in PLACEHOLDER_SECRETS:
+        return "is a well-known placeholder"
+    if len(value.encode()) < MIN_SECRET_BYTES:
+        return f"is shorter than {MIN_SECRET_BYTES} bytes"
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings()

@@ -1,0 +1,313 @@
+"""Route handlers: native generation, compatible mode, image tasks, and the admin surface."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from aiohttp import web
+
+from emulator import directives as knobs
+from emulator import images, text
+from emulator.core import (
+    SSE_TYPE,
+    Emulator,
+    error_response,
+    json_response,
+    message_texts,
+    new_request_id,
+    openai_error_response,
+)
+from emulator.errors import EmulatorError
+
+
+def register(app: web.Application, emu: Emulator) -> None:
+    native = NativeHandlers(emu)
+    compatible = CompatibleHandlers(emu)
+    tasks = TaskHandlers(emu)
+    admin = AdminHandlers(emu)
+    app.add_routes([
+        web.post("/api/v1/services/aigc/text-generation/generation", native.generation),
+        web.post("/compatible-mode/v1/chat/completions", compatible.chat),
+        web.post("/api/v1/services/aigc/text2image/image-synthesis", tasks.submit),
+        web.get("/api/v1/tasks/{task_id}", tasks.fetch),
+        web.post("/api/v1/tasks/{task_id}/cancel", tasks.cancel),
+        web.get("/api/v1/tasks", tasks.list),
+        web.get("/api/v1/tasks/", tasks.list),
+        web.get("/_emulator/images/{task_id}/{index}.png", tasks.image),
+        web.get("/_emulator/health", admin.health),
+        web.get("/_emulator/stats", admin.stats),
+        web.post("/_emulator/reset", admin.reset),
+        web.get("/_emulator/config", admin.get_config),
+        web.post("/_emulator/config", admin.set_config),
+    ])
+
+
+def _sse_event(event_id: int, event: str, status: int, data: dict,
+               explicit_status: int | None = None) -> bytes:
+    lines = [f"id:{event_id}", f"event:{event}", f":HTTP_STATUS/{status}"]
+    if explicit_status is not None:
+        lines.append(f"status:{explicit_status}")
+    lines.append("data:" + json.dumps(data, ensure_ascii=False))
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+class NativeHandlers:
+    def __init__(self, emu: Emulator) -> None:
+        self.emu = emu
+
+    async def generation(self, request: web.Request) -> web.StreamResponse:
+        emu = self.emu
+        try:
+            body = await emu.read_json(request)
+            found = emu.directives_of(request, message_texts(body))
+            emu.stats.record("generation", model=body.get("model"), headers=request.headers,
+                             directive=knobs.signature(found) or None)
+            emu.authorize(request)
+            emu.throttle("generation", emu.config.rate_limit_rps)
+            await emu.delay(found)
+            fault = emu.chosen_fault(found)
+            if fault not in ("malformed", "stream-error"):
+                await emu.apply_fault(request, fault, found)
+            limit = text.check_model(body.get("model"))
+            messages = text.prompt_messages(body.get("input") or {})
+            parameters = body.get("parameters") or {}
+            text.check_parameters(parameters, limit)
+        except EmulatorError as error:
+            return error_response(error)
+        if fault == "malformed":
+            # HTTP 200 without `output`: the SDK cannot parse this (it raises TypeError).
+            return json_response({"request_id": new_request_id()})
+        content, finish = text.reply(messages, parameters.get("max_tokens"))
+        usage_in = text.input_tokens(messages)
+        streaming = request.headers.get("X-DashScope-SSE", "").lower() == "enable" or \
+            "text/event-stream" in request.headers.get("Accept", "")
+        message_format = parameters.get("result_format", "text") == "message"
+        if not streaming:
+            out = text.count_tokens(content)
+            return json_response({
+                "output": _native_output(content, finish, message_format),
+                "usage": {"total_tokens": usage_in + out, "output_tokens": out,
+                          "input_tokens": usage_in},
+                "request_id": new_request_id()})
+        return await self._stream(request, content, finish, usage_in, message_format,
+                                  bool(parameters.get("incremental_output")), fault, found)
+
+    async def _stream(self, request, content, finish, usage_in, message_format, incremental,
+                      fault, found) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": SSE_TYPE})
+        await response.prepare(request)
+        request_id = new_request_id()
+        pieces = text.split_tokens(content) or [""]
+        sent = ""
+        for index, piece in enumerate(pieces, start=1):
+            sent += piece
+            if fault == "stream-error" and index == 2:
+                status = int(found.get("status", 500))
+                await response.write(_sse_event(index, "error", status, {
+                    "code": "InternalError", "message": "An internal error has occured.",
+                    "request_id": request_id},
+                    explicit_status=status if "status" in found else None))
+                await response.write_eof()
+                return response
+            done = index == len(pieces)
+            chunk_text = piece if incremental else sent
+            await response.write(_sse_event(index, "result", 200, {
+                "output": _native_output(chunk_text, finish if done else "null", message_format),
+                "usage": {"total_tokens": usage_in + index, "input_tokens": usage_in,
+                          "output_tokens": index},
+                "request_id": request_id}))
+        await response.write_eof()
+        return response
+
+
+def _native_output(content: str, finish: str, message_format: bool) -> dict:
+    if message_format:
+        return {"choices": [{"finish_reason": finish,
+                             "message": {"role": "assistant", "content": content}}]}
+    return {"finish_reason": finish, "text": content}
+
+
+class CompatibleHandlers:
+    def __init__(self, emu: Emulator) -> None:
+        self.emu = emu
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        emu = self.emu
+        try:
+            body = await emu.read_json(request)
+            found = emu.directives_of(request, message_texts(body))
+            emu.stats.record("compatible", model=body.get("model"), headers=request.headers,
+                             directive=knobs.signature(found) or None)
+            emu.authorize(request)
+            emu.throttle("generation", emu.config.rate_limit_rps)
+            await emu.delay(found)
+            await emu.apply_fault(request, emu.chosen_fault(found), found)
+            limit = text.check_model(body.get("model"))
+            messages = text.check_messages(body.get("messages"))
+            text.check_parameters(body, limit)
+        except EmulatorError as error:
+            return openai_error_response(error)
+        content, finish = text.reply(messages, body.get("max_tokens"))
+        prompt_tokens = text.input_tokens(messages)
+        completion_tokens = text.count_tokens(content)
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                 "total_tokens": prompt_tokens + completion_tokens}
+        completion_id = f"chatcmpl-{new_request_id()}"
+        created = int(time.time())
+        common = {"object": "chat.completion", "created": created, "model": body["model"],
+                  "system_fingerprint": None, "id": completion_id}
+        if not body.get("stream"):
+            return json_response({"choices": [{
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": finish, "index": 0, "logprobs": None}],
+                **common, "usage": usage})
+        return await self._stream(request, content, finish, usage, common,
+                                  bool((body.get("stream_options") or {}).get("include_usage")))
+
+    async def _stream(self, request, content, finish, usage, common, include_usage):
+        response = web.StreamResponse(headers={"Content-Type": SSE_TYPE})
+        await response.prepare(request)
+        base = {**common, "object": "chat.completion.chunk", "usage": None}
+
+        async def send(data) -> None:
+            payload = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
+            await response.write(f"data: {payload}\n\n".encode())
+
+        await send({**base, "choices": [{"delta": {"content": "", "role": "assistant"},
+                                         "index": 0, "logprobs": None, "finish_reason": None}]})
+        for piece in text.split_tokens(content):
+            await send({**base, "choices": [{"delta": {"content": piece}, "index": 0,
+                                             "logprobs": None, "finish_reason": None}]})
+        await send({**base, "choices": [{"delta": {"content": ""}, "index": 0,
+                                         "logprobs": None, "finish_reason": finish}]})
+        if include_usage:
+            await send({**base, "choices": [], "usage": usage})
+        await send("[DONE]")
+        await response.write_eof()
+        return response
+
+
+class TaskHandlers:
+    def __init__(self, emu: Emulator) -> None:
+        self.emu = emu
+
+    async def submit(self, request: web.Request) -> web.Response:
+        emu = self.emu
+        try:
+            body = await emu.read_json(request)
+            found = emu.directives_of(request, message_texts(body))
+            emu.stats.record("image_submit", model=body.get("model"), headers=request.headers,
+                             directive=knobs.signature(found) or None)
+            emu.authorize(request)
+            if request.headers.get("X-DashScope-Async", "").lower() != "enable":
+                raise EmulatorError(403, "AccessDenied",
+                                    "current user api does not support synchronous calls")
+            await emu.delay(found)
+            await emu.apply_fault(request, emu.chosen_fault(found), found)
+            model, prompt, n = images.validate_submission(body)
+            emu.throttle(f"submit:{model}", emu.config.image_submit_qps)
+        except EmulatorError as error:
+            return error_response(error)
+        task = emu.tasks.submit(model, prompt, n, found)
+        return json_response({"output": {"task_status": "PENDING", "task_id": task.task_id},
+                              "request_id": new_request_id()})
+
+    async def fetch(self, request: web.Request) -> web.Response:
+        emu = self.emu
+        try:
+            emu.authorize(request)
+            emu.stats.record("task_get", headers=request.headers)
+        except EmulatorError as error:
+            return error_response(error)
+        task_id = request.match_info["task_id"]
+        task = emu.tasks.get(task_id)
+        if task is None:
+            return json_response({"request_id": new_request_id(),
+                                  "output": {"task_id": task_id, "task_status": "UNKNOWN"}})
+        output, usage = images.task_output(task, emu.base_url(request))
+        body = {"request_id": new_request_id(), "output": output}
+        if usage is not None:
+            body["usage"] = usage
+        return json_response(body)
+
+    async def cancel(self, request: web.Request) -> web.Response:
+        emu = self.emu
+        try:
+            emu.authorize(request)
+            emu.stats.record("task_cancel", headers=request.headers)
+            emu.tasks.cancel(request.match_info["task_id"])
+        except EmulatorError as error:
+            return error_response(error)
+        return json_response({"request_id": new_request_id()})
+
+    async def list(self, request: web.Request) -> web.Response:
+        emu = self.emu
+        try:
+            emu.authorize(request)
+            emu.stats.record("task_list", headers=request.headers)
+            page_no = max(1, int(request.query.get("page_no", 1)))
+            page_size = min(100, max(1, int(request.query.get("page_size", 10))))
+        except ValueError:
+            return error_response(EmulatorError(400, "InvalidParameter", "Invalid paging."))
+        except EmulatorError as error:
+            return error_response(error)
+        emu.tasks.advance()
+        wanted_status = request.query.get("status")
+        wanted_model = request.query.get("model_name")
+        rows = [t for t in sorted(emu.tasks.tasks.values(), key=lambda t: -t.submitted)
+                if (not wanted_status or t.status == wanted_status)
+                and (not wanted_model or t.model == wanted_model)]
+        page = rows[(page_no - 1) * page_size: page_no * page_size]
+        data = [{"task_id": t.task_id, "status": t.status, "model_name": t.model,
+                 "gmt_create": int(t.submitted * 1000), "region": "cn-beijing",
+                 "start_time": int((t.started or t.submitted) * 1000),
+                 "end_time": int(t.ended * 1000) if t.ended else None,
+                 "request_id": new_request_id()} for t in page]
+        return json_response({"total": len(rows), "data": data, "page_no": page_no,
+                              "page_size": page_size, "request_id": new_request_id(),
+                              "total_page": max(1, -(-len(rows) // page_size))})
+
+    async def image(self, request: web.Request) -> web.Response:
+        emu = self.emu
+        emu.stats.record("image_download")
+        task = emu.tasks.tasks.get(request.match_info["task_id"])
+        if emu.config.images_expired or task is None or task.status != "SUCCEEDED":
+            # What OSS answers for an expired signed URL.
+            return web.Response(status=403, content_type="application/xml",
+                                text="<Error><Code>AccessDenied</Code>"
+                                     "<Message>Request has expired.</Message></Error>")
+        return web.Response(body=images.render_png(f"{task.task_id}/{request.match_info['index']}"),
+                            content_type="image/png")
+
+
+class AdminHandlers:
+    def __init__(self, emu: Emulator) -> None:
+        self.emu = emu
+
+    async def health(self, _request: web.Request) -> web.Response:
+        return json_response({"status": "ok"})
+
+    async def stats(self, _request: web.Request) -> web.Response:
+        self.emu.tasks.advance()
+        snapshot = self.emu.stats.snapshot()
+        statuses: dict[str, int] = {}
+        for task in self.emu.tasks.tasks.values():
+            statuses[task.status] = statuses.get(task.status, 0) + 1
+        snapshot["tasks"] = statuses
+        return json_response(snapshot)
+
+    async def reset(self, _request: web.Request) -> web.Response:
+        self.emu.reset()
+        return json_response({"status": "reset"})
+
+    async def get_config(self, _request: web.Request) -> web.Response:
+        return json_response(self.emu.config.__dict__)
+
+    async def set_config(self, request: web.Request) -> web.Response:
+        try:
+            changes = await request.json()
+            self.emu.config.update(changes)
+        except (ValueError, KeyError, TypeError) as exc:
+            return json_response({"error": f"bad config: {exc}"}, 400)
+        return json_response(self.emu.config.__dict__)

@@ -1,0 +1,89 @@
+"""Health probes: shapes, and readiness that fails fast and honestly when a dependency is gone."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.support.tcp_proxy import TcpProxy
+
+
+def test_health_and_liveness_shapes(client):
+    health = client.get("/health").json
+    assert health["status"] == "healthy" and "timestamp" in health
+    live = client.get("/health/live").json
+    assert live["status"] == "alive"
+    assert live["service"] == "bailian-backend" and live["version"]
+
+
+def test_ready_when_everything_is_reachable(client):
+    response = client.get("/health/ready")
+    assert response.status_code == 200
+    body = response.json
+    assert body["status"] == "ready"
+    assert body["checks"] == {"database": "connected", "redis": "connected",
+                              "dashscope_api": "configured"}
+
+
+def _app_through(settings, *, mysql_proxy=None, redis_proxy=None):
+    from tests.conftest import mysql_url
+    from web.app import create_app
+
+    changes = {}
+    if mysql_proxy:
+        name = settings.sqlalchemy_url.rsplit("/", 1)[1].split("?")[0]
+        changes["database_url"] = mysql_url(name, port=mysql_proxy.port)
+    if redis_proxy:
+        changes["redis_url"] = f"redis://127.0.0.1:{redis_proxy.port}/11"
+    return create_app(settings.model_copy(update=changes)).test_client()
+
+
+@pytest.mark.parametrize("component", ["database", "redis"])
+@pytest.mark.parametrize("fault", ["refuse", "blackhole"])
+def test_readiness_503_while_a_dependency_is_down_then_200(settings, mysql_server, redis_server,
+                                                          component, fault):
+    target = mysql_server if component == "database" else redis_server
+    proxy = TcpProxy(*target)
+    try:
+        client = _app_through(settings, **{("mysql_proxy" if component == "database"
+                                            else "redis_proxy"): proxy})
+        assert client.get("/health/ready").status_code == 200
+
+        proxy.set_mode(fault)
+        started = time.monotonic()
+        response = client.get("/health/ready")
+        elapsed = time.monotonic() - started
+        assert response.status_code == 503
+        assert response.json["status"] == "not_ready"
+        assert response.json["checks"][component].startswith("error:")
+        other = "redis" if component == "database" else "database"
+        assert response.json["checks"][other] == "connected"
+        assert elapsed < 2.0, f"probe took {elapsed:.2f}s"
+
+        proxy.set_mode("pass")
+        assert client.get("/health/ready").status_code == 200
+    finally:
+        proxy.close()
+
+
+def test_dashscope_not_configured_is_reported(settings):
+    from web.app import create_app
+
+    client = create_app(settings.model_copy(update={"qwen_api_key": None})).test_client()
+    assert client.get("/health/ready").json["checks"]["dashscope_api"] == "not_configured"
+
+
+def test_redis_outage_is_a_503_for_authenticated_requests_not_a_401(settings, redis_server,
+                                                                   accounts):
+    proxy = TcpProxy(*redis_server)
+    try:
+        client = _app_through(settings, redis_proxy=proxy)
+        _, headers = accounts.headers()
+        assert client.get("/api/auth/me", headers=headers).status_code == 200
+        proxy.set_mode("refuse")
+        response = client.get("/api/auth/me", headers=headers)
+        assert response.status_code == 503
+        assert response.headers["Retry-After"]
+    finally:
+        proxy.close()

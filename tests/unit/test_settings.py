@@ -1,0 +1,107 @@
+"""Settings are read from the documented environment names and refuse unsafe production use."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from common.settings import Settings
+
+GOOD_SECRET = "x" * 40
+
+
+def make(**env) -> Settings:
+    return Settings(_env_file=None, **env)
+
+
+def test_production_refuses_missing_secret():
+    with pytest.raises(ValidationError, match="JWT_SECRET_KEY is missing"):
+        make(app_env="production")
+
+
+@pytest.mark.parametrize("secret", ["change-me", "super-secret", "SECRET"])
+def test_production_refuses_placeholder_secret(secret):
+    with pytest.raises(ValidationError, match="well-known placeholder"):
+        make(app_env="production", jwt_secret_key=secret)
+
+
+def test_production_refuses_short_secret():
+    with pytest.raises(ValidationError, match="shorter than 32 bytes"):
+        make(app_env="production", jwt_secret_key="a" * 31)
+
+
+def test_production_accepts_a_long_random_secret():
+    assert make(app_env="production", jwt_secret_key=GOOD_SECRET).app_env == "production"
+
+
+def test_development_runs_without_secret():
+    assert make(app_env="development").jwt_secret_key is None
+
+
+def test_database_url_overrides_parts_and_parts_build_a_mysql_url():
+    parts = make(app_env="development", db_host="db", db_port=3307, db_name="b", db_user="u",
+                 db_password="p@ss word")
+    assert parts.sqlalchemy_url == "mysql+pymysql://u:p%40ss%20word@db:3307/b?charset=utf8mb4"
+    url = make(app_env="development", db_host="db", database_url="sqlite:///x.db")
+    assert url.sqlalchemy_url == "sqlite:///x.db"
+
+
+def test_without_database_settings_the_default_is_sqlite(tmp_path):
+    assert make(app_env="development", data_dir=tmp_path).sqlalchemy_url == \
+        f"sqlite:///{tmp_path}/bailian.db"
+
+
+def test_redis_url_overrides_parts():
+    parts = make(app_env="development", redis_host="cache", redis_port=6380,
+                 redis_password="s3cret", redis_db=2)
+    assert parts.redis_connection_url == "redis://:s3cret@cache:6380/2"
+    assert parts.broker_url == parts.redis_connection_url
+    url = make(app_env="development", redis_host="cache", redis_url="redis://other:1/0")
+    assert url.redis_connection_url == "redis://other:1/0"
+
+
+def test_dashscope_api_key_is_an_alias_of_qwen_api_key(monkeypatch):
+    monkeypatch.delenv("QWEN_API_KEY", raising=False)
+    monkeypatch.setenv("DASHSCOPE_API_KEY", "sk-alias")
+    monkeypatch.setenv("APP_ENV", "development")
+    settings = Settings()
+    assert settings.qwen_api_key.get_secret_value() == "sk-alias"
+    assert settings.dashscope_configured
+
+
+def test_environment_names_are_the_documented_ones(monkeypatch):
+    env = {"APP_ENV": "development", "DB_HOST": "h", "DB_PORT": "1", "DB_NAME": "n",
+           "DB_USER": "u", "DB_PASSWORD": "p", "REDIS_HOST": "r", "REDIS_PORT": "2",
+           "REDIS_PASSWORD": "rp", "QWEN_API_KEY": "k", "JWT_SECRET_KEY": GOOD_SECRET,
+           "LOG_LEVEL": "DEBUG", "METRICS_ENABLED": "false", "FC_QWEN_ENDPOINT": "http://q",
+           "FC_WANX_ENDPOINT": "http://w", "FC_AUTH_TOKEN": "t"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    s = Settings()
+    assert (s.db_host, s.db_port, s.db_name, s.db_user) == ("h", 1, "n", "u")
+    assert s.db_password.get_secret_value() == "p"
+    assert (s.redis_host, s.redis_port, s.redis_password.get_secret_value()) == ("r", 2, "rp")
+    assert s.qwen_api_key.get_secret_value() == "k"
+    assert (s.log_level, s.metrics_enabled) == ("DEBUG", False)
+    assert (s.fc_qwen_endpoint, s.fc_wanx_endpoint) == ("http://q", "http://w")
+    assert s.fc_auth_token.get_secret_value() == "t"
+
+
+def test_every_allowed_model_needs_a_price():
+    with pytest.raises(ValidationError, match="PRICES has no entry"):
+        make(app_env="development", chat_models={"qwen-unknown": 100})
+
+
+def test_time_limits_must_fit_inside_the_visibility_timeout():
+    with pytest.raises(ValidationError, match="TASK_TIME_LIMIT"):
+        make(app_env="development", task_time_limit=900, broker_visibility_timeout=900)
+
+
+def test_env_example_documents_every_setting():
+    from pathlib import Path
+
+    documented = {line.split("=", 1)[0].lstrip("# ").strip()
+                  for line in (Path(__file__).parents[2] / ".env.example").read_text().splitlines()
+                  if "=" in line}
+    fields = {name.upper() for name in Settings.model_fields} | {"DASHSCOPE_API_KEY"}
+    assert fields <= documented, sorted(fields - documented)

@@ -1,0 +1,1 @@
+"""The Flask API: HTTP concerns only; business rules live in `common`."""

@@ -1,0 +1,10 @@
+"""One blueprint per resource."""
+
+from flask import Flask
+
+
+def register_blueprints(app: Flask) -> None:
+    from web.api import admin, auth, chat, health, jobs, usage
+
+    for module in (health, auth, admin, chat, jobs, usage):
+        app.register_blueprint(module.bp)

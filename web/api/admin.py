@@ -1,0 +1,42 @@
+"""User administration, for admins only."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+from flask_jwt_extended import current_user
+
+from common import users
+from web.auth import admin_required
+from web.context import db_session, services
+from web.envelope import ok
+from web.schemas import CreateUserRequest, UpdateUserRequest, UserOut
+from web.validation import parse_body
+
+bp = Blueprint("admin", __name__, url_prefix="/api/admin")
+
+
+@bp.post("/users")
+@admin_required
+def create_user():
+    body = parse_body(CreateUserRequest)
+    session = db_session()
+    user = users.create_user(session=session, username=body.username, password=body.password,
+                             email=body.email, role=body.role)
+    session.commit()
+    return ok(UserOut.of(user), "User created", status=201)
+
+
+@bp.get("/users")
+@admin_required
+def list_users():
+    return ok([UserOut.of(u) for u in users.list_users(session=db_session())])
+
+
+@bp.patch("/users/<int:user_id>")
+@admin_required
+def update_user(user_id: int):
+    body = parse_body(UpdateUserRequest)
+    user = users.change_user(session=db_session(), auth_state=services().auth_state,
+                             user_id=user_id, actor_id=current_user.id, role=body.role,
+                             is_active=body.active)
+    return ok(UserOut.of(user), "User updated")

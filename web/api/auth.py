@@ -1,0 +1,60 @@
+"""Login, refresh, logout and the current user."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+from flask_jwt_extended import current_user
+
+from common import users
+from common.errors import AuthenticationFailed
+from common.models import User
+from web.auth import issue_tokens, login_required, refreshed_access_token, revoke_current_session
+from web.context import db_session, services
+from web.envelope import ok
+from web.schemas import LoginRequest, UserOut
+from web.validation import parse_body
+
+bp = Blueprint("auth", __name__, url_prefix="/api/auth")
+
+
+@bp.post("/login")
+def login():
+    body = parse_body(LoginRequest)
+    session = db_session()
+    user = users.authenticate(session=session, username=body.username, password=body.password)
+    if user is None:
+        # One answer for unknown users, wrong passwords and disabled accounts: no enumeration.
+        raise AuthenticationFailed("Invalid username or password", code="invalid_credentials")
+    session.commit()  # keeps a rehashed password
+    data = {
+        **issue_tokens(user),
+        "token_type": "Bearer",
+        "expires_in": services().settings.jwt_access_token_expires,
+        "user": {"id": user.id, "username": user.username, "email": user.email},
+    }
+    return ok(data, "Login successful")
+
+
+@bp.post("/refresh")
+@login_required(refresh=True)
+def refresh():
+    data = {
+        "access_token": refreshed_access_token(),
+        "token_type": "Bearer",
+        "expires_in": services().settings.jwt_access_token_expires,
+    }
+    return ok(data, "Token refreshed")
+
+
+@bp.post("/logout")
+@login_required(any_token=True)
+def logout():
+    revoke_current_session()
+    return ok(None, "Logout successful")
+
+
+@bp.get("/me")
+@login_required
+def me():
+    user = db_session().get(User, current_user.id)
+    return ok(UserOut.of(user))

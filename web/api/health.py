@@ -1,0 +1,42 @@
+"""Liveness, readiness and a plain health check for load balancers and orchestrators."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+
+from flask import Blueprint, jsonify
+
+from common import VERSION
+from common.health import CONNECTED, check_database, check_redis, run_checks
+from web.context import services
+
+bp = Blueprint("health", __name__)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat()
+
+
+@bp.get("/health")
+def health():
+    return jsonify(status="healthy", timestamp=_now())
+
+
+@bp.get("/health/live")
+def live():
+    return jsonify(status="alive", timestamp=_now(), service="bailian-backend", version=VERSION)
+
+
+@bp.get("/health/ready")
+def ready():
+    settings = services().settings
+    timeout = settings.health_check_timeout
+    checks = run_checks({
+        "database": functools.partial(check_database, settings.sqlalchemy_url, timeout),
+        "redis": functools.partial(check_redis, settings.redis_connection_url, timeout),
+    }, timeout)
+    checks["dashscope_api"] = "configured" if settings.dashscope_configured else "not_configured"
+    is_ready = checks["database"] == CONNECTED and checks["redis"] == CONNECTED
+    body = {"status": "ready" if is_ready else "not_ready", "timestamp": _now(), "checks": checks}
+    return jsonify(body), 200 if is_ready else 503

@@ -1,0 +1,51 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from common.auth import AuthState
+from common.db import database_from_settings
+from common.log import configure_logging
+from common.queue import make_celery
+from common.redis_client import redis_from_settings
+from common.settings import Settings, get_settings
+from web import auth, cli, errors, limits, request_id
+from web.api import register_blueprints
+from web.context import Services
+from web.context import init_app as init_context
+from web.waiter import JobWaiter
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+    app = Flask("bailian")
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_content_length, JSON_SORT_KEYS=False)
+    app.json.sort_keys = False
+    if settings.trusted_proxies:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)
+
+    database = database_from_settings(settings)
+    redis_client = redis_from_settings(settings)
+    init_context(app, Services(
+        settings=settings,
+        database=database,
+        redis=redis_client,
+        auth_state=AuthState(redis_client, database.sessionmaker),
+        celery=make_celery(settings),
+        waiter=JobWaiter(redis_client),
+    ))
+    request_id.init_app(app)
+    errors.init_app(app)
+    auth.init_app(app, settings)
+    register_blueprints(app)
+    limits.init_app(app, settings)
+    cli.init_app(app)
+    cli.bootstrap_admin_if_configured(settings, database)
+    return app

@@ -1,0 +1,46 @@
+"""The per-app services (database, Redis, shared auth state) and the per-request session."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import redis
+from celery import Celery
+from flask import current_app, g
+from sqlalchemy.orm import Session
+
+from common.auth import AuthState
+from common.db import Database
+from common.settings import Settings
+from web.waiter import JobWaiter
+
+
+@dataclasses.dataclass
+class Services:
+    settings: Settings
+    database: Database
+    redis: redis.Redis
+    auth_state: AuthState
+    celery: Celery
+    waiter: JobWaiter
+
+
+def services() -> Services:
+    return current_app.extensions["bailian"]
+
+
+def db_session() -> Session:
+    """The request's session, opened on first use and closed at teardown."""
+    if "db_session" not in g:
+        g.db_session = services().database.sessionmaker()
+    return g.db_session
+
+
+def init_app(app, svc: Services) -> None:
+    app.extensions["bailian"] = svc
+
+    @app.teardown_appcontext
+    def _close_session(_exc):
+        session = g.pop("db_session", None)
+        if session is not None:
+            session.close()  # rolls back anything the view did not commit

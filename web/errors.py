@@ -1,0 +1,55 @@
+"""Every error becomes the JSON envelope, registered once; no stack trace ever reaches a client."""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from flask import Flask
+from kombu.exceptions import OperationalError as BrokerError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from common.errors import AppError, ServiceUnavailable
+from web.envelope import envelope
+
+logger = logging.getLogger(__name__)
+
+# Infrastructure failures: the client did nothing wrong and may retry.
+DEPENDENCY_ERRORS = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    BrokerError,
+    OperationalError,  # database unreachable, lost connection, lock wait timeout
+    InterfaceError,
+)
+
+
+def init_app(app: Flask) -> None:
+    @app.errorhandler(AppError)
+    def _app_error(exc: AppError):
+        return envelope(exc.status, exc.message, errors=exc.errors, headers=exc.headers)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(exc):
+        limit = app.config.get("MAX_CONTENT_LENGTH")
+        return envelope(413, f"Request body exceeds the limit of {limit} bytes")
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+        message = f"Rate limit exceeded: {exc.description}" if exc.code == 429 else exc.name
+        return envelope(exc.code or 500, message, headers=headers)
+
+    def _dependency_down(exc):
+        logger.warning("dependency unavailable: %s: %s", type(exc).__name__, exc)
+        return _app_error(ServiceUnavailable())
+
+    for exc_type in DEPENDENCY_ERRORS:
+        app.register_error_handler(exc_type, _dependency_down)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        logger.exception("unhandled error")
+        return envelope(500, "Internal server error")
+

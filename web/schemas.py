@@ -1,0 +1,145 @@
+"""Request and response models: validation lives here, not in the views."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from common.models import JobKind, JobStatus, Role, utcnow
+
+Username = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=64,
+                                            pattern=r"^[A-Za-z0-9_.\-@]+$")]
+Password = Annotated[str, StringConstraints(min_length=8, max_length=256)]
+
+
+class StrictModel(BaseModel):
+    # Unknown fields are rejected so a client can never set what it should not (mass assignment).
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoginRequest(StrictModel):
+    username: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    password: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+class CreateUserRequest(StrictModel):
+    username: Username
+    password: Password
+    email: EmailStr | None = None
+    role: Role = Role.DEFAULT
+
+
+class UpdateUserRequest(StrictModel):
+    role: Role | None = None
+    active: bool | None = Field(default=None, strict=True)
+
+
+class UserOut(BaseModel):
+    id: int
+    username: str
+    email: str | None
+    role: Role
+    active: bool
+
+    @classmethod
+    def of(cls, user) -> dict:
+        return cls(id=user.id, username=user.username, email=user.email, role=user.role,
+                   active=user.is_active).model_dump(mode="json")
+
+
+StrictNumber = Annotated[float, Field(strict=True)]
+StrictInteger = Annotated[int, Field(strict=True)]
+
+
+class ChatMessage(StrictModel):
+    role: Literal["system", "user", "assistant"]
+    content: Annotated[str, Field(strict=True, min_length=1)]
+
+
+class ChatCompletionRequest(StrictModel):
+    """POST /api/bailian/chat/completions. Parameters map 1:1 to DashScope's; unknown fields are
+    rejected rather than silently dropped. Needs the validation context {"chat_models": ...}."""
+
+    model: Annotated[str, Field(strict=True)]
+    messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=256)]
+    temperature: Annotated[StrictNumber, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[StrictNumber, Field(gt=0, le=1)] | None = None
+    top_k: Annotated[StrictInteger, Field(ge=0, le=100)] | None = None
+    max_tokens: Annotated[StrictInteger, Field(gt=0)] | None = None
+    seed: Annotated[StrictInteger, Field(ge=0, le=2**31 - 1)] | None = None
+    stop: Annotated[str, Field(strict=True, min_length=1)] | \
+        Annotated[list[Annotated[str, Field(strict=True, min_length=1)]],
+                  Field(min_length=1, max_length=4)] | None = None
+    presence_penalty: Annotated[StrictNumber, Field(ge=-2, le=2)] | None = None
+    repetition_penalty: Annotated[StrictNumber, Field(gt=0)] | None = None
+    enable_search: Annotated[bool, Field(strict=True)] | None = None
+    stream: Literal[False] | None = Field(
+        default=None, description="Streaming is not offered; use Prefer: respond-async")
+
+    @field_validator("model")
+    @classmethod
+    def _allowed_model(cls, model: str, info: ValidationInfo) -> str:
+        allowed = (info.context or {}).get("chat_models", {})
+        if model not in allowed:
+            raise PydanticCustomError("model_not_allowed", "model must be one of: {allowed}",
+                                      {"allowed": ", ".join(sorted(allowed))})
+        return model
+
+    @field_validator("max_tokens")
+    @classmethod
+    def _within_model_limit(cls, max_tokens: int | None, info: ValidationInfo) -> int | None:
+        model = info.data.get("model")
+        limit = (info.context or {}).get("chat_models", {}).get(model)
+        if max_tokens is not None and limit is not None and max_tokens > limit:
+            raise PydanticCustomError("max_tokens_limit",
+                                      "max_tokens must be at most {limit} for {model}",
+                                      {"limit": limit, "model": model})
+        return max_tokens
+
+    def job_request(self) -> dict:
+        """What the worker needs: the messages and the upstream parameters that were set."""
+        parameters = self.model_dump(exclude={"model", "messages", "stream"}, exclude_none=True)
+        if parameters.get("temperature") == 2:
+            # We accept the documented 0-2; DashScope's own range is [0, 2).
+            parameters["temperature"] = 1.99
+        return {"messages": [m.model_dump() for m in self.messages], "parameters": parameters}
+
+
+class JobListQuery(StrictModel):
+    status: JobStatus | None = None
+    kind: JobKind | None = None
+    cursor: Annotated[str, StringConstraints(max_length=512)] | None = None
+    limit: Annotated[int, Field(ge=1, le=100)] = 20
+
+
+class UsageQuery(StrictModel):
+    start: dt.datetime | dt.date | None = None
+    end: dt.datetime | dt.date | None = None
+    group_by: Literal["model", "day"] | None = None
+    user_id: Annotated[int, Field(ge=1)] | None = None
+    all: bool = False
+
+    def window(self) -> tuple[dt.datetime, dt.datetime]:
+        """[start, end) as naive UTC; defaults to the last 30 days."""
+        end = _as_utc(self.end) if self.end else utcnow()
+        start = _as_utc(self.start) if self.start else end - dt.timedelta(days=30)
+        return start, end
+
+
+def _as_utc(value: dt.datetime | dt.date) -> dt.datetime:
+    if not isinstance(value, dt.datetime):
+        return dt.datetime(value.year, value.month, value.day)
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value

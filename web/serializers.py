@@ -1,0 +1,61 @@
+"""One stable JSON shape per resource, used by every endpoint that returns it."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from common.models import Job, JobStatus
+
+# How a failed job's error code reads over HTTP when a client waited for it.
+_CLIENT_ERRORS = ("InvalidParameter", "DataInspectionFailed", "BadRequest", "InvalidURL",
+                  "IPInfringementSuspect")
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.replace(tzinfo=dt.UTC).isoformat() if value else None
+
+
+def job_url(job_id: str) -> str:
+    return f"/api/jobs/{job_id}"
+
+
+def serialize_job(job: Job) -> dict:
+    """The job shape of GET /api/jobs/<id>, also returned by 202 answers and failures."""
+    usage = job.usage
+    hide_result = job.status != JobStatus.SUCCEEDED  # e.g. a result that arrived after cancel
+    return {
+        "id": job.id,
+        "kind": job.kind.value,
+        "model": job.model,
+        "status": job.status.value,
+        "created_at": _iso(job.created_at),
+        "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at),
+        "deadline_at": _iso(job.deadline_at),
+        "attempts": job.attempts,
+        "result": None if hide_result else job.result,
+        "error": {"code": job.error_code, "message": job.error_message}
+        if job.status == JobStatus.FAILED else None,
+        "usage": {
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "total_tokens": usage.total_tokens,
+            "image_count": usage.image_count,
+        } if usage else None,
+        "cost": {"amount": float(usage.cost), "currency": usage.currency} if usage else None,
+        "links": {"self": job_url(job.id), "cancel": f"{job_url(job.id)}/cancel"},
+    }
+
+
+def failure_status(job: Job) -> int:
+    """The HTTP status for a job that ended without a result."""
+    if job.status == JobStatus.CANCELED:
+        return 409
+    code = job.error_code or ""
+    if code.startswith(_CLIENT_ERRORS):
+        return 400
+    if code in ("deadline_exceeded", "UpstreamTimeout", "RequestTimeOut", "GatewayTimeout"):
+        return 504
+    if code.startswith("Throttling") or code in ("ModelUnavailable", "ServiceUnavailable"):
+        return 503
+    return 502

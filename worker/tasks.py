@@ -1,0 +1,39 @@
+"""Thin tasks: decode arguments, call a service in `common`, decide retry. Nothing else."""
+
+from __future__ import annotations
+
+import redis
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from common import chat, sweeper
+from common.log import bind_log_context
+from common.queue import CORRELATION_HEADER, RUN_CHAT, SWEEP
+from worker import runtime
+from worker.celery_app import app
+
+# The database or Redis is unreachable: try the same task again later (bounded by max_retries
+# and, above all, by the job's own deadline).
+INFRASTRUCTURE_ERRORS = (OperationalError, InterfaceError, redis.ConnectionError,
+                         redis.TimeoutError)
+
+
+@app.task(name=RUN_CHAT, bind=True, max_retries=50, autoretry_for=INFRASTRUCTURE_ERRORS,
+          retry_backoff=True, retry_backoff_max=60, retry_jitter=True)
+def run_chat(self, job_id: str) -> None:
+    bind_log_context(job_id=job_id, request_id=_correlation_id(self.request), user_id=None)
+    rt = runtime.get()
+    retry_in = chat.run_attempt(database=rt.database, backend=rt.chat_backend,
+                                redis_client=rt.redis, settings=rt.settings, job_id=job_id)
+    if retry_in is not None:
+        raise self.retry(countdown=retry_in)
+
+
+@app.task(name=SWEEP, ignore_result=True)
+def sweep() -> None:
+    rt = runtime.get()
+    sweeper.sweep(database=rt.database, celery=app, redis_client=rt.redis, settings=rt.settings)
+
+
+def _correlation_id(request) -> str | None:
+    return getattr(request, CORRELATION_HEADER, None) or \
+        (getattr(request, "headers", None) or {}).get(CORRELATION_HEADER)
