@@ -12,12 +12,20 @@ from common.errors import ValidationFailed
 M = TypeVar("M", bound=BaseModel)
 
 
+# Names pydantic puts in an error location for the branch of a union, not for a field.
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
+
+
 def field_errors(exc: ValidationError) -> list[dict]:
-    """pydantic's errors as [{field, message}], with dotted field paths."""
+    """pydantic's errors as [{field, message}], with dotted field paths (union branch tags
+    such as `constrained-str` dropped, so a client sees the field it sent)."""
     errors = []
     for err in exc.errors(include_url=False):
-        field = ".".join(str(part) for part in err["loc"]) or "body"
-        errors.append({"field": field, "message": err["msg"]})
+        parts = [str(p) for p in err["loc"]
+                 if isinstance(p, int) or (p.isidentifier() and p not in _TYPE_TAGS)]
+        entry = {"field": ".".join(parts) or "body", "message": err["msg"]}
+        if entry not in errors:
+            errors.append(entry)
     return errors
 
 
