@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 from kombu.exceptions import OperationalError as BrokerError
 
 from common.models import JobKind
@@ -58,15 +58,19 @@ def celery_config(settings: Settings) -> dict:
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
-        "worker_soft_shutdown_timeout": 20.0,
+        "worker_soft_shutdown_timeout": settings.worker_soft_shutdown_seconds,
         "worker_enable_soft_shutdown_on_idle": True,
         "task_time_limit": settings.task_time_limit,
         "task_soft_time_limit": max(1, settings.task_time_limit - 15),
         # Publishing gives up fast when the broker is down; the job row stays for the sweeper.
         "task_publish_retry_policy": {"max_retries": 2, "interval_start": 0,
                                       "interval_step": 0.2, "interval_max": 0.5},
-        "task_queues": [Queue(name) for name in QUEUES],
+        # One exchange and routing key per queue: with shared defaults, the Redis transport would
+        # deliver a copy of every message to every queue bound with the same key.
+        "task_queues": [Queue(name, Exchange(name), routing_key=name) for name in QUEUES],
         "task_default_queue": CHAT_QUEUE,
+        "task_default_exchange": CHAT_QUEUE,
+        "task_default_routing_key": CHAT_QUEUE,
         "task_routes": {RUN_CHAT: {"queue": CHAT_QUEUE}, SWEEP: {"queue": MAINTENANCE_QUEUE}},
         "worker_send_task_events": True,
         "task_send_sent_event": True,

@@ -116,6 +116,7 @@ class Settings(BaseSettings):
     republish_queued_after_seconds: int = Field(default=300, gt=0)
     broker_visibility_timeout: int = Field(default=900, gt=0)
     task_time_limit: int = Field(default=300, gt=0)
+    worker_soft_shutdown_seconds: float = Field(default=20.0, ge=0)  # below the SIGKILL grace
 
     # Pricing: model -> {"input", "output"} per 1,000 tokens, or {"image"} per image
     price_currency: str = "CNY"

@@ -179,6 +179,7 @@ def platform_env(*, database_url: str, redis_url: str, broker_url: str,
         "REPUBLISH_QUEUED_AFTER_SECONDS": "30",
         "BROKER_VISIBILITY_TIMEOUT": "120",
         "TASK_TIME_LIMIT": "60",
+        "WORKER_SOFT_SHUTDOWN_SECONDS": "1",
         "NO_PROXY": "127.0.0.1,localhost",
     }
     if emulator is not None:

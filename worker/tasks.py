@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import redis
 from sqlalchemy.exc import InterfaceError, OperationalError
 
@@ -10,6 +12,8 @@ from common.log import bind_log_context
 from common.queue import CORRELATION_HEADER, RUN_CHAT, SWEEP
 from worker import runtime
 from worker.celery_app import app
+
+logger = logging.getLogger(__name__)
 
 # The database or Redis is unreachable: try the same task again later (bounded by max_retries
 # and, above all, by the job's own deadline).
@@ -31,7 +35,12 @@ def run_chat(self, job_id: str) -> None:
 @app.task(name=SWEEP, ignore_result=True)
 def sweep() -> None:
     rt = runtime.get()
-    sweeper.sweep(database=rt.database, celery=app, redis_client=rt.redis, settings=rt.settings)
+    try:
+        sweeper.sweep(database=rt.database, celery=app, redis_client=rt.redis,
+                      settings=rt.settings)
+    except INFRASTRUCTURE_ERRORS as exc:
+        # The next sweep, seconds away, tries again; a traceback per beat tick says nothing new.
+        logger.warning("sweep skipped: %s: %s", type(exc).__name__, exc)
 
 
 def _correlation_id(request) -> str | None:

@@ -1,0 +1,66 @@
+"""Upstream failures: which are retried, how long to wait, and how a failed job reads over HTTP."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+
+import pytest
+
+from common.ai.base import UpstreamError, is_retryable_status
+from common.ai.dashscope_backend import retry_after_seconds
+from common.chat import retry_delay
+from common.models import Job, JobStatus
+from common.settings import Settings
+from web.serializers import failure_status
+
+SETTINGS = Settings(_env_file=None, app_env="development", upstream_retry_base_seconds=1,
+                    upstream_retry_max_seconds=30)
+
+
+def error(retry_after=None) -> UpstreamError:
+    return UpstreamError(code="Throttling", message="slow down", status=429, retryable=True,
+                         retry_after=retry_after)
+
+
+@pytest.mark.parametrize("status, retryable", [(429, True), (500, True), (502, True),
+                                               (503, True), (504, True), (400, False),
+                                               (401, False), (403, False), (404, False)])
+def test_retryable_statuses(status, retryable):
+    assert is_retryable_status(status) is retryable
+
+
+@pytest.mark.parametrize("attempt", [1, 2, 3, 4, 5, 6, 10])
+def test_backoff_grows_with_jitter_and_is_capped(attempt):
+    ceiling = min(30, 2 ** (attempt - 1))
+    delays = [retry_delay(error(), attempt, SETTINGS) for _ in range(200)]
+    assert all(ceiling * 0.5 <= d <= ceiling for d in delays)
+    assert len(set(delays)) > 1  # jittered
+
+
+def test_retry_after_is_a_floor_but_never_beyond_the_cap():
+    assert retry_delay(error(retry_after=7), 1, SETTINGS) >= 7
+    assert retry_delay(error(retry_after=3600), 1, SETTINGS) <= 30
+
+
+def test_retry_after_parses_seconds_and_http_dates():
+    assert retry_after_seconds({"Retry-After": "3"}) == 3
+    assert retry_after_seconds({"retry-after": "1.5"}) == 1.5
+    when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=20)
+    parsed = retry_after_seconds({"Retry-After": email.utils.format_datetime(when)})
+    assert 18 <= parsed <= 20
+    assert retry_after_seconds({"Retry-After": "soon"}) is None
+    assert retry_after_seconds({}) is None
+
+
+@pytest.mark.parametrize("code, status", [
+    ("InvalidParameter", 400), ("DataInspectionFailed", 400), ("BadRequest.EmptyInput", 400),
+    ("InvalidApiKey", 502), ("Arrearage", 502), ("InternalError", 502),
+    ("Throttling.RateQuota", 503), ("ModelUnavailable", 503),
+    ("deadline_exceeded", 504), ("UpstreamTimeout", 504)])
+def test_failed_jobs_map_to_honest_http_statuses(code, status):
+    assert failure_status(Job(status=JobStatus.FAILED, error_code=code)) == status
+
+
+def test_canceled_job_is_a_conflict():
+    assert failure_status(Job(status=JobStatus.CANCELED)) == 409
