@@ -27,7 +27,7 @@ def test_ready_when_everything_is_reachable(client):
 
 
 def _app_through(settings, *, mysql_proxy=None, redis_proxy=None):
-    from tests.conftest import mysql_url
+    from tests.support.stack import mysql_url
     from web.app import create_app
 
     changes = {}

@@ -11,8 +11,8 @@ import requests
 from dashscope import Generation, ImageSynthesis
 from dashscope.v2 import errors as v2_errors
 
-from tests.conftest import EMULATOR_KEY
 from tests.support.jobs import directive, wait_until
+from tests.support.stack import EMULATOR_KEY
 
 MESSAGES = [{"role": "user", "content": "Tell me about the sea"}]
 

@@ -268,7 +268,7 @@ def test_database_outage_while_persisting_keeps_the_result_without_a_second_call
         platform, accounts, client, database, mysql_server, emulator):
     """R7: MySQL drops while the worker holds a billed result; it is stored once MySQL is
     back, with one usage row and no second upstream call."""
-    from tests.conftest import mysql_url
+    from tests.support.stack import mysql_url
 
     proxy = TcpProxy(*mysql_server)
     name = platform.env["DATABASE_URL"].rsplit("/", 1)[1].split("?")[0]

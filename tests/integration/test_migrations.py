@@ -10,7 +10,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 
 from common.models import Base
-from tests.conftest import alembic_config, fresh_database, mysql_url
+from tests.support.stack import alembic_config, fresh_database, mysql_url
 
 TABLES = {"users", "jobs", "usage_records"}
 

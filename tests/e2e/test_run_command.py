@@ -1,0 +1,65 @@
+"""The README's run command brings the whole platform up on the embedded default (SQLite, an
+embedded real Redis, the emulator) and serves a chat end to end; SIGTERM stops everything."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import requests
+
+from tests.support.jobs import wait_until
+from tests.support.processes import REPO, free_port
+
+pytestmark = pytest.mark.slow
+
+CONFIGURED = ("DATABASE_URL", "DB_HOST", "REDIS_URL", "REDIS_HOST", "CELERY_BROKER_URL",
+              "QWEN_API_KEY", "DASHSCOPE_API_KEY", "APP_ENV", "JWT_SECRET_KEY",
+              "ADMIN_USERNAME", "ADMIN_PASSWORD", "DASHSCOPE_HTTP_BASE_URL")
+
+
+def test_run_command_on_the_embedded_default(tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in CONFIGURED}
+    env.update({"DATA_DIR": str(tmp_path), "PORT": str(port)})
+    log = open(tmp_path / "run.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen([str(REPO / "scripts" / "run")], cwd=REPO, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        def ready():
+            try:
+                return requests.get(f"{base}/health/ready", timeout=2).status_code == 200
+            except requests.RequestException:
+                assert proc.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
+                return False
+
+        wait_until(ready, timeout=180, interval=0.5, message="platform never became ready")
+        output = (tmp_path / "run.log").read_text()
+        assert "OFFLINE MODE" in output
+        assert (tmp_path / "bailian.db").exists()
+
+        password = (tmp_path / "dev-admin-password").read_text().strip()
+        login = requests.post(f"{base}/api/auth/login", timeout=10,
+                              json={"username": "admin", "password": password})
+        assert login.status_code == 200
+        token = login.json()["data"]["access_token"]
+        chat = requests.post(f"{base}/api/bailian/chat/completions", timeout=30,
+                             headers={"Authorization": f"Bearer {token}"},
+                             json={"model": "qwen-turbo",
+                                   "messages": [{"role": "user", "content": "offline hello"}]})
+        assert chat.status_code == 200, chat.text
+        assert chat.json()["data"]["choices"][0]["message"]["content"] == "Echo: offline hello"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+    time.sleep(0.5)
+    leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True)
+    assert leftovers.stdout.strip() == "", "children outlived the platform"
