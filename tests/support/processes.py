@@ -117,9 +117,9 @@ def beat(env: dict[str, str], log_dir: Path) -> Process:
 
 
 def gunicorn(env: dict[str, str], log_dir: Path, port: int, *, name: str = "web",
-             workers: int = 2) -> Process:
+             workers: int = 2, threads: int = 8) -> Process:
     proc = Process(name, [str(BIN / "gunicorn"), "web.wsgi:app", "-b", f"127.0.0.1:{port}",
-                          "-w", str(workers), "-k", "gthread", "--threads", "8"],
+                          "-w", str(workers), "-k", "gthread", "--threads", str(threads)],
                    env, log_dir).start()
     proc.wait_for_http(f"http://127.0.0.1:{port}/health")
     return proc

@@ -1,0 +1,1 @@
+"""Bare reference implementations the platform is measured against."""

@@ -1,0 +1,193 @@
+"""Benchmark scenarios. Each returns rows: figure, baseline, ratio, target and the setup used."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+import requests
+from dashscope import Generation
+from sqlalchemy import func, select, update
+
+from bench.load import run_concurrently, summary_ms, throughput
+from bench.stack import WEB_THREADS, WEB_WORKERS, BenchStack
+from common.models import Job, JobStatus
+
+CHAT = "/api/bailian/chat/completions"
+CPUS = os.cpu_count()
+
+
+def row(name: str, figure: float, baseline: float | None, unit: str, *, target: str = "",
+        passed: bool | None = None, setup: str = "", ratio: float | None = None) -> dict:
+    if ratio is None and baseline:
+        ratio = figure / baseline
+    return {"scenario": name, "figure": round(figure, 3), "baseline": None if baseline is None
+            else round(baseline, 3), "unit": unit, "ratio": None if ratio is None
+            else round(ratio, 3), "target": target, "pass": passed, "setup": setup}
+
+
+def _messages(tag: str) -> list[dict]:
+    return [{"role": "user", "content": f"benchmark message {tag}"}]
+
+
+def sync_chat_overhead(stack: BenchStack, pairs: int = 300) -> list[dict]:
+    """Platform latency minus a direct SDK call to the same emulator, measured in pairs."""
+    stack.emulator.configure(latency_ms=0, jitter_ms=0)
+    stack.start_worker("threads", 32)
+    token = stack.token()
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def pairs_in_thread(count: int):
+        def work(_index: int) -> list[tuple[float, float]]:
+            http = requests.Session()
+            sdk_http = requests.Session()
+            samples = []
+            for i in range(count):
+                body = {"model": "qwen-turbo", "messages": _messages(uuid.uuid4().hex)}
+                started = time.perf_counter()
+                direct = Generation.call(model="qwen-turbo", messages=body["messages"],
+                                         result_format="message",
+                                         api_key="sk-emulator-test-key",
+                                         base_address=stack.emulator.api_base,
+                                         session=sdk_http)
+                direct_s = time.perf_counter() - started
+                assert direct.status_code == 200
+                started = time.perf_counter()
+                response = http.post(f"{stack.web_url}{CHAT}", json=body, headers=headers)
+                platform_s = time.perf_counter() - started
+                assert response.status_code == 200, response.text
+                if i >= 10:  # warm connections and caches first
+                    samples.append((platform_s, direct_s))
+            return samples
+        return work
+
+    rows = []
+    for concurrency in (1, 16):
+        per_thread = max(20, pairs // concurrency) + 10
+        samples = run_concurrently(pairs_in_thread(per_thread), concurrency)
+        overhead = summary_ms([p - d for p, d in samples])
+        platform = summary_ms([p for p, _ in samples])
+        direct = summary_ms([d for _, d in samples])
+        setup = (f"{CPUS} CPUs; gunicorn {WEB_WORKERS}x{WEB_THREADS} gthread; worker threads "
+                 f"x32; {concurrency} client thread(s); {overhead['n']} pairs")
+        for q in ("p50", "p95", "p99"):
+            target = {"p50": 3.0, "p99": 10.0}.get(q) if concurrency == 1 else None
+            rows.append(row(f"sync chat overhead c={concurrency} {q}", overhead[q],
+                            direct[q], "ms", ratio=platform[q] / direct[q],
+                            target=f"<= {target} ms" if target else "",
+                            passed=overhead[q] <= target if target else None, setup=setup))
+    return rows
+
+
+def async_submit_throughput(stack: BenchStack, seconds: float = 8, concurrency: int = 16
+                            ) -> list[dict]:
+    """Accepted async submissions per second against a bare Flask JSON endpoint."""
+    stack.stop("worker")  # measure the web tier alone; the backlog is purged afterwards
+    token = stack.token()
+    bare = stack.start_bare_flask()
+    body = {"model": "qwen-turbo", "messages": _messages("async")}
+
+    def platform_call():
+        http = requests.Session()
+        headers = {"Authorization": f"Bearer {token}", "Prefer": "respond-async"}
+
+        def call():
+            assert http.post(f"{stack.web_url}{CHAT}", json=body,
+                             headers=headers).status_code == 202
+        return call
+
+    def bare_call():
+        http = requests.Session()
+
+        def call():
+            assert http.post(f"{bare}/json", json=body).status_code == 202
+        return call
+
+    baseline, _ = throughput(bare_call, concurrency, seconds)
+    figure, errors = throughput(platform_call, concurrency, seconds)
+    stack.stop("bare-flask")
+    stack.purge_broker()
+    with stack.database.session() as session:
+        session.execute(update(Job).where(Job.status == JobStatus.QUEUED)
+                        .values(status=JobStatus.CANCELED))
+    return [row("async submit throughput", figure, baseline, "req/s", target=">= 0.25x",
+                passed=figure / baseline >= 0.25 and errors == 0,
+                setup=f"{CPUS} CPUs; both on gunicorn {WEB_WORKERS}x{WEB_THREADS} gthread; "
+                      f"{concurrency} client threads; {seconds:g}s; errors={errors}")]
+
+
+def _platform_jobs_per_second(stack: BenchStack, count: int, concurrency: int) -> float:
+    token = stack.token()
+    headers = {"Authorization": f"Bearer {token}", "Prefer": "respond-async"}
+    started = time.perf_counter()
+
+    def submit(index: int) -> list[str]:
+        http = requests.Session()
+        ids = []
+        for i in range(index, count, concurrency):
+            response = http.post(f"{stack.web_url}{CHAT}", headers=headers,
+                                 json={"model": "qwen-turbo", "messages": _messages(str(i))})
+            ids.append(response.json()["data"]["id"])
+        return ids
+
+    ids = run_concurrently(submit, concurrency)
+    while True:
+        with stack.database.session() as session:
+            done = session.scalar(select(func.count()).select_from(Job).where(
+                Job.id.in_(ids), Job.status == JobStatus.SUCCEEDED))
+        if done == len(ids):
+            return len(ids) / (time.perf_counter() - started)
+        time.sleep(0.05)
+
+
+def _noop_round_trips_per_second(stack: BenchStack, count: int, concurrency: int) -> float:
+    os.environ.update({k: v for k, v in stack.noop_env().items() if k.startswith("NOOP_")})
+    from bench.baselines.celery_noop import app
+
+    started = time.perf_counter()
+
+    def send(index: int) -> list:
+        results = [app.send_task("noop", args=[i]) for i in range(index, count, concurrency)]
+        return [r.get(timeout=120) for r in results]
+
+    run_concurrently(send, concurrency)
+    return count / (time.perf_counter() - started)
+
+
+def end_to_end_jobs(stack: BenchStack, count: int = 400, latency_ms: int = 200) -> list[dict]:
+    """Chat jobs per second with a slow upstream, against bare Celery no-op round trips."""
+    stack.emulator.configure(latency_ms=latency_ms, jitter_ms=0)
+    stack.start_worker("threads", 32)
+    stack.start_noop_worker("threads", 32)
+    baseline = _noop_round_trips_per_second(stack, count, 32)
+    stack.stop("noop-worker")
+    figure = _platform_jobs_per_second(stack, count, 32)
+    return [row("end-to-end chat jobs/s", figure, baseline, "jobs/s", target=">= 0.4x",
+                passed=figure / baseline >= 0.4,
+                setup=f"{CPUS} CPUs; {latency_ms} ms upstream; worker threads x32; "
+                      f"{count} jobs from 32 client threads; baseline noop on threads x32")]
+
+
+def worker_pools(stack: BenchStack, count: int = 200, latency_ms: int = 200) -> list[dict]:
+    """The pool choice: jobs/s and memory with an I/O-bound (200 ms) upstream."""
+    stack.emulator.configure(latency_ms=latency_ms, jitter_ms=0)
+    rows = []
+    reference = None
+    for pool, concurrency in (("threads", 32), ("prefork", 2), ("prefork", 8)):
+        stack.start_worker(pool, concurrency)
+        rate = _platform_jobs_per_second(stack, count, 32)
+        rss = stack.rss_mb("worker")
+        reference = reference or rate
+        rows.append(row(f"worker pool {pool} -c {concurrency}", rate, reference, "jobs/s",
+                        setup=f"{CPUS} CPUs; {latency_ms} ms upstream; {count} jobs; worker "
+                              f"RSS {rss:.0f} MB"))
+    return rows
+
+
+SCENARIOS = {
+    "sync": sync_chat_overhead,
+    "submit": async_submit_throughput,
+    "e2e": end_to_end_jobs,
+    "pools": worker_pools,
+}

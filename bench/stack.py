@@ -1,0 +1,133 @@
+"""The processes a benchmark run needs: the platform, the emulator and the bare baselines."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import redis
+import requests
+from alembic import command
+
+from common import users
+from common.db import Database
+from common.models import Role
+from tests.support import processes
+from tests.support.stack import (
+    REDIS_HOST,
+    REDIS_PORT,
+    EmulatorClient,
+    alembic_config,
+    fresh_database,
+    mysql_url,
+    platform_env,
+)
+
+APP_DB, BROKER_DB, NOOP_DB = 13, 14, 15
+WEB_WORKERS, WEB_THREADS = 2, 8
+
+
+class BenchStack:
+    """Starts what a scenario asks for, remembers it, and stops it all at the end."""
+
+    def __init__(self) -> None:
+        self.log_dir = Path(tempfile.mkdtemp(prefix="bench-"))
+        self._exit = contextlib.ExitStack()
+        self.procs: dict[str, processes.Process] = {}
+
+    def __enter__(self) -> BenchStack:
+        for db in (APP_DB, BROKER_DB, NOOP_DB):
+            redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db).flushdb()
+        name = self._exit.enter_context(fresh_database("bailian_bench"))
+        self.database_url = mysql_url(name)
+        command.upgrade(alembic_config(self.database_url), "head")
+        self.database = Database(self.database_url)
+        emulator_port = processes.free_port()
+        self.procs["emulator"] = processes.emulator(
+            {**os.environ, "EMULATOR_API_KEY": "sk-emulator-test-key"}, self.log_dir,
+            emulator_port)
+        self.emulator = EmulatorClient(emulator_port)
+        self.env = platform_env(
+            database_url=self.database_url,
+            redis_url=f"redis://{REDIS_HOST}:{REDIS_PORT}/{APP_DB}",
+            broker_url=f"redis://{REDIS_HOST}:{REDIS_PORT}/{BROKER_DB}",
+            emulator=self.emulator, LOG_LEVEL="WARNING", SYNC_WAIT_SECONDS="25",
+            UPSTREAM_TIMEOUT_SECONDS="30", JOB_LEASE_SECONDS="60", JOB_DEADLINE_SECONDS="600",
+            REPUBLISH_QUEUED_AFTER_SECONDS="300", SWEEPER_INTERVAL_SECONDS="15")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for proc in reversed(list(self.procs.values())):
+            proc.stop()
+        self.database.dispose()
+        self._exit.close()
+
+    # --- platform ------------------------------------------------------------------------
+
+    def start_web(self) -> str:
+        port = processes.free_port()
+        self.procs["web"] = processes.gunicorn(self.env, self.log_dir, port,
+                                               workers=WEB_WORKERS, threads=WEB_THREADS)
+        self.web_url = f"http://127.0.0.1:{port}"
+        return self.web_url
+
+    def start_worker(self, pool: str = "threads", concurrency: int = 32) -> processes.Process:
+        self.stop("worker")
+        self.procs["worker"] = processes.worker(self.env, self.log_dir, pool=pool,
+                                                concurrency=concurrency)
+        return self.procs["worker"]
+
+    def stop(self, name: str) -> None:
+        proc = self.procs.pop(name, None)
+        if proc:
+            proc.stop()
+
+    def purge_broker(self) -> None:
+        redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=BROKER_DB).flushdb()
+
+    def token(self, role: str = "admin") -> str:
+        username = f"bench_{role}_{time.monotonic_ns()}"
+        with self.database.session() as session:
+            users.create_user(session=session, username=username, password="bench-password",
+                              role=Role(role))
+        response = requests.post(f"{self.web_url}/api/auth/login", timeout=10,
+                                 json={"username": username, "password": "bench-password"})
+        response.raise_for_status()
+        return response.json()["data"]["access_token"]
+
+    # --- baselines -----------------------------------------------------------------------
+
+    def start_bare_flask(self) -> str:
+        port = processes.free_port()
+        self.procs["bare-flask"] = processes.Process(
+            "bare-flask", [str(processes.BIN / "gunicorn"), "bench.baselines.flask_app:app",
+                           "-b", f"127.0.0.1:{port}", "-w", str(WEB_WORKERS), "-k", "gthread",
+                           "--threads", str(WEB_THREADS)], self.env, self.log_dir).start()
+        self.procs["bare-flask"].wait_for_http(f"http://127.0.0.1:{port}/json")
+        return f"http://127.0.0.1:{port}"
+
+    def noop_env(self) -> dict[str, str]:
+        url = f"redis://{REDIS_HOST}:{REDIS_PORT}/{NOOP_DB}"
+        # Celery reads CELERY_BROKER_URL from the environment itself: keep the platform's out.
+        env = {k: v for k, v in self.env.items() if k != "CELERY_BROKER_URL"}
+        return {**env, "NOOP_BROKER_URL": url, "NOOP_RESULT_URL": url}
+
+    def start_noop_worker(self, pool: str = "threads", concurrency: int = 32) -> None:
+        self.stop("noop-worker")
+        self.procs["noop-worker"] = processes.Process(
+            "noop-worker", [str(processes.BIN / "celery"), "-A", "bench.baselines.celery_noop",
+                            "worker", "-P", pool, "-c", str(concurrency), "--without-gossip",
+                            "--without-mingle", "-n", f"noop-{os.getpid()}@%h",
+                            "--loglevel", "INFO"],
+            self.noop_env(), self.log_dir).start()
+        self.procs["noop-worker"].wait_for_log("ready.")
+
+    def rss_mb(self, name: str) -> float:
+        """Resident memory of a process and its children, in MB."""
+        root = psutil.Process(self.procs[name].pid)
+        members = [root, *root.children(recursive=True)]
+        return sum(p.memory_info().rss for p in members if p.is_running()) / 2**20
