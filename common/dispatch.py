@@ -22,9 +22,11 @@ def submit_job(*, session: Session, celery: Celery, settings: Settings, user_id:
 
     A broker outage does not fail the submission: the committed job waits for the sweeper.
     """
+    deadline = (settings.image_job_deadline_seconds if kind == JobKind.IMAGE
+                else settings.job_deadline_seconds)
     job, created = jobs.submit(
         session=session, user_id=user_id, kind=kind, model=model, request=request,
-        deadline_seconds=settings.job_deadline_seconds, idempotency_key=idempotency_key,
+        deadline_seconds=deadline, idempotency_key=idempotency_key,
         idempotency_ttl_seconds=settings.idempotency_ttl_seconds, correlation_id=correlation_id)
     if created and not publish_job(celery, job_id=job.id, kind=kind,
                                    correlation_id=correlation_id):

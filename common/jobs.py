@@ -32,6 +32,7 @@ from common.pricing import Usage
 # Codes for failures the platform decides itself (upstream failures keep upstream's code).
 DEADLINE_EXCEEDED = "deadline_exceeded"
 ATTEMPTS_EXHAUSTED = "attempts_exhausted"
+UPSTREAM_TERMINAL = ("SUCCEEDED", "FAILED", "CANCELED", "UNKNOWN")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +106,11 @@ def get(*, session: Session, job_id: str, owner: Owner) -> Job:
     if job is None or (job.user_id != owner.user_id and not owner.is_admin):
         raise NotFound("Job not found", code="job_not_found")
     return job
+
+
+def find(*, session: Session, job_id: str) -> Job | None:
+    """A job by id, with no ownership check (for callers that proved access otherwise)."""
+    return session.get(Job, job_id) if _looks_like_uuid(job_id) else None
 
 
 def reload(*, session: Session, job_id: str) -> Job:
@@ -204,27 +210,78 @@ def claim(*, session: Session, job_id: str, lease_seconds: float, max_attempts: 
     return Claim(job=job, attempt=job.attempts)
 
 
-def schedule_retry(*, session: Session, job_id: str, delay_seconds: float) -> bool:
-    """Release the lease until the retry is due; the retry message's claim takes it again."""
+def schedule_retry(*, session: Session, job_id: str, delay_seconds: float,
+                   refund_attempt: bool = False) -> bool:
+    """Release the lease until the retry is due; the retry message's claim takes it again.
+
+    `refund_attempt` un-counts this claim: waiting for capacity is not a failed attempt.
+    """
     now = utcnow()
     # A second early, so a retry that runs on a host with a slightly slow clock still claims.
     retry_at = now + dt.timedelta(seconds=max(0.0, delay_seconds - 1.0))
+    values = {"lease_until": retry_at, "enqueued_at": now, "updated_at": now}
+    if refund_attempt:
+        values["attempts"] = Job.attempts - 1
     moved = session.execute(
-        update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING)
-        .values(lease_until=retry_at, enqueued_at=now, updated_at=now)
+        update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING).values(**values)
     ).rowcount
     session.commit()
     return bool(moved)
 
 
+def record_upstream_task(*, session: Session, job_id: str, task_id: str,
+                         first_poll_at: dt.datetime) -> Job:
+    """Persist the upstream task id the moment it exists, whatever became of the job meanwhile
+    (a canceled job still owns the task, its billing and its cancellation)."""
+    session.execute(
+        update(Job).where(Job.id == job_id, Job.upstream_task_id.is_(None))
+        .values(upstream_task_id=task_id, upstream_status="PENDING", lease_until=None,
+                next_action_at=first_poll_at, updated_at=utcnow()))
+    session.commit()
+    return reload(session=session, job_id=job_id)
+
+
+def begin_poll(*, session: Session, job_id: str, expected_polls: int,
+               lease_seconds: float) -> Job | None:
+    """Claim one poll of a job's upstream task. Exactly one message per poll number wins, so
+    a republished poll never starts a second polling chain."""
+    now = utcnow()
+    taken = session.execute(
+        update(Job).where(Job.id == job_id, Job.polls == expected_polls,
+                          Job.upstream_task_id.is_not(None),
+                          or_(Job.upstream_status.is_(None),
+                              Job.upstream_status.not_in(UPSTREAM_TERMINAL)))
+        .values(polls=Job.polls + 1, next_action_at=now + dt.timedelta(seconds=lease_seconds))
+    ).rowcount
+    session.commit()
+    return reload(session=session, job_id=job_id) if taken else None
+
+
+def schedule_action(*, session: Session, job_id: str, due: dt.datetime | None,
+                    **fields) -> None:
+    """When the worker next owes this job something (None: nothing more)."""
+    session.execute(update(Job).where(Job.id == job_id).values(next_action_at=due, **fields))
+    session.commit()
+
+
+def replace_result(*, session: Session, job_id: str, result: dict,
+                   due: dt.datetime | None) -> None:
+    """Update a succeeded job's result (e.g. where its images are stored now)."""
+    session.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.SUCCEEDED)
+                    .values(result=result, next_action_at=due, updated_at=utcnow()))
+    session.commit()
+
+
 def finish(*, session: Session, job_id: str, user_id: int, model: str, kind: JobKind,
            result: dict, usage: Usage, cost: Decimal, currency: str, path: str,
-           upstream_request_id: str | None = None) -> JobStatus | None:
+           upstream_request_id: str | None = None, **upstream_fields) -> JobStatus | None:
     """Record a billed upstream result: the job succeeds and its usage row is written, in one
     transaction. Returns the job's final status, or None if it had already been recorded.
 
-    A job canceled while its call was in flight stays canceled and hides the result, but the
-    usage row is still written: DashScope bills the call, and our records must match its bill.
+    A job canceled (or expired) while its upstream work was in flight keeps its status and
+    hides the result, but the usage row is still written: DashScope bills the work, and our
+    records must match its bill. `upstream_fields` (upstream_status, next_action_at) are
+    written in the same transaction whatever the job's status.
     """
     now = utcnow()
     succeeded = session.execute(
@@ -232,10 +289,8 @@ def finish(*, session: Session, job_id: str, user_id: int, model: str, kind: Job
         .values(status=JobStatus.SUCCEEDED, result=result, finished_at=now, lease_until=None,
                 error_code=None, error_message=None, updated_at=now)
     ).rowcount
+    _set_upstream(session, job_id, upstream_fields)
     status = JobStatus.SUCCEEDED if succeeded else _status_of(session, job_id)
-    if status not in (JobStatus.SUCCEEDED, JobStatus.CANCELED):
-        session.rollback()
-        return status
     session.add(UsageRecord(
         job_id=job_id, user_id=user_id, kind=kind, model=model,
         input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
@@ -249,11 +304,17 @@ def finish(*, session: Session, job_id: str, user_id: int, model: str, kind: Job
     return status
 
 
+def _set_upstream(session: Session, job_id: str, fields: dict) -> None:
+    if fields:
+        session.execute(update(Job).where(Job.id == job_id).values(**fields))
+
+
 def _status_of(session: Session, job_id: str) -> JobStatus | None:
     return session.scalar(select(Job.status).where(Job.id == job_id))
 
 
-def fail(*, session: Session, job_id: str, code: str, message: str) -> bool:
+def fail(*, session: Session, job_id: str, code: str, message: str,
+         **upstream_fields) -> bool:
     """Fail an unfinished job with an error code and message; False if it had finished."""
     now = utcnow()
     moved = session.execute(
@@ -261,6 +322,19 @@ def fail(*, session: Session, job_id: str, code: str, message: str) -> bool:
         .values(status=JobStatus.FAILED, error_code=code[:64], error_message=message[:1024],
                 finished_at=now, lease_until=None, updated_at=now)
     ).rowcount
+    _set_upstream(session, job_id, upstream_fields)
+    session.commit()
+    return bool(moved)
+
+
+def end_canceled_upstream(*, session: Session, job_id: str, **upstream_fields) -> bool:
+    """The upstream task was canceled (by us or DashScope): the job ends canceled."""
+    now = utcnow()
+    moved = session.execute(
+        update(Job).where(Job.id == job_id, Job.status.in_(ACTIVE_STATUSES))
+        .values(status=JobStatus.CANCELED, finished_at=now, lease_until=None, updated_at=now)
+    ).rowcount
+    _set_upstream(session, job_id, upstream_fields)
     session.commit()
     return bool(moved)
 
@@ -282,20 +356,63 @@ def mark_enqueued(*, session: Session, job_ids: list[str]) -> None:
 # --- sweeper -----------------------------------------------------------------------------
 
 
-def expire_overdue(*, session: Session, limit: int = 500) -> list[str]:
-    """Fail every unfinished job past its deadline; returns their ids."""
+@dataclasses.dataclass(frozen=True)
+class Expired:
+    id: str
+    kind: JobKind
+    upstream_running: bool  # an upstream task is still working: try to cancel it
+
+
+def expire_overdue(*, session: Session, limit: int = 500) -> list[Expired]:
+    """Fail every unfinished job past its deadline."""
     now = utcnow()
-    ids = list(session.scalars(
-        select(Job.id).where(Job.status.in_(ACTIVE_STATUSES), Job.deadline_at < now)
-        .limit(limit).with_for_update(skip_locked=True)))
-    if ids:
+    rows = session.execute(
+        select(Job.id, Job.kind, Job.upstream_task_id, Job.upstream_status)
+        .where(Job.status.in_(ACTIVE_STATUSES), Job.deadline_at < now)
+        .limit(limit).with_for_update(skip_locked=True)).all()
+    if rows:
         session.execute(
-            update(Job).where(Job.id.in_(ids), Job.status.in_(ACTIVE_STATUSES))
+            update(Job).where(Job.id.in_([r.id for r in rows]),
+                              Job.status.in_(ACTIVE_STATUSES))
             .values(status=JobStatus.FAILED, error_code=DEADLINE_EXCEEDED,
                     error_message="The job did not finish before its deadline",
                     finished_at=now, lease_until=None, updated_at=now))
     session.commit()
-    return ids
+    return [Expired(r.id, r.kind, bool(r.upstream_task_id)
+                    and r.upstream_status not in UPSTREAM_TERMINAL) for r in rows]
+
+
+@dataclasses.dataclass(frozen=True)
+class OwedAction:
+    id: str
+    status: JobStatus
+    upstream_status: str | None
+    polls: int
+
+    @property
+    def needs_poll(self) -> bool:
+        return self.upstream_status not in UPSTREAM_TERMINAL
+
+    @property
+    def needs_store(self) -> bool:
+        return self.upstream_status == "SUCCEEDED" and self.status == JobStatus.SUCCEEDED
+
+
+def overdue_actions(*, session: Session, grace_seconds: float, retry_after_seconds: float,
+                    limit: int = 500) -> list[OwedAction]:
+    """Jobs whose owed action (a poll, storing images) is overdue: its message was lost or its
+    worker died. Their due time moves on, so a message lost again is retried later, not at
+    every sweep."""
+    now = utcnow()
+    rows = session.execute(
+        select(Job.id, Job.status, Job.upstream_status, Job.polls)
+        .where(Job.next_action_at < now - dt.timedelta(seconds=grace_seconds))
+        .limit(limit).with_for_update(skip_locked=True)).all()
+    if rows:
+        session.execute(update(Job).where(Job.id.in_([r.id for r in rows]))
+                        .values(next_action_at=now + dt.timedelta(seconds=retry_after_seconds)))
+    session.commit()
+    return [OwedAction(r.id, r.status, r.upstream_status, r.polls) for r in rows]
 
 
 def due_for_publish(*, session: Session, grace_seconds: float, republish_after_seconds: float,

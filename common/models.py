@@ -107,6 +107,8 @@ class Job(Base):
         Index("ix_jobs_status_enqueued", "status", "enqueued_at"),
         Index("ix_jobs_status_lease", "status", "lease_until"),
         Index("ix_jobs_status_deadline", "status", "deadline_at"),
+        # Only jobs that owe the worker an action (a poll, storing images) have a value here.
+        Index("ix_jobs_next_action_at", "next_action_at"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -119,6 +121,11 @@ class Job(Base):
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(String(1024))
     upstream_task_id: Mapped[str | None] = mapped_column(String(64))
+    # The upstream task's last known status (Wanx: PENDING, RUNNING, SUCCEEDED, ...); it can
+    # lag behind a job that was canceled or expired, which keeps being polled for billing.
+    upstream_status: Mapped[str | None] = mapped_column(String(16))
+    polls: Mapped[int] = mapped_column(Integer, default=0)
+    next_action_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_fingerprint: Mapped[str] = mapped_column(String(64))

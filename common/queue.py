@@ -23,10 +23,19 @@ MAINTENANCE_QUEUE = "maintenance"
 QUEUES = (CHAT_QUEUE, IMAGE_QUEUE, MAINTENANCE_QUEUE)
 
 RUN_CHAT = "jobs.run_chat"
+SUBMIT_IMAGE = "jobs.submit_image"
+POLL_IMAGE = "jobs.poll_image"
+STORE_IMAGES = "jobs.store_images"
+CANCEL_IMAGE = "jobs.cancel_image"
 SWEEP = "jobs.sweep"
-TASK_FOR_KIND = {JobKind.CHAT: (RUN_CHAT, CHAT_QUEUE)}
+TASK_FOR_KIND = {JobKind.CHAT: (RUN_CHAT, CHAT_QUEUE), JobKind.IMAGE: (SUBMIT_IMAGE, IMAGE_QUEUE)}
+IMAGE_TASKS = {"submit": SUBMIT_IMAGE, "poll": POLL_IMAGE, "store": STORE_IMAGES}
 # Not "correlation_id": Celery uses that message property for the task id.
 CORRELATION_HEADER = "bailian_correlation_id"
+
+
+class BrokerUnavailable(Exception):
+    """A message could not be published; the caller should be retried."""
 
 
 def celery_config(settings: Settings) -> dict:
@@ -71,7 +80,11 @@ def celery_config(settings: Settings) -> dict:
         "task_default_queue": CHAT_QUEUE,
         "task_default_exchange": CHAT_QUEUE,
         "task_default_routing_key": CHAT_QUEUE,
-        "task_routes": {RUN_CHAT: {"queue": CHAT_QUEUE}, SWEEP: {"queue": MAINTENANCE_QUEUE}},
+        "task_routes": {
+            RUN_CHAT: {"queue": CHAT_QUEUE},
+            **{name: {"queue": IMAGE_QUEUE} for name in (*IMAGE_TASKS.values(), CANCEL_IMAGE)},
+            SWEEP: {"queue": MAINTENANCE_QUEUE},
+        },
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "worker_hijack_root_logger": False,
@@ -106,5 +119,28 @@ def publish_job(celery: Celery, *, job_id: str, kind: JobKind,
                          headers={CORRELATION_HEADER: correlation_id} if correlation_id else None)
     except (BrokerError, ConnectionError, OSError) as exc:
         logger.warning("publish failed job_id=%s kind=%s error=%s", job_id, kind.value, exc)
+        return False
+    return True
+
+
+def publish_step(celery: Celery, step) -> bool:
+    """Schedule an image job's next step (a `common.images.Step`)."""
+    args = [step.job_id, step.polls] if step.action == "poll" else [step.job_id]
+    try:
+        celery.send_task(IMAGE_TASKS[step.action], args=args, queue=IMAGE_QUEUE,
+                         countdown=step.countdown or None)
+    except (BrokerError, ConnectionError, OSError) as exc:
+        logger.warning("publish failed job_id=%s step=%s error=%s", step.job_id, step.action,
+                       exc)
+        return False
+    return True
+
+
+def publish_cancel(celery: Celery, job_id: str) -> bool:
+    """Ask a worker to cancel a job's upstream task (only a worker talks to DashScope)."""
+    try:
+        celery.send_task(CANCEL_IMAGE, args=[job_id], queue=IMAGE_QUEUE)
+    except (BrokerError, ConnectionError, OSError) as exc:
+        logger.warning("publish failed job_id=%s step=cancel error=%s", job_id, exc)
         return False
     return True

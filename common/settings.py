@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +44,13 @@ DEFAULT_PRICES: dict[str, dict[str, Decimal]] = {
     "wanx2.1-t2i-plus": {"image": Decimal("0.20")},
     "wanx2.0-t2i-turbo": {"image": Decimal("0.04")},
 }
+
+
+class ImageModelLimits(BaseModel):
+    """DashScope's account-wide limits for one image model (0 = unlimited)."""
+
+    submit_qps: float = Field(default=2.0, ge=0)
+    concurrency: int = Field(default=2, ge=0)
 
 
 class InsecureSettingsError(ValueError):
@@ -118,6 +125,30 @@ class Settings(BaseSettings):
     task_time_limit: int = Field(default=300, gt=0)
     worker_soft_shutdown_seconds: float = Field(default=20.0, ge=0)  # below the SIGKILL grace
 
+    # Wanx image jobs: allowed model -> DashScope's account limits for it
+    image_models: dict[str, ImageModelLimits] = Field(default_factory=lambda: {
+        "wanx-v1": ImageModelLimits(submit_qps=2, concurrency=1),
+        "wanx2.1-t2i-turbo": ImageModelLimits(submit_qps=2, concurrency=2),
+        "wanx2.1-t2i-plus": ImageModelLimits(submit_qps=2, concurrency=2),
+        "wanx2.0-t2i-turbo": ImageModelLimits(submit_qps=2, concurrency=2),
+    })
+    image_job_deadline_seconds: int = Field(default=1800, gt=0)
+    task_query_budget: float = Field(default=20.0, gt=0)  # GET /tasks per second, all workers
+    image_poll_backoff: list[float] = Field(default=[1.0, 2.0, 5.0, 10.0], min_length=1)
+    image_poll_max_interval: float = Field(default=300.0, gt=0)
+    # Where finished images are copied, since DashScope's URLs die after 24 hours.
+    image_storage: Literal["local", "s3"] = "local"
+    image_storage_dir: Path | None = None  # default: DATA_DIR/images
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    image_url_ttl_seconds: int = Field(default=3600, gt=0)  # lifetime of a signed image link
+    image_download_hosts: list[str] = Field(default=[".aliyuncs.com"])  # suffixes, https only
+    image_max_bytes: int = Field(default=30 * 1024 * 1024, gt=0)
+    image_store_give_up_seconds: int = Field(default=23 * 3600, gt=0)
+
     # Pricing: model -> {"input", "output"} per 1,000 tokens, or {"image"} per image
     price_currency: str = "CNY"
     prices: dict[str, dict[str, Decimal]] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
@@ -149,16 +180,22 @@ class Settings(BaseSettings):
             raise ValueError("TASK_TIME_LIMIT must be below BROKER_VISIBILITY_TIMEOUT")
         if self.upstream_retry_max_seconds >= self.broker_visibility_timeout:
             raise ValueError("UPSTREAM_RETRY_MAX_SECONDS must be below BROKER_VISIBILITY_TIMEOUT")
+        if self.image_poll_max_interval >= self.broker_visibility_timeout:
+            raise ValueError("IMAGE_POLL_MAX_INTERVAL must be below BROKER_VISIBILITY_TIMEOUT")
         if self.upstream_timeout_seconds >= self.job_lease_seconds:
             raise ValueError("JOB_LEASE_SECONDS must exceed UPSTREAM_TIMEOUT_SECONDS")
         return self
 
     @model_validator(mode="after")
     def _check_models_are_priced(self) -> Settings:
-        unpriced = sorted(set(self.chat_models) - set(self.prices))
+        unpriced = sorted((set(self.chat_models) | set(self.image_models)) - set(self.prices))
         if unpriced:
             raise ValueError(f"PRICES has no entry for allowed models: {', '.join(unpriced)}")
         return self
+
+    @property
+    def images_dir(self) -> Path:
+        return self.image_storage_dir or self.data_dir / "images"
 
     @property
     def is_development(self) -> bool:

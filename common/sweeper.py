@@ -15,7 +15,9 @@ from celery import Celery
 from common import jobs
 from common.db import Database
 from common.events import announce_job_finished
-from common.queue import publish_job
+from common.images import POLL, STORE, Step
+from common.models import JobKind
+from common.queue import publish_cancel, publish_job, publish_step
 from common.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -26,23 +28,44 @@ class SweepReport:
     expired: int
     published: int
     unpublished: int
+    resumed: int = 0
 
 
 def sweep(*, database: Database, celery: Celery, redis_client: redis.Redis,
           settings: Settings) -> SweepReport:
     with database.session() as session:
         expired = jobs.expire_overdue(session=session)
-    for job_id in expired:
-        announce_job_finished(redis_client, job_id)
+    for job in expired:
+        announce_job_finished(redis_client, job.id)
+        if job.kind == JobKind.IMAGE and job.upstream_running:
+            publish_cancel(celery, job.id)  # polling goes on, to record what DashScope bills
     with database.session() as session:
         due = jobs.due_for_publish(session=session, grace_seconds=settings.sweeper_grace_seconds,
                                    republish_after_seconds=settings.republish_queued_after_seconds)
     published = [job_id for job_id, kind in due if publish_job(celery, job_id=job_id, kind=kind)]
     with database.session() as session:
         jobs.mark_enqueued(session=session, job_ids=published)
+    resumed = _resume_owed_actions(database, celery, settings)
     report = SweepReport(expired=len(expired), published=len(published),
-                         unpublished=len(due) - len(published))
-    if expired or due:
-        logger.info("sweep expired=%s published=%s unpublished=%s", report.expired,
-                    report.published, report.unpublished)
+                         unpublished=len(due) - len(published), resumed=resumed)
+    if expired or due or resumed:
+        logger.info("sweep expired=%s published=%s unpublished=%s resumed=%s", report.expired,
+                    report.published, report.unpublished, report.resumed)
     return report
+
+
+def _resume_owed_actions(database: Database, celery: Celery, settings: Settings) -> int:
+    """Re-publish polls and image copies whose messages were lost (e.g. a killed worker)."""
+    with database.session() as session:
+        owed = jobs.overdue_actions(session=session, grace_seconds=settings.sweeper_grace_seconds,
+                                    retry_after_seconds=settings.republish_queued_after_seconds)
+    resumed = 0
+    for action in owed:
+        step = (Step(POLL, action.id, polls=action.polls) if action.needs_poll
+                else Step(STORE, action.id) if action.needs_store else None)
+        if step is None:
+            with database.session() as session:
+                jobs.schedule_action(session=session, job_id=action.id, due=None)
+        elif publish_step(celery, step):
+            resumed += 1
+    return resumed

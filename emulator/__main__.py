@@ -39,7 +39,9 @@ def main(argv: list[str] | None = None) -> None:
                     image_submit_qps=args.image_submit_qps, task_ttl_s=args.task_ttl,
                     seed=args.seed)
     logging.basicConfig(level=logging.WARNING)
+    # shutdown_timeout: do not wait for requests deliberately hung by a `fault=hang` knob.
     web.run_app(create_app(config), host=args.host, port=args.port, access_log=None,
+                shutdown_timeout=1.0,
                 print=lambda _msg: print(f"emulator listening on http://{args.host}:{args.port}",  # noqa: T201
                                          flush=True))
 

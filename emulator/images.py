@@ -38,6 +38,12 @@ class ImageTask:
     status: str = "PENDING"
     started: float | None = None
     ended: float | None = None
+    queries: list[float] = dataclasses.field(default_factory=list)  # GET /tasks/{id} times
+
+    def summary(self) -> dict:
+        return {"task_id": self.task_id, "model": self.model, "status": self.status,
+                "submitted": self.submitted, "started": self.started, "ended": self.ended,
+                "queries": self.queries}
 
 
 def validate_submission(body: dict) -> tuple[str, str, int]:
@@ -81,7 +87,7 @@ def _check_size(size, v1: bool) -> None:
         width, height = (int(part) for part in str(size).split("*"))
     except ValueError:
         raise EmulatorError(400, "InvalidParameter", "size must be W*H") from None
-    if not (512 <= width <= 1440 and 512 <= height <= 1440 and width * height <= 2_000_000):
+    if not (512 <= width <= 1440 and 512 <= height <= 1440):
         raise EmulatorError(400, "InvalidParameter", "size out of range")
 
 

@@ -37,6 +37,7 @@ def register(app: web.Application, emu: Emulator) -> None:
         web.get("/_emulator/images/{task_id}/{index}.png", tasks.image),
         web.get("/_emulator/health", admin.health),
         web.get("/_emulator/stats", admin.stats),
+        web.get("/_emulator/tasks", admin.tasks),
         web.post("/_emulator/reset", admin.reset),
         web.get("/_emulator/config", admin.get_config),
         web.post("/_emulator/config", admin.set_config),
@@ -222,6 +223,8 @@ class TaskHandlers:
             return error_response(error)
         task_id = request.match_info["task_id"]
         task = emu.tasks.get(task_id)
+        if task is not None:
+            task.queries.append(time.time())
         if task is None:
             return json_response({"request_id": new_request_id(),
                                   "output": {"task_id": task_id, "task_status": "UNKNOWN"}})
@@ -296,6 +299,11 @@ class AdminHandlers:
             statuses[task.status] = statuses.get(task.status, 0) + 1
         snapshot["tasks"] = statuses
         return json_response(snapshot)
+
+    async def tasks(self, _request: web.Request) -> web.Response:
+        """Every image task with its timeline and the times it was queried."""
+        self.emu.tasks.advance()
+        return json_response({"tasks": [t.summary() for t in self.emu.tasks.tasks.values()]})
 
     async def reset(self, _request: web.Request) -> web.Response:
         self.emu.reset()

@@ -13,6 +13,7 @@ from common.log import configure_logging
 from common.queue import make_celery
 from common.redis_client import redis_from_settings
 from common.settings import Settings, get_settings
+from common.storage import image_store
 from web import auth, cli, errors, limits, request_id
 from web.api import register_blueprints
 from web.context import Services
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         auth_state=AuthState(redis_client, database.sessionmaker),
         celery=make_celery(settings),
         waiter=JobWaiter(redis_client),
+        image_store=image_store(settings),
     ))
     request_id.init_app(app)
     errors.init_app(app)

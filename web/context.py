@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from common.auth import AuthState
 from common.db import Database
 from common.settings import Settings
+from common.storage import ImageStore
 from web.waiter import JobWaiter
 
 
@@ -23,6 +24,7 @@ class Services:
     auth_state: AuthState
     celery: Celery
     waiter: JobWaiter
+    image_store: ImageStore
 
 
 def services() -> Services:

@@ -46,8 +46,10 @@ def wait_seconds() -> float:
 
 
 def submit_and_answer(*, kind: JobKind, model: str, job_request: dict,
-                      render_result: Callable[[Job], dict]):
-    """The whole request cycle of a job-backed endpoint."""
+                      render_result: Callable[[Job], dict],
+                      settled: Callable[[Job], bool] = lambda job: job.status.is_terminal):
+    """The whole request cycle of a job-backed endpoint. A synchronous request waits until
+    `settled(job)` (by default: the job finished) or its time is up."""
     svc = services()
     session = db_session()
     job, created = submit_job(
@@ -58,12 +60,12 @@ def submit_and_answer(*, kind: JobKind, model: str, job_request: dict,
     if not created:
         headers["Idempotent-Replayed"] = "true"
     timeout = wait_seconds()
-    if timeout > 0 and not job.status.is_terminal:
-        job = _wait_for(job.id, timeout)
+    if timeout > 0 and not settled(job):
+        job = _wait_for(job.id, timeout, settled)
     return answer(job, render_result, headers)
 
 
-def _wait_for(job_id: str, timeout: float) -> Job:
+def _wait_for(job_id: str, timeout: float, settled: Callable[[Job], bool]) -> Job:
     svc = services()
     session = db_session()
     latest: list[Job] = []
@@ -71,7 +73,7 @@ def _wait_for(job_id: str, timeout: float) -> Job:
     def finished() -> bool:
         session.rollback()  # end the snapshot and hand the connection back while we wait
         latest[:] = [jobs.reload(session=session, job_id=job_id)]
-        return latest[0].status.is_terminal
+        return settled(latest[0])
 
     event = svc.waiter.register(job_id)
     try:

@@ -16,6 +16,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from common.ai.wanx_models import MAX_IMAGES, NEGATIVE_PROMPT_MAX, SEED_MAX, family_of
 from common.models import JobKind, JobStatus, Role, utcnow
 
 Username = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=64,
@@ -143,3 +144,76 @@ def _as_utc(value: dt.datetime | dt.date) -> dt.datetime:
     if value.tzinfo is not None:
         value = value.astimezone(dt.UTC).replace(tzinfo=None)
     return value
+
+
+class GenerationParameters(StrictModel):
+    size: Annotated[str, Field(strict=True, max_length=16)] | None = None
+    style: Annotated[str, Field(strict=True, max_length=32)] | None = None
+    # Accepted for compatibility with the documented request; Wanx has no quality setting.
+    quality: Literal["standard", "hd"] | None = None
+    n: Annotated[StrictInteger, Field(ge=1, le=MAX_IMAGES)] | None = None
+    seed: Annotated[StrictInteger, Field(ge=0, le=SEED_MAX)] | None = None
+    negative_prompt: Annotated[str, Field(strict=True, max_length=NEGATIVE_PROMPT_MAX)] | None = \
+        None
+    prompt_extend: Annotated[bool, Field(strict=True)] | None = None
+    watermark: Annotated[bool, Field(strict=True)] | None = None
+
+
+class GenerationRequest(StrictModel):
+    """POST /api/bailian/generation. Needs the validation context {"image_models": ...}.
+
+    `negative_prompt`, `n` and `seed` may sit at the top level or in `parameters`.
+    """
+
+    model: Annotated[str, Field(strict=True)]
+    prompt: Annotated[str, Field(strict=True, min_length=1)]
+    negative_prompt: Annotated[str, Field(strict=True, max_length=NEGATIVE_PROMPT_MAX)] | None = \
+        None
+    n: Annotated[StrictInteger, Field(ge=1, le=MAX_IMAGES)] | None = None
+    seed: Annotated[StrictInteger, Field(ge=0, le=SEED_MAX)] | None = None
+    parameters: GenerationParameters = Field(default_factory=GenerationParameters)
+
+    @field_validator("model")
+    @classmethod
+    def _allowed_model(cls, model: str, info: ValidationInfo) -> str:
+        allowed = (info.context or {}).get("image_models", {})
+        if model not in allowed:
+            raise PydanticCustomError("model_not_allowed", "model must be one of: {allowed}",
+                                      {"allowed": ", ".join(sorted(allowed))})
+        return model
+
+    def rule_errors(self) -> list[dict]:
+        """What this model does not accept, as per-field errors."""
+        family = family_of(self.model)
+        params = self.parameters
+        errors = []
+        if len(self.prompt) > family.prompt_max:
+            errors.append(("prompt", f"at most {family.prompt_max} characters for {self.model}"))
+        for name in ("negative_prompt", "n", "seed"):
+            if getattr(self, name) is not None and getattr(params, name) is not None:
+                errors.append((name, f"give {name} either at the top level or in parameters"))
+        if params.size is not None and (problem := family.size_error(self.size)):
+            errors.append(("parameters.size", problem))
+        if params.style is not None and params.style not in family.styles:
+            errors.append(("parameters.style", f"must be one of {', '.join(family.styles)}"
+                           if family.styles else f"{self.model} takes no style"))
+        for name in ("prompt_extend", "watermark"):
+            if getattr(params, name) is not None and not family.prompt_extend:
+                errors.append((f"parameters.{name}", f"not supported by {self.model}"))
+        return [{"field": field, "message": message} for field, message in errors]
+
+    @property
+    def size(self) -> str | None:
+        size = self.parameters.size
+        return size.lower().replace("x", "*") if size else None
+
+    def job_request(self) -> dict:
+        params = self.parameters
+        upstream = {"size": self.size, "style": params.style,
+                    "n": self.n or params.n or 1,  # DashScope's default is 4 (and 4x the cost)
+                    "seed": self.seed if self.seed is not None else params.seed,
+                    "prompt_extend": params.prompt_extend, "watermark": params.watermark}
+        return {"prompt": self.prompt,
+                "negative_prompt": self.negative_prompt or params.negative_prompt,
+                "parameters": {k: v for k, v in upstream.items() if v is not None},
+                "quality": params.quality}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from common.models import Job, JobStatus
+from common.models import Job, JobKind, JobStatus
 
 # How a failed job's error code reads over HTTP when a client waited for it.
 _CLIENT_ERRORS = ("InvalidParameter", "DataInspectionFailed", "BadRequest", "InvalidURL",
@@ -33,7 +33,7 @@ def serialize_job(job: Job) -> dict:
         "finished_at": _iso(job.finished_at),
         "deadline_at": _iso(job.deadline_at),
         "attempts": job.attempts,
-        "result": None if hide_result else job.result,
+        "result": None if hide_result else _result(job),
         "error": {"code": job.error_code, "message": job.error_message}
         if job.status == JobStatus.FAILED else None,
         "usage": {
@@ -45,6 +45,14 @@ def serialize_job(job: Job) -> dict:
         "cost": {"amount": float(usage.cost), "currency": usage.currency} if usage else None,
         "links": {"self": job_url(job.id), "cancel": f"{job_url(job.id)}/cancel"},
     }
+
+
+def _result(job: Job) -> dict | None:
+    if job.kind == JobKind.IMAGE and job.result:
+        from web.images import render_generation  # image links need the request and the store
+
+        return render_generation(job)
+    return job.result
 
 
 def failure_status(job: Job) -> int:

@@ -8,10 +8,12 @@ import functools
 import redis
 
 from common.ai.base import AIBackend
-from common.ai.factory import chat_backend
+from common.ai.factory import chat_backend, image_backend
 from common.db import Database, database_from_settings
+from common.images import ImageJobs
 from common.redis_client import redis_from_settings
 from common.settings import Settings, get_settings
+from common.storage import image_store
 
 
 @dataclasses.dataclass
@@ -20,13 +22,19 @@ class Runtime:
     database: Database
     redis: redis.Redis
     chat_backend: AIBackend
+    images: ImageJobs
 
 
 @functools.cache
 def get() -> Runtime:
     settings = get_settings()
-    return Runtime(settings=settings, database=database_from_settings(settings),
-                   redis=redis_from_settings(settings), chat_backend=chat_backend(settings))
+    database = database_from_settings(settings)
+    redis_client = redis_from_settings(settings)
+    images = ImageJobs(database=database, backend=image_backend(settings),
+                       redis_client=redis_client, settings=settings,
+                       store=image_store(settings))
+    return Runtime(settings=settings, database=database, redis=redis_client,
+                   chat_backend=chat_backend(settings), images=images)
 
 
 def reset() -> None:

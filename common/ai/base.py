@@ -25,6 +25,35 @@ class ChatResult:
     upstream_request_id: str | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class ImageRequest:
+    model: str
+    prompt: str
+    negative_prompt: str | None
+    parameters: dict[str, Any]  # size, style, n, seed, prompt_extend, watermark
+    correlation_id: str | None = None
+    user_id: int | None = None
+
+
+TERMINAL_TASK_STATUSES = frozenset({"SUCCEEDED", "FAILED", "CANCELED", "UNKNOWN"})
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageTask:
+    """A snapshot of an upstream image task."""
+
+    task_id: str
+    status: str  # PENDING, RUNNING, SUCCEEDED, FAILED, CANCELED, UNKNOWN
+    results: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # url | code+message
+    image_count: int = 0  # what DashScope bills: generated images only
+    code: str | None = None
+    message: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL_TASK_STATUSES
+
+
 class UpstreamError(Exception):
     """A failed upstream call, classified once so callers only ask `retryable`.
 
@@ -56,3 +85,13 @@ class AIBackend(Protocol):
     name: str
 
     def chat(self, request: ChatRequest) -> ChatResult: ...
+
+    def submit_image(self, request: ImageRequest) -> str:
+        """Start an upstream image task; returns its task id."""
+        ...
+
+    def fetch_image(self, task_id: str) -> ImageTask: ...
+
+    def cancel_image(self, task_id: str) -> bool:
+        """True when the task was canceled; False when it can no longer be (not PENDING)."""
+        ...

@@ -2,7 +2,10 @@
 
 The SDK is called with an explicit base address, key and HTTP session per call, never through
 its module-level globals, so one process can talk to several endpoints and tests point it at
-the emulator through settings alone.
+the emulator through settings alone. Image tasks are submitted with the 1.x
+`ImageSynthesis.async_call`; they are fetched and canceled through the SDK's 2.0 `Client`,
+because the 1.x task calls wait up to 300 s (cancel: forever) and a worker thread must never
+hang on DashScope.
 """
 
 from __future__ import annotations
@@ -13,11 +16,20 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
+import dashscope
 import requests
-from dashscope import Generation
+from dashscope import Generation, ImageSynthesis
+from dashscope.v2 import errors as v2_errors
 from requests.adapters import HTTPAdapter
 
-from common.ai.base import ChatRequest, ChatResult, UpstreamError, is_retryable_status
+from common.ai.base import (
+    ChatRequest,
+    ChatResult,
+    ImageRequest,
+    ImageTask,
+    UpstreamError,
+    is_retryable_status,
+)
 from common.pricing import Usage
 
 logger = logging.getLogger(__name__)
@@ -39,6 +51,8 @@ class DashScopeBackend:
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
         self.http.mount("http://", adapter)
         self.http.mount("https://", adapter)
+        self.tasks = dashscope.Client(api_key=api_key, base_url=self.base_url, protocol="native",
+                                      timeout=timeout, max_retries=0)
 
     def chat(self, request: ChatRequest) -> ChatResult:
         response = self._call(
@@ -57,6 +71,53 @@ class DashScopeBackend:
             raise _malformed(response, exc) from exc
         return ChatResult(message=message, finish_reason=finish_reason,
                           usage=_usage(response.usage), upstream_request_id=response.request_id)
+
+    def submit_image(self, request: ImageRequest) -> str:
+        response = self._call(
+            ImageSynthesis.async_call,
+            model=request.model,
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt,
+            headers=self._headers(request.correlation_id),
+            **request.parameters,
+        )
+        try:
+            task_id = response.output.task_id
+        except AttributeError as exc:
+            raise _malformed(response, exc) from exc
+        if not task_id:
+            raise _malformed(response, "task_id")
+        return task_id
+
+    def fetch_image(self, task_id: str) -> ImageTask:
+        try:
+            job = self.tasks.images.jobs.fetch(task_id, timeout=self.timeout)
+        except v2_errors.APIStatusError as exc:
+            if exc.status_code == HTTPStatus.OK:
+                # A FAILED task is an HTTP 200 whose code and message sit inside `output`.
+                return ImageTask(task_id=task_id, status="FAILED", code=exc.code,
+                                 message=exc.message)
+            raise _from_v2(exc) from exc
+        except v2_errors.DashScopeError as exc:
+            raise _from_v2(exc) from exc
+        output = job.output or {}
+        results = [_result_entry(item) for item in output.get("results") or []]
+        generated = sum(1 for item in results if item.get("url"))
+        image_count = int(getattr(job.usage, "image_count", 0) or 0) if job.usage else generated
+        return ImageTask(task_id=task_id, status=job.status or "UNKNOWN", results=results,
+                         image_count=image_count, code=output.get("code"),
+                         message=output.get("message"))
+
+    def cancel_image(self, task_id: str) -> bool:
+        try:
+            self.tasks.images.jobs.cancel(task_id, timeout=self.timeout)
+        except v2_errors.APIStatusError as exc:
+            if exc.code == "UnsupportedOperation":
+                return False  # no longer PENDING: it will finish (and be billed) anyway
+            raise _from_v2(exc) from exc
+        except v2_errors.DashScopeError as exc:
+            raise _from_v2(exc) from exc
+        return True
 
     def _headers(self, correlation_id: str | None) -> dict[str, str]:
         return {CORRELATION_HEADER: correlation_id} if correlation_id else {}
@@ -103,7 +164,28 @@ def _usage(raw: Any) -> Usage:
                  image_count=int(get("image_count", 0) or 0))
 
 
-def _malformed(response, exc: Exception) -> UpstreamError:
+def _result_entry(item: dict) -> dict:
+    """One image of a task: its URL, or the code and message of its failure."""
+    if item.get("url"):
+        return {"url": item["url"]}
+    return {"code": item.get("code") or "ImageFailed", "message": item.get("message") or ""}
+
+
+def _from_v2(exc: v2_errors.DashScopeError) -> UpstreamError:
+    if isinstance(exc, v2_errors.APITimeoutError):
+        return UpstreamError(code="UpstreamTimeout", status=None, retryable=True,
+                             message="DashScope did not answer in time")
+    if isinstance(exc, v2_errors.APIConnectionError):
+        return UpstreamError(code="UpstreamConnectionError", status=None, retryable=True,
+                             message=f"Connection to DashScope failed: {exc.message}")
+    status = exc.status_code
+    return UpstreamError(code=exc.code or f"HTTP{status}", message=str(exc.message)[:1000],
+                         status=status, retryable=status is None or is_retryable_status(status),
+                         retry_after=retry_after_seconds(dict(exc.headers or {})),
+                         request_id=exc.request_id)
+
+
+def _malformed(response, exc: Exception | str) -> UpstreamError:
     return UpstreamError(code="UpstreamMalformedResponse", status=HTTPStatus.OK, retryable=True,
                          message=f"DashScope response lacks {exc}",
                          request_id=getattr(response, "request_id", None))

@@ -7,7 +7,15 @@ from common.ai.dashscope_backend import DashScopeBackend
 from common.settings import Settings
 
 
-def chat_backend(settings: Settings, *, pool_size: int = 64) -> AIBackend:
+def _dashscope(settings: Settings) -> DashScopeBackend:
     key = settings.qwen_api_key.get_secret_value() if settings.qwen_api_key else ""
     return DashScopeBackend(api_key=key, base_url=settings.dashscope_http_base_url,
-                            timeout=settings.upstream_timeout_seconds, pool_size=pool_size)
+                            timeout=settings.upstream_timeout_seconds)
+
+
+def chat_backend(settings: Settings) -> AIBackend:
+    return _dashscope(settings)
+
+
+def image_backend(settings: Settings) -> AIBackend:
+    return _dashscope(settings)

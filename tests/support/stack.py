@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 from collections.abc import Iterator
@@ -68,6 +69,10 @@ class EmulatorClient:
         response.raise_for_status()
         return response.json()
 
+    def tasks(self) -> dict[str, dict]:
+        tasks = requests.get(f"{self.base}/_emulator/tasks", timeout=10).json()["tasks"]
+        return {task["task_id"]: task for task in tasks}
+
     def calls(self, endpoint: str = "generation") -> int:
         return self.stats()["requests"].get(endpoint, 0)
 
@@ -101,6 +106,15 @@ def platform_env(*, database_url: str, redis_url: str, broker_url: str,
         "BROKER_VISIBILITY_TIMEOUT": "120",
         "TASK_TIME_LIMIT": "60",
         "WORKER_SOFT_SHUTDOWN_SECONDS": "1",
+        # Generous limits for most image tests; one model keeps DashScope's tight ones.
+        "IMAGE_MODELS": json.dumps({
+            "wanx-v1": {"submit_qps": 100, "concurrency": 0},
+            "wanx2.1-t2i-turbo": {"submit_qps": 100, "concurrency": 0},
+            "wanx2.0-t2i-turbo": {"submit_qps": 2, "concurrency": 1}}),
+        "IMAGE_JOB_DEADLINE_SECONDS": "180",
+        "IMAGE_POLL_MAX_INTERVAL": "60",
+        "IMAGE_DOWNLOAD_HOSTS": json.dumps(["127.0.0.1"]),
+        "IMAGE_STORAGE_DIR": str(REPO / "var" / "test" / "images"),
         "NO_PROXY": "127.0.0.1,localhost",
     }
     if emulator is not None:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from flask import Blueprint
-from flask_jwt_extended import current_user
+from flask import Blueprint, Response, redirect
+from flask_jwt_extended import current_user, verify_jwt_in_request
 
 from common import jobs
+from common.errors import NotFound
 from common.events import announce_job_finished
+from common.models import JobStatus
+from common.queue import publish_cancel
 from web.auth import login_required
 from web.context import db_session, services
 from web.envelope import ok
+from web.images import signed_request_valid
 from web.schemas import JobListQuery
 from web.serializers import serialize_job
 from web.validation import parse_query
@@ -41,4 +45,35 @@ def list_jobs():
 def cancel_job(job_id: str):
     job = jobs.cancel(session=db_session(), job_id=job_id, owner=_owner())
     announce_job_finished(services().redis, job.id)
+    if job.upstream_task_id:
+        publish_cancel(services().celery, job.id)  # a worker asks DashScope to stop the task
     return ok(serialize_job(job), "Job canceled")
+
+
+@bp.get("/<job_id>/images/<int:index>")
+def job_image(job_id: str, index: int):
+    """A stored image: by signed link, or for the owner (or an admin) with a token."""
+    if signed_request_valid():
+        job = jobs.find(session=db_session(), job_id=job_id)
+    else:
+        verify_jwt_in_request()
+        job = jobs.get(session=db_session(), job_id=job_id, owner=_owner())
+    entry = _stored_image(job, index)
+    svc = services()
+    direct = svc.image_store.presigned_url(entry["key"], svc.settings.image_url_ttl_seconds)
+    if direct:
+        return redirect(direct)
+    data = svc.image_store.get(entry["key"])
+    if data is None:
+        raise NotFound("Image not found", code="image_not_found")
+    response = Response(data, mimetype=entry["content_type"])
+    response.headers["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+def _stored_image(job, index: int) -> dict:
+    results = ((job.result or {}).get("output") or {}).get("results") or [] \
+        if job and job.status == JobStatus.SUCCEEDED else []
+    if not 0 <= index < len(results) or not results[index].get("stored"):
+        raise NotFound("Image not found", code="image_not_found")
+    return results[index]

@@ -1,0 +1,33 @@
+"""Wanx image generation, run as jobs."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+from common.errors import ValidationFailed
+from common.models import Job, JobKind, JobStatus
+from web.auth import login_required
+from web.context import services
+from web.images import render_generation
+from web.job_responses import submit_and_answer
+from web.schemas import GenerationRequest
+from web.validation import parse_body
+
+bp = Blueprint("generation", __name__, url_prefix="/api/bailian")
+
+
+def images_settled(job: Job) -> bool:
+    """Finished, and (when it succeeded) its images copied to our storage or given up on."""
+    return job.status.is_terminal and (job.status != JobStatus.SUCCEEDED
+                                       or job.next_action_at is None)
+
+
+@bp.post("/generation")
+@login_required
+def generation():
+    body = parse_body(GenerationRequest, {"image_models": services().settings.image_models})
+    if errors := body.rule_errors():
+        raise ValidationFailed(errors=errors)
+    return submit_and_answer(kind=JobKind.IMAGE, model=body.model,
+                             job_request=body.job_request(), render_result=render_generation,
+                             settled=images_settled)
