@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import time
 import uuid
@@ -185,9 +186,94 @@ def worker_pools(stack: BenchStack, count: int = 200, latency_ms: int = 200) -> 
     return rows
 
 
+def _submit_images(stack: BenchStack, count: int, duration_s: float) -> list[str]:
+    token = stack.token()
+    headers = {"Authorization": f"Bearer {token}", "Prefer": "respond-async"}
+
+    def submit(index: int) -> list[str]:
+        http = requests.Session()
+        ids = []
+        for i in range(index, count, 16):
+            prompt = f"bench {i} [[emulator: duration_s={duration_s}; id={uuid.uuid4().hex}]]"
+            response = http.post(f"{stack.web_url}/api/bailian/generation", headers=headers,
+                                 json={"model": "wanx-v1", "prompt": prompt,
+                                       "parameters": {"n": 1}})
+            assert response.status_code == 202, response.text
+            ids.append(response.json()["data"]["id"])
+        return ids
+
+    return run_concurrently(submit, 16)
+
+
+def _jobs(stack: BenchStack, ids: list[str]) -> list[Job]:
+    with stack.database.session() as session:
+        return list(session.scalars(select(Job).where(Job.id.in_(ids))))
+
+
+def wanx_in_flight(stack: BenchStack, counts=(100, 1000), duration_s: float = 90.0
+                   ) -> list[dict]:
+    """Wanx tasks one worker process keeps in flight within the query budget: its CPU per
+    task in flight, and the delay from upstream completion to the job turning terminal."""
+    import psutil
+
+    settings = stack.settings
+    budget = settings.task_query_budget
+    worker = stack.start_worker("threads", 32)
+    rows = []
+    for count in counts:
+        stack.emulator.reset()
+        ids = _submit_images(stack, count, duration_s)
+        # Measure at steady state: every task submitted upstream, none finished yet.
+        while sum(1 for j in _jobs(stack, ids) if j.upstream_task_id) < count:
+            time.sleep(0.5)
+        process = psutil.Process(worker.pid)
+        queries_start = stack.emulator.stats()["requests"].get("task_get", 0)
+        window_start = time.perf_counter()
+        cpu_start = sum(process.cpu_times()[:2])
+        time.sleep(15.0)
+        cpu = sum(process.cpu_times()[:2]) - cpu_start
+        window = time.perf_counter() - window_start
+        queries = stack.emulator.stats()["requests"].get("task_get", 0) - queries_start
+        in_flight = sum(1 for t in stack.emulator.tasks().values() if t["status"] == "RUNNING")
+        while True:
+            finished = [j for j in _jobs(stack, ids) if j.status.is_terminal]
+            if len(finished) == count:
+                break
+            time.sleep(1)
+        tasks = stack.emulator.tasks()
+        delays = [j.finished_at.replace(tzinfo=dt.UTC).timestamp()
+                  - tasks[j.upstream_task_id]["ended"] for j in finished]
+        max_qps = stack.emulator.stats()["max_task_queries_per_second"]
+        # The longest interval a task can be given (common.images.ImageJobs._interval).
+        nominal = min(max(settings.image_poll_backoff[-1], count / (budget * 0.8)),
+                      settings.image_poll_max_interval)
+        longest_interval = nominal * 1.1
+        setup = (f"{CPUS} CPUs; 1 worker process (threads x32); {count} tasks of "
+                 f"{duration_s:g}s; budget {budget:g} queries/s")
+        summary = summary_ms(delays)
+        rss = stack.rss_mb("worker")
+        rows += [
+            row(f"wanx {count} in flight: peak task queries/s", max_qps, budget, "q/s",
+                target=f"<= {budget:g}", passed=max_qps <= budget, setup=setup),
+            row(f"wanx {count} in flight: worker CPU per task", 1000 * cpu / window / in_flight,
+                None, "ms CPU/s", setup=f"{setup}; {in_flight} running while measured; "
+                                        f"worker at {100 * cpu / window:.0f}% of a core, "
+                                        f"RSS {rss:.0f} MB, "
+                                        f"{1000 * cpu / max(1, queries):.1f} ms CPU per poll"),
+            row(f"wanx {count}: completion -> terminal p50", summary["p50"] / 1000,
+                longest_interval, "s", target="<= 1 poll interval",
+                passed=summary["p50"] / 1000 <= longest_interval, setup=setup),
+            row(f"wanx {count}: completion -> terminal p95", summary["p95"] / 1000,
+                longest_interval, "s", target="<= 1 poll interval",
+                passed=summary["p95"] / 1000 <= longest_interval, setup=setup),
+        ]
+    return rows
+
+
 SCENARIOS = {
     "sync": sync_chat_overhead,
     "submit": async_submit_throughput,
     "e2e": end_to_end_jobs,
     "pools": worker_pools,
+    "wanx": wanx_in_flight,
 }

@@ -57,8 +57,20 @@ class BenchStack:
             broker_url=f"redis://{REDIS_HOST}:{REDIS_PORT}/{BROKER_DB}",
             emulator=self.emulator, LOG_LEVEL="WARNING", SYNC_WAIT_SECONDS="25",
             UPSTREAM_TIMEOUT_SECONDS="30", JOB_LEASE_SECONDS="60", JOB_DEADLINE_SECONDS="600",
-            REPUBLISH_QUEUED_AFTER_SECONDS="300", SWEEPER_INTERVAL_SECONDS="15")
+            REPUBLISH_QUEUED_AFTER_SECONDS="300", SWEEPER_INTERVAL_SECONDS="15",
+            # The production defaults, not the tests' short ones.
+            BROKER_VISIBILITY_TIMEOUT="900", TASK_TIME_LIMIT="300",
+            IMAGE_POLL_MAX_INTERVAL="300", IMAGE_JOB_DEADLINE_SECONDS="1800")
         return self
+
+    @property
+    def settings(self):
+        from unittest import mock
+
+        from common.settings import Settings
+
+        with mock.patch.dict(os.environ, self.env, clear=True):
+            return Settings()
 
     def __exit__(self, *exc) -> None:
         for proc in reversed(list(self.procs.values())):

@@ -148,7 +148,12 @@ class ImageJobs:
         """One query of the upstream task; then the next poll, or the recorded outcome."""
         wait = self.query_budget.acquire()
         if wait:
-            return Step(POLL, job_id, wait + random.uniform(0, 0.05), expected_polls)
+            # Over budget: come back at a random point of the next round of polls rather than
+            # the instant a slot frees, so denied polls do not stampede the same slot.
+            spread = self.inflight.count(self.settings.image_models) / \
+                self.settings.task_query_budget
+            return Step(POLL, job_id, wait + random.uniform(0, max(0.1, spread)),
+                        expected_polls)
         with self.database.session() as session:
             job = jobs.begin_poll(session=session, job_id=job_id, expected_polls=expected_polls,
                                   lease_seconds=POLL_LEASE_SECONDS)
@@ -292,7 +297,9 @@ class ImageJobs:
         base = backoff[min(polls, len(backoff) - 1)]
         in_flight = self.inflight.count(self.settings.image_models)
         fair_share = in_flight / (self.settings.task_query_budget * FAIR_SHARE_UTILISATION)
-        return min(max(base, fair_share), self.settings.image_poll_max_interval)
+        interval = min(max(base, fair_share), self.settings.image_poll_max_interval)
+        # +-10 %: tasks submitted together drift apart instead of polling in lockstep.
+        return interval * random.uniform(0.9, 1.1)
 
     @staticmethod
     def _slot_ttl(interval: float) -> float:

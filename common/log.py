@@ -55,3 +55,8 @@ def configure_logging(level: str = "INFO") -> None:
     root.setLevel(level.upper())
     # The SDK logs every failed request with a traceback; our backend logs the classified error.
     logging.getLogger("dashscope").setLevel(logging.CRITICAL)
+    # Celery's per-task "received" / "succeeded" lines (two per poll of every image task);
+    # failures are still logged, and the services log what each task did.
+    if root.level > logging.DEBUG:
+        for name in ("celery.worker.strategy", "celery.app.trace"):
+            logging.getLogger(name).setLevel(logging.WARNING)

@@ -85,8 +85,9 @@ def celery_config(settings: Settings) -> dict:
             **{name: {"queue": IMAGE_QUEUE} for name in (*IMAGE_TASKS.values(), CANCEL_IMAGE)},
             SWEEP: {"queue": MAINTENANCE_QUEUE},
         },
+        # Events feed Flower; "task-sent" events are skipped: one more publish per message.
         "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        "task_send_sent_event": False,
         "worker_hijack_root_logger": False,
         "beat_schedule": {
             "sweep-jobs": {
