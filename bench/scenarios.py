@@ -270,10 +270,69 @@ def wanx_in_flight(stack: BenchStack, counts=(100, 1000), duration_s: float = 90
     return rows
 
 
+def rate_limit_overhead(stack: BenchStack, requests_per_side: int = 400) -> list[dict]:
+    """Latency the per-tier limit check adds: the same endpoint with limits on and off, served
+    the same way, requests interleaved so both sides see the same machine."""
+    import json
+
+    unlimited = json.dumps({endpoint: {tier: "1000000/minute" for tier in
+                                       ("default", "premium", "admin")}
+                            for endpoint in ("chat", "generation")})
+    stack.stop("worker")
+    on = stack.start_web("web-limits-on", RATE_LIMITS=unlimited)
+    off = stack.start_web("web-limits-off", RATE_LIMITS_ENABLED="false")
+    token = stack.token()
+    headers = {"Authorization": f"Bearer {token}", "Prefer": "respond-async"}
+    body = {"model": "qwen-turbo", "messages": _messages("limit")}
+    http = requests.Session()
+    timings = {on: [], off: []}
+    for i in range(requests_per_side + 20):
+        for url in (on, off) if i % 2 else (off, on):
+            started = time.perf_counter()
+            response = http.post(f"{url}{CHAT}", json=body, headers=headers)
+            elapsed = time.perf_counter() - started
+            assert response.status_code == 202, response.text
+            if i >= 20:
+                timings[url].append(elapsed)
+    stack.stop("web-limits-on")
+    stack.stop("web-limits-off")
+    stack.purge_broker()
+    with_limits, without = summary_ms(timings[on]), summary_ms(timings[off])
+    setup = (f"{CPUS} CPUs; async chat submit; two gunicorn {WEB_WORKERS}x{WEB_THREADS} "
+             f"servers (limits on / off), {requests_per_side} interleaved sequential requests "
+             f"each")
+    rows = [row(f"rate limit: added request latency {q}", with_limits[q] - without[q],
+                without[q], "ms", ratio=with_limits[q] / without[q], setup=setup)
+            for q in ("p50", "p99")]
+    # The check itself, without HTTP noise: one window hit against a bare Redis round trip.
+    import redis as redis_lib
+
+    from common.sliding_window import SlidingWindow
+
+    client = redis_lib.Redis.from_url(stack.env["REDIS_URL"])
+    window = SlidingWindow(client)
+    hits, pings = [], []
+    for i in range(3000):
+        started = time.perf_counter()
+        window.hit(f"bench:rl:{i % 50}", 1000, 60)
+        hits.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        client.ping()
+        pings.append(time.perf_counter() - started)
+    hit, ping = summary_ms(hits), summary_ms(pings)
+    rows += [row(f"rate limit: window check {q}", hit[q], ping[q], "ms",
+                 target="p99 < 2 ms" if q == "p99" else "",
+                 passed=hit[q] < 2.0 if q == "p99" else None,
+                 setup="one Lua call on the shared Redis vs a PING, 3000 each, 50 keys")
+             for q in ("p50", "p99")]
+    return rows
+
+
 SCENARIOS = {
     "sync": sync_chat_overhead,
     "submit": async_submit_throughput,
     "e2e": end_to_end_jobs,
     "pools": worker_pools,
     "wanx": wanx_in_flight,
+    "ratelimit": rate_limit_overhead,
 }

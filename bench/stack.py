@@ -80,12 +80,15 @@ class BenchStack:
 
     # --- platform ------------------------------------------------------------------------
 
-    def start_web(self) -> str:
+    def start_web(self, name: str = "web", **env) -> str:
         port = processes.free_port()
-        self.procs["web"] = processes.gunicorn(self.env, self.log_dir, port,
-                                               workers=WEB_WORKERS, threads=WEB_THREADS)
-        self.web_url = f"http://127.0.0.1:{port}"
-        return self.web_url
+        self.procs[name] = processes.gunicorn({**self.env, **env}, self.log_dir, port,
+                                              name=name, workers=WEB_WORKERS,
+                                              threads=WEB_THREADS)
+        url = f"http://127.0.0.1:{port}"
+        if name == "web":
+            self.web_url = url
+        return url
 
     def start_worker(self, pool: str = "threads", concurrency: int = 32) -> processes.Process:
         self.stop("worker")

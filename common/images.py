@@ -34,7 +34,7 @@ from common.models import Job, JobKind, JobStatus, utcnow
 from common.pricing import Usage, cost_of
 from common.settings import Settings
 from common.storage import ImageStore, image_key
-from common.upstream_limits import InflightTasks, SlidingWindow
+from common.upstream_limits import InflightTasks, RateBudget
 
 logger = logging.getLogger(__name__)
 
@@ -64,10 +64,10 @@ class ImageJobs:
         self.settings = settings
         self.store = store
         self.inflight = InflightTasks(redis_client)
-        self.query_budget = SlidingWindow(redis_client, "bailian:wanx:task-queries",
+        self.query_budget = RateBudget(redis_client, "bailian:wanx:task-queries",
                                           settings.task_query_budget, BUDGET_SAFETY_WINDOW)
         self.submit_rates = {
-            model: SlidingWindow(redis_client, f"bailian:wanx:submits:{model}",
+            model: RateBudget(redis_client, f"bailian:wanx:submits:{model}",
                                  limits.submit_qps, BUDGET_SAFETY_WINDOW)
             for model, limits in settings.image_models.items()}
 

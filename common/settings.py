@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from common.models import Role
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,6 +100,21 @@ class Settings(BaseSettings):
     admin_password: SecretStr | None = None
     admin_email: str | None = None
 
+    # Rate limits: endpoint -> tier -> limit ("100/minute"), per authenticated user
+    rate_limits_enabled: bool = True
+    rate_limits: dict[Literal["chat", "generation"], dict[Role, str]] = Field(
+        default_factory=lambda: {
+            "chat": {Role.DEFAULT: "100/minute", Role.PREMIUM: "500/minute",
+                     Role.ADMIN: "1000/minute"},
+            "generation": {Role.DEFAULT: "50/minute", Role.PREMIUM: "100/minute",
+                           Role.ADMIN: "200/minute"},
+        })
+    login_rate_limit: str = "30/minute"  # per client address, on top of the failure limit
+    rate_limit_storage_url: str | None = None  # default: the Redis above
+    # Redis unreachable: "closed" answers 503 (nothing is created); "local" falls back to
+    # per-process counters, i.e. the limits multiplied by the number of web processes.
+    rate_limit_on_redis_down: Literal["closed", "local"] = "closed"
+
     # HTTP
     max_content_length: int = 1024 * 1024
     trusted_proxies: int = Field(default=0, ge=0)  # X-Forwarded-For hops to trust
@@ -160,6 +177,22 @@ class Settings(BaseSettings):
     fc_qwen_endpoint: str | None = None
     fc_wanx_endpoint: str | None = None
     fc_auth_token: SecretStr | None = None
+
+    @field_validator("rate_limits", "login_rate_limit", "login_failure_limit")
+    @classmethod
+    def _limits_parse(cls, value):
+        from limits import parse_many
+
+        texts = [value] if isinstance(value, str) else \
+            [limit for tiers in value.values() for limit in tiers.values()]
+        for text in texts:
+            parse_many(text)  # raises ValueError on "100 per fortnight"
+        if isinstance(value, dict):
+            for endpoint, tiers in value.items():
+                missing = set(Role) - set(tiers)
+                if missing:
+                    raise ValueError(f"{endpoint} has no limit for {sorted(missing)}")
+        return value
 
     @model_validator(mode="after")
     def _refuse_insecure_production(self) -> Settings:

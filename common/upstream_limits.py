@@ -1,8 +1,7 @@
 """DashScope's account-wide limits, shared by every worker through Redis.
 
-- `SlidingWindow`: at most N grants in any window (the task-query budget, per-model submit
-  rates). A log of grant times in a sorted set, checked and appended in one Lua script on
-  Redis's own clock, so workers on different hosts agree without synchronised clocks.
+- `RateBudget`: at most N grants in any window (the task-query budget, per-model submit
+  rates), on the exact sliding window of `common.sliding_window`.
 - `InflightTasks`: the upstream tasks running now, per model, as expiring slots, so a model's
   concurrent-task limit is respected and a crashed worker's slot frees itself.
 
@@ -12,23 +11,9 @@ wait their turn; they never fail for it.
 
 from __future__ import annotations
 
-import uuid
-
 import redis
 
-_SLIDING_WINDOW = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local window = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
-  redis.call('ZADD', KEYS[1], now, ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], window)
-  return 0
-end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return math.max(1, tonumber(oldest[2]) + window - now)
-"""
+from common.sliding_window import SlidingWindow
 
 _ACQUIRE_SLOT = """
 local t = redis.call('TIME')
@@ -58,23 +43,22 @@ return total
 """
 
 
-class SlidingWindow:
-    """At most `limit` grants in any `window_seconds`; `acquire()` says how long to wait."""
+class RateBudget:
+    """At most `limit` grants per `window_seconds` for one key; `acquire()` says how long to
+    wait when refused."""
 
     def __init__(self, client: redis.Redis, key: str, limit: float,
                  window_seconds: float = 1.0) -> None:
         self.key = key
         self.limit = limit
-        self.window_ms = int(window_seconds * 1000)
-        self._script = client.register_script(_SLIDING_WINDOW)
+        self.window_seconds = window_seconds
+        self._window = SlidingWindow(client)
 
     def acquire(self) -> float:
         """0 when granted, otherwise the seconds until a grant could succeed."""
         if self.limit <= 0:
             return 0.0
-        wait_ms = self._script(keys=[self.key],
-                               args=[int(self.limit), self.window_ms, uuid.uuid4().hex])
-        return int(wait_ms) / 1000
+        return self._window.hit(self.key, int(self.limit), self.window_seconds).retry_after
 
 
 class InflightTasks:

@@ -104,13 +104,25 @@ def revoke_current_session() -> None:
     services().auth_state.revoke(pairs)
 
 
+def authenticate() -> CurrentUser:
+    """Verify the request's access token, once per request (the rate limiter asks first)."""
+    if not g.get("authenticated"):
+        verify_jwt_in_request()
+        g.authenticated = True
+        bind_log_context(user_id=current_user.id)
+    return current_user
+
+
 def login_required(fn=None, *, refresh: bool = False, any_token: bool = False):
     """Require a valid, unrevoked token of an active user."""
     def decorate(view):
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
-            verify_jwt_in_request(refresh=refresh, verify_type=not any_token)
-            bind_log_context(user_id=current_user.id)
+            if refresh or any_token:
+                verify_jwt_in_request(refresh=refresh, verify_type=not any_token)
+                bind_log_context(user_id=current_user.id)
+            else:
+                authenticate()
             return view(*args, **kwargs)
         return wrapper
     return decorate(fn) if fn else decorate

@@ -9,7 +9,7 @@ import uuid
 
 import redis
 
-from common.upstream_limits import InflightTasks, SlidingWindow
+from common.upstream_limits import InflightTasks, RateBudget
 
 
 def _client(redis_url) -> redis.Redis:
@@ -25,7 +25,7 @@ def test_sliding_window_never_grants_more_than_the_limit_in_any_second(redis_url
     stop = time.monotonic() + 3.0
 
     def hammer(_):
-        window = SlidingWindow(_client(redis_url), key, limit=20, window_seconds=1.1)
+        window = RateBudget(_client(redis_url), key, limit=20, window_seconds=1.1)
         while time.monotonic() < stop:
             wait = window.acquire()
             if wait == 0:

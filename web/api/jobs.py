@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from flask import Blueprint, Response, redirect
-from flask_jwt_extended import current_user, verify_jwt_in_request
+from flask_jwt_extended import current_user
 
 from common import jobs
 from common.errors import NotFound
 from common.events import announce_job_finished
 from common.models import JobStatus
 from common.queue import publish_cancel
-from web.auth import login_required
+from web.auth import authenticate, login_required
 from web.context import db_session, services
 from web.envelope import ok
 from web.images import signed_request_valid
@@ -56,7 +56,7 @@ def job_image(job_id: str, index: int):
     if signed_request_valid():
         job = jobs.find(session=db_session(), job_id=job_id)
     else:
-        verify_jwt_in_request()
+        authenticate()
         job = jobs.get(session=db_session(), job_id=job_id, owner=_owner())
     entry = _stored_image(job, index)
     svc = services()
