@@ -2,9 +2,15 @@
 
 Threads, not sync workers: a synchronous chat request waits for its job (up to
 SYNC_WAIT_SECONDS), and a waiting thread must not take a whole process with it.
+
+Metrics: every worker process writes its samples to PROMETHEUS_MULTIPROC_DIR, so /metrics sums
+them whichever worker answers. The directory is set here, in the master, before any worker
+imports prometheus_client; wiped at start; and each dead worker's files are retired.
 """
 
 import os
+import shutil
+import tempfile
 
 bind = os.environ.get("BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -16,3 +22,41 @@ keepalive = 5
 # Recycle workers now and then (with jitter, so they never all restart at once).
 max_requests = 10000
 max_requests_jitter = 1000
+# Our own JSON access lines carry the request id; gunicorn's would duplicate them.
+accesslog = None
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "pythonjsonlogger.json.JsonFormatter",
+                            "fmt": "%(levelname)s %(name)s %(message)s",
+                            "rename_fields": {"levelname": "level", "name": "logger"},
+                            "timestamp": True}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json",
+                             "stream": "ext://sys.stderr"}},
+    "loggers": {"gunicorn.error": {"level": "INFO", "handlers": ["console"],
+                                   "propagate": False}},
+}
+
+METRICS = os.environ.get("METRICS_ENABLED", "true").lower() not in ("0", "false", "no")
+if METRICS:
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR",
+                          os.path.join(tempfile.gettempdir(), f"bailian-web-metrics-{os.getpid()}"))
+
+
+def on_starting(server):
+    if METRICS:
+        directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        shutil.rmtree(directory, ignore_errors=True)  # samples of a previous run must go
+        os.makedirs(directory, exist_ok=True)
+
+
+def child_exit(server, worker):
+    if METRICS:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if METRICS:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

@@ -19,6 +19,7 @@ from common.ai.base import AIBackend, ChatRequest, ChatResult, UpstreamError
 from common.db import Database
 from common.events import announce_job_finished
 from common.log import bind_log_context
+from common.metrics import JOB_RETRIES, code_label
 from common.models import Job, JobKind, utcnow
 from common.pricing import Usage, cost_of
 from common.settings import Settings
@@ -93,6 +94,7 @@ def _handle_failure(database: Database, redis_client: redis.Redis, settings: Set
     if error.retryable and attempt < settings.job_max_attempts and delay < time_left:
         logger.warning("chat upstream retryable attempt=%s code=%s retry_in=%.2f",
                        attempt, error.code, delay)
+        JOB_RETRIES.labels(JobKind.CHAT.value, code_label(error.code)).inc()
         with database.session() as session:
             if jobs.schedule_retry(session=session, job_id=job.id, delay_seconds=delay):
                 return delay

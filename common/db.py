@@ -14,6 +14,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from common.metrics import DATABASE_QUERIES, sql_operation
+
 
 def engine_options(url: str, *, pool_size: int = 10, connect_timeout: float = 5.0) -> dict:
     """Driver and pool options that suit the backend behind `url`."""
@@ -49,6 +51,10 @@ def _enable_sqlite_wal(engine: Engine) -> None:
         cursor.close()
 
 
+def _count_query(_conn, _cursor, statement, _parameters, _context, _executemany) -> None:
+    DATABASE_QUERIES.labels(sql_operation(statement)).inc()
+
+
 class Database:
     """One engine plus its session factory."""
 
@@ -59,6 +65,7 @@ class Database:
         )
         if self.engine.dialect.name == "sqlite":
             _enable_sqlite_wal(self.engine)
+        event.listen(self.engine, "before_cursor_execute", _count_query)
         # expire_on_commit=False: objects stay readable after the unit of work commits,
         # so views and tasks can serialise what they just wrote without another query.
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)

@@ -8,6 +8,7 @@ from celery import Celery
 from sqlalchemy.orm import Session
 
 from common import jobs
+from common.metrics import JOBS_SUBMITTED
 from common.models import Job, JobKind
 from common.queue import publish_job
 from common.settings import Settings
@@ -28,7 +29,8 @@ def submit_job(*, session: Session, celery: Celery, settings: Settings, user_id:
         session=session, user_id=user_id, kind=kind, model=model, request=request,
         deadline_seconds=deadline, idempotency_key=idempotency_key,
         idempotency_ttl_seconds=settings.idempotency_ttl_seconds, correlation_id=correlation_id)
-    if created and not publish_job(celery, job_id=job.id, kind=kind,
-                                   correlation_id=correlation_id):
-        jobs.mark_unpublished(session=session, job_id=job.id)
+    if created:
+        JOBS_SUBMITTED.labels(kind.value).inc()
+        if not publish_job(celery, job_id=job.id, kind=kind, correlation_id=correlation_id):
+            jobs.mark_unpublished(session=session, job_id=job.id)
     return job, created

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import redis
 import requests
 
-from common import jobs
+from common import jobs, metrics
 from common.ai.base import AIBackend, ImageRequest, ImageTask, UpstreamError
 from common.chat import retry_delay
 from common.db import Database
@@ -131,6 +131,7 @@ class ImageJobs:
         if error.retryable and attempt < self.settings.job_max_attempts and delay < time_left:
             logger.warning("wanx submit retryable attempt=%s code=%s retry_in=%.2f",
                            attempt, error.code, delay)
+            metrics.JOB_RETRIES.labels(JobKind.IMAGE.value, metrics.code_label(error.code)).inc()
             with self.database.session() as session:
                 if jobs.schedule_retry(session=session, job_id=job.id, delay_seconds=delay):
                     return Step(SUBMIT, job.id, delay)
@@ -148,6 +149,7 @@ class ImageJobs:
         """One query of the upstream task; then the next poll, or the recorded outcome."""
         wait = self.query_budget.acquire()
         if wait:
+            metrics.WANX_BUDGET_WAITS.inc()
             # Over budget: come back at a random point of the next round of polls rather than
             # the instant a slot frees, so denied polls do not stampede the same slot.
             spread = self.inflight.count(self.settings.image_models) / \
@@ -160,8 +162,9 @@ class ImageJobs:
         if job is None:
             return None  # a duplicate message, or the task already finished
         bind_log_context(job_id=job.id, user_id=job.user_id, request_id=job.correlation_id)
+        metrics.WANX_TASK_QUERIES.inc()
         try:
-            task = self.backend.fetch_image(job.upstream_task_id)
+            task = self.backend.fetch_image(job.upstream_task_id, job.model)
         except UpstreamError as error:
             return self._poll_failed(job, error)
         if not task.finished:
@@ -214,6 +217,7 @@ class ImageJobs:
 
     def _record_success(self, session, job: Job, task: ImageTask) -> Step | None:
         usage = Usage(image_count=task.image_count)
+        metrics.AI_IMAGES.labels(metrics.model_label(job.model)).inc(task.image_count)
         result = image_result(task)
         has_images = any(entry.get("upstream_url") for entry in result["output"]["results"])
         status = jobs.finish(
@@ -281,7 +285,7 @@ class ImageJobs:
         if job is None or not job.upstream_task_id or job.upstream_status in jobs.UPSTREAM_TERMINAL:
             return
         try:
-            canceled = self.backend.cancel_image(job.upstream_task_id)
+            canceled = self.backend.cancel_image(job.upstream_task_id, job.model)
         except UpstreamError as error:
             logger.warning("wanx cancel failed task_id=%s code=%s", job.upstream_task_id,
                            error.code)

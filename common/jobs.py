@@ -25,6 +25,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from common import metrics
 from common.errors import Conflict, NotFound, ValidationFailed
 from common.models import ACTIVE_STATUSES, Job, JobKind, JobStatus, UsageRecord, utcnow
 from common.pricing import Usage
@@ -167,6 +168,7 @@ def cancel(*, session: Session, job_id: str, owner: Owner) -> Job:
     job = reload(session=session, job_id=job.id)
     if not moved:
         raise Conflict(f"Job is already {job.status.value}", code="job_not_cancelable")
+    metrics.record_job_finished(job.kind.value, job.status.value, job.created_at, now)
     return job
 
 
@@ -207,6 +209,9 @@ def claim(*, session: Session, job_id: str, lease_seconds: float, max_attempts: 
         fail(session=session, job_id=job_id, code=ATTEMPTS_EXHAUSTED,
              message=f"Gave up after {max_attempts} attempts")
         return None
+    if job.attempts == 1:
+        metrics.JOB_QUEUE_WAIT.labels(job.kind.value).observe(
+            max(0.0, (now - job.created_at).total_seconds()))
     return Claim(job=job, attempt=job.attempts)
 
 
@@ -301,7 +306,20 @@ def finish(*, session: Session, job_id: str, user_id: int, model: str, kind: Job
     except IntegrityError:
         session.rollback()  # another copy of this job already recorded it
         return None
+    metrics.USAGE_COST.labels(metrics.model_label(model), currency).inc(float(cost))
+    if succeeded:
+        _record_finished(session, job_id, JobStatus.SUCCEEDED)
     return status
+
+
+def _record_finished(session: Session, job_id: str, status: JobStatus) -> None:
+    """Count a transition this call just committed (one indexed read)."""
+    row = session.execute(select(Job.kind, Job.created_at, Job.finished_at)
+                          .where(Job.id == job_id)).one_or_none()
+    session.rollback()
+    if row is not None:
+        metrics.record_job_finished(row.kind.value, status.value, row.created_at,
+                                    row.finished_at or utcnow())
 
 
 def _set_upstream(session: Session, job_id: str, fields: dict) -> None:
@@ -324,6 +342,8 @@ def fail(*, session: Session, job_id: str, code: str, message: str,
     ).rowcount
     _set_upstream(session, job_id, upstream_fields)
     session.commit()
+    if moved:
+        _record_finished(session, job_id, JobStatus.FAILED)
     return bool(moved)
 
 
@@ -336,6 +356,8 @@ def end_canceled_upstream(*, session: Session, job_id: str, **upstream_fields) -
     ).rowcount
     _set_upstream(session, job_id, upstream_fields)
     session.commit()
+    if moved:
+        _record_finished(session, job_id, JobStatus.CANCELED)
     return bool(moved)
 
 
@@ -367,7 +389,7 @@ def expire_overdue(*, session: Session, limit: int = 500) -> list[Expired]:
     """Fail every unfinished job past its deadline."""
     now = utcnow()
     rows = session.execute(
-        select(Job.id, Job.kind, Job.upstream_task_id, Job.upstream_status)
+        select(Job.id, Job.kind, Job.upstream_task_id, Job.upstream_status, Job.created_at)
         .where(Job.status.in_(ACTIVE_STATUSES), Job.deadline_at < now)
         .limit(limit).with_for_update(skip_locked=True)).all()
     if rows:
@@ -378,6 +400,8 @@ def expire_overdue(*, session: Session, limit: int = 500) -> list[Expired]:
                     error_message="The job did not finish before its deadline",
                     finished_at=now, lease_until=None, updated_at=now))
     session.commit()
+    for r in rows:  # the rows were locked, so every one of them moved
+        metrics.record_job_finished(r.kind.value, JobStatus.FAILED.value, r.created_at, now)
     return [Expired(r.id, r.kind, bool(r.upstream_task_id)
                     and r.upstream_status not in UPSTREAM_TERMINAL) for r in rows]
 

@@ -172,6 +172,10 @@ class Settings(BaseSettings):
 
     # Observability
     metrics_enabled: bool = True
+    worker_metrics_port: int = Field(default=9808, ge=0, le=65535)  # 0: not served
+    # Flower's basic auth, "user:password" (several separated by commas); required outside
+    # development, because Flower shows task arguments.
+    flower_basic_auth: SecretStr | None = None
 
     # Function Compute offload
     fc_qwen_endpoint: str | None = None

@@ -16,6 +16,7 @@ from common import jobs
 from common.db import Database
 from common.events import announce_job_finished
 from common.images import POLL, STORE, Step
+from common.metrics import SWEEPER_ACTIONS
 from common.models import JobKind
 from common.queue import publish_cancel, publish_job, publish_step
 from common.settings import Settings
@@ -46,6 +47,10 @@ def sweep(*, database: Database, celery: Celery, redis_client: redis.Redis,
     with database.session() as session:
         jobs.mark_enqueued(session=session, job_ids=published)
     resumed = _resume_owed_actions(database, celery, settings)
+    for action, count in (("expired", len(expired)), ("published", len(published)),
+                          ("resumed", resumed)):
+        if count:
+            SWEEPER_ACTIONS.labels(action).inc(count)
     report = SweepReport(expired=len(expired), published=len(published),
                          unpublished=len(due) - len(published), resumed=resumed)
     if expired or due or resumed:

@@ -14,7 +14,7 @@ from common.queue import make_celery
 from common.redis_client import redis_from_settings
 from common.settings import Settings, get_settings
 from common.storage import image_store
-from web import auth, cli, errors, limits, request_id
+from web import access_log, auth, cli, errors, limits, metrics, request_id
 from web.api import register_blueprints
 from web.context import Services
 from web.context import init_app as init_context
@@ -44,6 +44,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         image_store=image_store(settings),
     ))
     request_id.init_app(app)
+    metrics.init_app(app, settings)
+    access_log.init_app(app)
     errors.init_app(app)
     auth.init_app(app, settings)
     register_blueprints(app)

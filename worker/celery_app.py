@@ -7,13 +7,14 @@ from celery.signals import worker_process_init
 from common.log import configure_logging
 from common.queue import make_celery
 from common.settings import get_settings
-from worker import runtime
+from worker import metrics, runtime
 
 settings = get_settings()
 configure_logging(settings.log_level)
 
 app = make_celery(settings)
 app.conf.imports = ("worker.tasks",)
+metrics.install(app, settings, runtime)
 
 
 @worker_process_init.connect

@@ -30,6 +30,7 @@ from common.ai.base import (
     UpstreamError,
     is_retryable_status,
 )
+from common.metrics import AI_TOKENS, model_label, upstream_call
 from common.pricing import Usage
 
 logger = logging.getLogger(__name__)
@@ -55,51 +56,54 @@ class DashScopeBackend:
                                       timeout=timeout, max_retries=0)
 
     def chat(self, request: ChatRequest) -> ChatResult:
-        response = self._call(
-            Generation.call,
-            model=request.model,
-            messages=request.messages,
-            result_format="message",
-            headers=self._headers(request.correlation_id),
-            **request.parameters,
-        )
-        try:
-            choice = response.output.choices[0]
-            message = {"role": choice.message.role, "content": choice.message.content}
-            finish_reason = choice.finish_reason
-        except (AttributeError, IndexError, KeyError, TypeError) as exc:
-            raise _malformed(response, exc) from exc
-        return ChatResult(message=message, finish_reason=finish_reason,
-                          usage=_usage(response.usage), upstream_request_id=response.request_id)
+        with upstream_call(request.model, "chat", billed=True):
+            response = self._call(
+                Generation.call,
+                model=request.model,
+                messages=request.messages,
+                result_format="message",
+                headers=self._headers(request.correlation_id),
+                **request.parameters,
+            )
+            try:
+                choice = response.output.choices[0]
+                message = {"role": choice.message.role, "content": choice.message.content}
+                finish_reason = choice.finish_reason
+            except (AttributeError, IndexError, KeyError, TypeError) as exc:
+                raise _malformed(response, exc) from exc
+        usage = _usage(response.usage)
+        AI_TOKENS.labels(model_label(request.model), "input").inc(usage.input_tokens)
+        AI_TOKENS.labels(model_label(request.model), "output").inc(usage.output_tokens)
+        return ChatResult(message=message, finish_reason=finish_reason, usage=usage,
+                          upstream_request_id=response.request_id)
 
     def submit_image(self, request: ImageRequest) -> str:
-        response = self._call(
-            ImageSynthesis.async_call,
-            model=request.model,
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt,
-            headers=self._headers(request.correlation_id),
-            **request.parameters,
-        )
-        try:
-            task_id = response.output.task_id
-        except AttributeError as exc:
-            raise _malformed(response, exc) from exc
-        if not task_id:
-            raise _malformed(response, "task_id")
+        with upstream_call(request.model, "image_submit", billed=True):
+            response = self._call(
+                ImageSynthesis.async_call,
+                model=request.model,
+                prompt=request.prompt,
+                negative_prompt=request.negative_prompt,
+                headers=self._headers(request.correlation_id),
+                **request.parameters,
+            )
+            task_id = getattr(response.output, "task_id", None)
+            if not task_id:
+                raise _malformed(response, "task_id")
         return task_id
 
-    def fetch_image(self, task_id: str) -> ImageTask:
-        try:
-            job = self.tasks.images.jobs.fetch(task_id, timeout=self.timeout)
-        except v2_errors.APIStatusError as exc:
-            if exc.status_code == HTTPStatus.OK:
-                # A FAILED task is an HTTP 200 whose code and message sit inside `output`.
-                return ImageTask(task_id=task_id, status="FAILED", code=exc.code,
-                                 message=exc.message)
-            raise _from_v2(exc) from exc
-        except v2_errors.DashScopeError as exc:
-            raise _from_v2(exc) from exc
+    def fetch_image(self, task_id: str, model: str | None = None) -> ImageTask:
+        with upstream_call(model, "image_poll", billed=False):
+            try:
+                job = self.tasks.images.jobs.fetch(task_id, timeout=self.timeout)
+            except v2_errors.APIStatusError as exc:
+                if exc.status_code == HTTPStatus.OK:
+                    # A FAILED task is an HTTP 200 whose code and message sit inside `output`.
+                    return ImageTask(task_id=task_id, status="FAILED", code=exc.code,
+                                     message=exc.message)
+                raise _from_v2(exc) from exc
+            except v2_errors.DashScopeError as exc:
+                raise _from_v2(exc) from exc
         output = job.output or {}
         results = [_result_entry(item) for item in output.get("results") or []]
         generated = sum(1 for item in results if item.get("url"))
@@ -108,15 +112,16 @@ class DashScopeBackend:
                          image_count=image_count, code=output.get("code"),
                          message=output.get("message"))
 
-    def cancel_image(self, task_id: str) -> bool:
-        try:
-            self.tasks.images.jobs.cancel(task_id, timeout=self.timeout)
-        except v2_errors.APIStatusError as exc:
-            if exc.code == "UnsupportedOperation":
-                return False  # no longer PENDING: it will finish (and be billed) anyway
-            raise _from_v2(exc) from exc
-        except v2_errors.DashScopeError as exc:
-            raise _from_v2(exc) from exc
+    def cancel_image(self, task_id: str, model: str | None = None) -> bool:
+        with upstream_call(model, "image_cancel", billed=False):
+            try:
+                self.tasks.images.jobs.cancel(task_id, timeout=self.timeout)
+            except v2_errors.APIStatusError as exc:
+                if exc.code == "UnsupportedOperation":
+                    return False  # no longer PENDING: it will finish (and be billed) anyway
+                raise _from_v2(exc) from exc
+            except v2_errors.DashScopeError as exc:
+                raise _from_v2(exc) from exc
         return True
 
     def _headers(self, correlation_id: str | None) -> dict[str, str]:

@@ -99,7 +99,8 @@ def emulator(env: dict[str, str], log_dir: Path, port: int, *extra: str) -> Proc
 
 
 def worker(env: dict[str, str], log_dir: Path, *, name: str = "worker", pool: str = "threads",
-           concurrency: int = 8) -> Process:
+           concurrency: int = 8, metrics_port: int | None = None) -> Process:
+    env = {**env, "WORKER_METRICS_PORT": str(metrics_port or free_port())}
     proc = Process(name, [str(BIN / "celery"), "-A", "worker.celery_app", "worker",
                           "-P", pool, "-c", str(concurrency), "-Q", "chat,images,maintenance",
                           "-n", f"{name}-{os.getpid()}@%h", "--without-gossip",
