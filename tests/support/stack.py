@@ -106,8 +106,12 @@ def platform_env(*, database_url: str, redis_url: str, broker_url: str,
         "BROKER_VISIBILITY_TIMEOUT": "120",
         "TASK_TIME_LIMIT": "60",
         "WORKER_SOFT_SHUTDOWN_SECONDS": "1",
-        # Every test logs in from 127.0.0.1; tests of the login limit set their own.
+        # Every test logs in from 127.0.0.1 and some submit hundreds of jobs; the tests of the
+        # limits themselves set their own.
         "LOGIN_RATE_LIMIT": "100000/minute",
+        "RATE_LIMITS": json.dumps({endpoint: {tier: "100000/minute" for tier in
+                                              ("default", "premium", "admin")}
+                                   for endpoint in ("chat", "generation")}),
         # Generous limits for most image tests; one model keeps DashScope's tight ones.
         "IMAGE_MODELS": json.dumps({
             "wanx-v1": {"submit_qps": 100, "concurrency": 0},
