@@ -11,6 +11,7 @@ import json
 import logging
 import random
 import time
+from decimal import Decimal
 
 import redis
 
@@ -55,8 +56,8 @@ def retry_delay(error: UpstreamError, attempt: int, settings: Settings) -> float
     return delay
 
 
-def run_attempt(*, database: Database, backend: AIBackend, redis_client: redis.Redis,
-                settings: Settings, job_id: str) -> float | None:
+def run_attempt(*, database: Database, backends: dict[str, AIBackend],
+                redis_client: redis.Redis, settings: Settings, job_id: str) -> float | None:
     """Run one attempt of a chat job. Returns seconds until a retry is due, or None when done
     (finished, failed, or owned by another delivery)."""
     with database.session() as session:
@@ -75,16 +76,26 @@ def run_attempt(*, database: Database, backend: AIBackend, redis_client: redis.R
                           parameters=job.request.get("parameters", {}),
                           correlation_id=job.correlation_id, user_id=job.user_id)
     try:
-        result = backend.chat(request)
+        result = backend_for(backends, job.path).chat(request)
     except UpstreamError as error:
         return _handle_failure(database, redis_client, settings, job, claim.attempt, error)
 
-    logger.info("chat upstream ok attempt=%s input_tokens=%s output_tokens=%s",
-                claim.attempt, result.usage.input_tokens, result.usage.output_tokens)
-    job_ref = {"id": job.id, "user_id": job.user_id, "model": job.model, "path": backend.name}
+    logger.info("chat upstream ok attempt=%s path=%s input_tokens=%s output_tokens=%s",
+                claim.attempt, job.path, result.usage.input_tokens, result.usage.output_tokens)
+    job_ref = {"id": job.id, "user_id": job.user_id, "model": job.model, "path": job.path,
+               "compute_cost": str(job.compute_cost + result.compute_cost)}
     _record(database, redis_client, settings, job_ref, chat_completion(job, result),
             result.usage, result.upstream_request_id)
     return None
+
+
+def backend_for(backends: dict[str, AIBackend], path: str) -> AIBackend:
+    """The backend of the path the job was submitted for; never another one."""
+    backend = backends.get(path)
+    if backend is None:
+        raise UpstreamError(code="BackendNotConfigured", status=None, retryable=False,
+                            message=f"This worker has no {path!r} backend configured")
+    return backend
 
 
 def _handle_failure(database: Database, redis_client: redis.Redis, settings: Settings, job: Job,
@@ -96,13 +107,15 @@ def _handle_failure(database: Database, redis_client: redis.Redis, settings: Set
                        attempt, error.code, delay)
         JOB_RETRIES.labels(JobKind.CHAT.value, code_label(error.code)).inc()
         with database.session() as session:
-            if jobs.schedule_retry(session=session, job_id=job.id, delay_seconds=delay):
+            if jobs.schedule_retry(session=session, job_id=job.id, delay_seconds=delay,
+                                   compute_cost=error.compute_cost):
                 return delay
         return None  # canceled or expired meanwhile
     logger.warning("chat upstream failed attempt=%s code=%s status=%s message=%s",
                    attempt, error.code, error.status, error.message)
     with database.session() as session:
-        jobs.fail(session=session, job_id=job.id, code=error.code, message=error.message)
+        jobs.fail(session=session, job_id=job.id, code=error.code, message=error.message,
+                  compute_cost=error.compute_cost)
     announce_job_finished(redis_client, job.id)
     return None
 
@@ -116,7 +129,8 @@ def _record(database: Database, redis_client: redis.Redis, settings: Settings, j
             jobs.finish(session=session, job_id=job["id"], user_id=job["user_id"],
                         model=job["model"], kind=JobKind.CHAT, result=result, usage=usage,
                         cost=cost, currency=settings.price_currency, path=job["path"],
-                        upstream_request_id=upstream_request_id)
+                        upstream_request_id=upstream_request_id,
+                        compute_cost=Decimal(job.get("compute_cost", "0")))
     except Exception:
         _stash(redis_client, job, result, usage, upstream_request_id)
         raise

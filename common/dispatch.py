@@ -28,6 +28,7 @@ def submit_job(*, session: Session, celery: Celery, settings: Settings, user_id:
     job, created = jobs.submit(
         session=session, user_id=user_id, kind=kind, model=model, request=request,
         deadline_seconds=deadline, idempotency_key=idempotency_key,
+        path=settings.path_for(kind.value),
         idempotency_ttl_seconds=settings.idempotency_ttl_seconds, correlation_id=correlation_id)
     if created:
         JOBS_SUBMITTED.labels(kind.value).inc()

@@ -26,7 +26,7 @@ import requests
 
 from common import jobs, metrics
 from common.ai.base import AIBackend, ImageRequest, ImageTask, UpstreamError
-from common.chat import retry_delay
+from common.chat import backend_for, retry_delay
 from common.db import Database
 from common.events import announce_job_finished
 from common.log import bind_log_context
@@ -56,10 +56,10 @@ class Step:
 
 
 class ImageJobs:
-    def __init__(self, *, database: Database, backend: AIBackend, redis_client: redis.Redis,
-                 settings: Settings, store: ImageStore) -> None:
+    def __init__(self, *, database: Database, backends: dict[str, AIBackend],
+                 redis_client: redis.Redis, settings: Settings, store: ImageStore) -> None:
         self.database = database
-        self.backend = backend
+        self.backends = backends
         self.redis = redis_client
         self.settings = settings
         self.store = store
@@ -95,7 +95,7 @@ class ImageJobs:
         if job.upstream_task_id:  # an earlier delivery submitted it: never submit twice
             return Step(POLL, job.id, 0, job.polls)
         try:
-            task_id = self.backend.submit_image(ImageRequest(
+            task = backend_for(self.backends, job.path).submit_image(ImageRequest(
                 model=job.model, prompt=job.request["prompt"],
                 negative_prompt=job.request.get("negative_prompt"),
                 parameters=job.request.get("parameters", {}),
@@ -105,9 +105,11 @@ class ImageJobs:
             return self._submit_failed(job, claim.attempt, error)
         interval = self._interval(0)
         with self.database.session() as session:
-            job = jobs.record_upstream_task(session=session, job_id=job_id, task_id=task_id,
-                                            first_poll_at=utcnow() + _seconds(interval))
-        logger.info("wanx task submitted task_id=%s attempt=%s", task_id, claim.attempt)
+            job = jobs.record_upstream_task(session=session, job_id=job_id, task_id=task.task_id,
+                                            first_poll_at=utcnow() + _seconds(interval),
+                                            compute_cost=task.compute_cost)
+        logger.info("wanx task submitted task_id=%s attempt=%s path=%s", task.task_id,
+                    claim.attempt, job.path)
         if job.status == JobStatus.CANCELED:
             self.cancel_upstream(job_id)  # canceled while we were submitting
         return Step(POLL, job_id, interval, job.polls)
@@ -133,13 +135,15 @@ class ImageJobs:
                            attempt, error.code, delay)
             metrics.JOB_RETRIES.labels(JobKind.IMAGE.value, metrics.code_label(error.code)).inc()
             with self.database.session() as session:
-                if jobs.schedule_retry(session=session, job_id=job.id, delay_seconds=delay):
+                if jobs.schedule_retry(session=session, job_id=job.id, delay_seconds=delay,
+                                       compute_cost=error.compute_cost):
                     return Step(SUBMIT, job.id, delay)
             return None
         logger.warning("wanx submit failed attempt=%s code=%s message=%s", attempt, error.code,
                        error.message)
         with self.database.session() as session:
-            jobs.fail(session=session, job_id=job.id, code=error.code, message=error.message)
+            jobs.fail(session=session, job_id=job.id, code=error.code, message=error.message,
+                      compute_cost=error.compute_cost)
         announce_job_finished(self.redis, job.id)
         return None
 
@@ -164,7 +168,8 @@ class ImageJobs:
         bind_log_context(job_id=job.id, user_id=job.user_id, request_id=job.correlation_id)
         metrics.WANX_TASK_QUERIES.inc()
         try:
-            task = self.backend.fetch_image(job.upstream_task_id, job.model)
+            task = backend_for(self.backends, job.path).fetch_image(job.upstream_task_id,
+                                                                     job.model)
         except UpstreamError as error:
             return self._poll_failed(job, error)
         if not task.finished:
@@ -172,7 +177,8 @@ class ImageJobs:
             with self.database.session() as session:
                 jobs.schedule_action(session=session, job_id=job.id,
                                      due=utcnow() + _seconds(interval),
-                                     upstream_status=task.status)
+                                     upstream_status=task.status,
+                                     compute_cost=task.compute_cost)
             self.inflight.refresh(job.model, job.id, self._slot_ttl(interval))
             return Step(POLL, job.id, interval, job.polls)
         self.inflight.release(job.model, job.id)
@@ -186,14 +192,16 @@ class ImageJobs:
             logger.warning("wanx poll retryable code=%s retry_in=%.1f", error.code, interval)
             with self.database.session() as session:
                 jobs.schedule_action(session=session, job_id=job.id,
-                                     due=utcnow() + _seconds(interval))
+                                     due=utcnow() + _seconds(interval),
+                                     compute_cost=error.compute_cost)
             return Step(POLL, job.id, interval, job.polls)
         # e.g. the API key was revoked: no poll will ever succeed.
         logger.error("wanx poll failed code=%s message=%s", error.code, error.message)
         self.inflight.release(job.model, job.id)
         with self.database.session() as session:
             jobs.fail(session=session, job_id=job.id, code=error.code, message=error.message,
-                      upstream_status="UNREACHABLE", next_action_at=None)
+                      compute_cost=error.compute_cost, upstream_status="UNREACHABLE",
+                      next_action_at=None)
         announce_job_finished(self.redis, job.id)
         return None
 
@@ -205,14 +213,17 @@ class ImageJobs:
                 return self._record_success(session, job, task)
             upstream = {"upstream_status": task.status, "next_action_at": None}
             if task.status == "CANCELED":
-                jobs.end_canceled_upstream(session=session, job_id=job.id, **upstream)
+                jobs.end_canceled_upstream(session=session, job_id=job.id,
+                                           compute_cost=Job.compute_cost + task.compute_cost,
+                                           **upstream)
             elif task.status == "UNKNOWN":
                 jobs.fail(session=session, job_id=job.id, code=UNKNOWN_TASK,
                           message="DashScope no longer knows this task (expired or never "
-                                  "existed)", **upstream)
+                                  "existed)", compute_cost=task.compute_cost, **upstream)
             else:
                 jobs.fail(session=session, job_id=job.id, code=task.code or "TaskFailed",
-                          message=task.message or "The upstream task failed", **upstream)
+                          message=task.message or "The upstream task failed",
+                          compute_cost=task.compute_cost, **upstream)
         return None
 
     def _record_success(self, session, job: Job, task: ImageTask) -> Step | None:
@@ -224,7 +235,8 @@ class ImageJobs:
             session=session, job_id=job.id, user_id=job.user_id, model=job.model,
             kind=JobKind.IMAGE, result=result, usage=usage,
             cost=cost_of(self.settings.prices, job.model, usage),
-            currency=self.settings.price_currency, path=self.backend.name,
+            currency=self.settings.price_currency, path=job.path,
+            compute_cost=job.compute_cost + task.compute_cost,
             upstream_status="SUCCEEDED", next_action_at=utcnow() if has_images else None)
         if status is None:
             return None  # another delivery recorded it (and owns the storing)
@@ -285,7 +297,8 @@ class ImageJobs:
         if job is None or not job.upstream_task_id or job.upstream_status in jobs.UPSTREAM_TERMINAL:
             return
         try:
-            canceled = self.backend.cancel_image(job.upstream_task_id, job.model)
+            canceled = backend_for(self.backends, job.path).cancel_image(job.upstream_task_id,
+                                                                          job.model)
         except UpstreamError as error:
             logger.warning("wanx cancel failed task_id=%s code=%s", job.upstream_task_id,
                            error.code)

@@ -52,8 +52,8 @@ def fingerprint(kind: JobKind, model: str, request: dict) -> str:
 
 def submit(*, session: Session, user_id: int, kind: JobKind, model: str, request: dict,
            deadline_seconds: int, idempotency_key: str | None = None,
-           idempotency_ttl_seconds: int = 86400, correlation_id: str | None = None
-           ) -> tuple[Job, bool]:
+           idempotency_ttl_seconds: int = 86400, correlation_id: str | None = None,
+           path: str = "dashscope") -> tuple[Job, bool]:
     """Commit a queued job, or find the one this idempotency key already made.
 
     Returns (job, created). The same key with a different request is a Conflict; a key older
@@ -71,6 +71,7 @@ def submit(*, session: Session, user_id: int, kind: JobKind, model: str, request
               status=JobStatus.QUEUED, request=request, attempts=0,
               idempotency_key=idempotency_key, request_fingerprint=digest,
               correlation_id=correlation_id, created_at=now, updated_at=now, enqueued_at=now,
+              path=path, compute_cost=Decimal(0),
               deadline_at=now + dt.timedelta(seconds=deadline_seconds))
     session.add(job)
     try:
@@ -216,7 +217,7 @@ def claim(*, session: Session, job_id: str, lease_seconds: float, max_attempts: 
 
 
 def schedule_retry(*, session: Session, job_id: str, delay_seconds: float,
-                   refund_attempt: bool = False) -> bool:
+                   refund_attempt: bool = False, compute_cost: Decimal = Decimal(0)) -> bool:
     """Release the lease until the retry is due; the retry message's claim takes it again.
 
     `refund_attempt` un-counts this claim: waiting for capacity is not a failed attempt.
@@ -224,7 +225,8 @@ def schedule_retry(*, session: Session, job_id: str, delay_seconds: float,
     now = utcnow()
     # A second early, so a retry that runs on a host with a slightly slow clock still claims.
     retry_at = now + dt.timedelta(seconds=max(0.0, delay_seconds - 1.0))
-    values = {"lease_until": retry_at, "enqueued_at": now, "updated_at": now}
+    values = {"lease_until": retry_at, "enqueued_at": now, "updated_at": now,
+              "compute_cost": Job.compute_cost + compute_cost}
     if refund_attempt:
         values["attempts"] = Job.attempts - 1
     moved = session.execute(
@@ -235,13 +237,14 @@ def schedule_retry(*, session: Session, job_id: str, delay_seconds: float,
 
 
 def record_upstream_task(*, session: Session, job_id: str, task_id: str,
-                         first_poll_at: dt.datetime) -> Job:
+                         first_poll_at: dt.datetime, compute_cost: Decimal = Decimal(0)) -> Job:
     """Persist the upstream task id the moment it exists, whatever became of the job meanwhile
     (a canceled job still owns the task, its billing and its cancellation)."""
     session.execute(
         update(Job).where(Job.id == job_id, Job.upstream_task_id.is_(None))
         .values(upstream_task_id=task_id, upstream_status="PENDING", lease_until=None,
-                next_action_at=first_poll_at, updated_at=utcnow()))
+                next_action_at=first_poll_at, updated_at=utcnow(),
+                compute_cost=Job.compute_cost + compute_cost))
     session.commit()
     return reload(session=session, job_id=job_id)
 
@@ -263,8 +266,10 @@ def begin_poll(*, session: Session, job_id: str, expected_polls: int,
 
 
 def schedule_action(*, session: Session, job_id: str, due: dt.datetime | None,
-                    **fields) -> None:
+                    compute_cost: Decimal = Decimal(0), **fields) -> None:
     """When the worker next owes this job something (None: nothing more)."""
+    if compute_cost:
+        fields["compute_cost"] = Job.compute_cost + compute_cost
     session.execute(update(Job).where(Job.id == job_id).values(next_action_at=due, **fields))
     session.commit()
 
@@ -279,14 +284,16 @@ def replace_result(*, session: Session, job_id: str, result: dict,
 
 def finish(*, session: Session, job_id: str, user_id: int, model: str, kind: JobKind,
            result: dict, usage: Usage, cost: Decimal, currency: str, path: str,
-           upstream_request_id: str | None = None, **upstream_fields) -> JobStatus | None:
+           upstream_request_id: str | None = None, compute_cost: Decimal = Decimal(0),
+           **upstream_fields) -> JobStatus | None:
     """Record a billed upstream result: the job succeeds and its usage row is written, in one
     transaction. Returns the job's final status, or None if it had already been recorded.
 
     A job canceled (or expired) while its upstream work was in flight keeps its status and
     hides the result, but the usage row is still written: DashScope bills the work, and our
     records must match its bill. `upstream_fields` (upstream_status, next_action_at) are
-    written in the same transaction whatever the job's status.
+    written in the same transaction whatever the job's status. `compute_cost` is the job's
+    whole Function Compute bill; the usage record's cost includes it.
     """
     now = utcnow()
     succeeded = session.execute(
@@ -294,19 +301,20 @@ def finish(*, session: Session, job_id: str, user_id: int, model: str, kind: Job
         .values(status=JobStatus.SUCCEEDED, result=result, finished_at=now, lease_until=None,
                 error_code=None, error_message=None, updated_at=now)
     ).rowcount
-    _set_upstream(session, job_id, upstream_fields)
+    _set_upstream(session, job_id, {**upstream_fields, "compute_cost": compute_cost})
     status = JobStatus.SUCCEEDED if succeeded else _status_of(session, job_id)
     session.add(UsageRecord(
         job_id=job_id, user_id=user_id, kind=kind, model=model,
         input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-        total_tokens=usage.total_tokens, image_count=usage.image_count, cost=cost,
-        currency=currency, path=path, upstream_request_id=upstream_request_id, created_at=now))
+        total_tokens=usage.total_tokens, image_count=usage.image_count,
+        cost=cost + compute_cost, compute_cost=compute_cost, currency=currency, path=path,
+        upstream_request_id=upstream_request_id, created_at=now))
     try:
         session.commit()
     except IntegrityError:
         session.rollback()  # another copy of this job already recorded it
         return None
-    metrics.USAGE_COST.labels(metrics.model_label(model), currency).inc(float(cost))
+    metrics.USAGE_COST.labels(metrics.model_label(model), currency).inc(float(cost + compute_cost))
     if succeeded:
         _record_finished(session, job_id, JobStatus.SUCCEEDED)
     return status
@@ -332,7 +340,7 @@ def _status_of(session: Session, job_id: str) -> JobStatus | None:
 
 
 def fail(*, session: Session, job_id: str, code: str, message: str,
-         **upstream_fields) -> bool:
+         compute_cost: Decimal = Decimal(0), **upstream_fields) -> bool:
     """Fail an unfinished job with an error code and message; False if it had finished."""
     now = utcnow()
     moved = session.execute(
@@ -340,6 +348,8 @@ def fail(*, session: Session, job_id: str, code: str, message: str,
         .values(status=JobStatus.FAILED, error_code=code[:64], error_message=message[:1024],
                 finished_at=now, lease_until=None, updated_at=now)
     ).rowcount
+    if compute_cost:
+        upstream_fields["compute_cost"] = Job.compute_cost + compute_cost
     _set_upstream(session, job_id, upstream_fields)
     session.commit()
     if moved:

@@ -58,6 +58,8 @@ RATE_LIMIT_REJECTIONS = Counter("rate_limit_rejections_total", "Requests refused
 RATE_LIMIT_STORAGE_ERRORS = Counter("rate_limit_storage_errors_total",
                                     "Rate-limit checks without Redis, by the policy applied",
                                     ["policy"])
+FC_INVOCATIONS = Counter("fc_invocations_total", "Function Compute invocations",
+                         ["function", "outcome"])
 SWEEPER_ACTIONS = Counter("sweeper_actions_total", "What the sweeper had to repair",
                           ["action"])
 
@@ -73,7 +75,9 @@ KNOWN_CODES = frozenset({
     "InternalError", "InternalError.Algo", "InternalError.Timeout", "SystemError",
     "ModelUnavailable", "ServiceUnavailable", "GatewayTimeout", "UpstreamTimeout",
     "UpstreamConnectionError", "UpstreamMalformedResponse", "UpstreamTaskUnknown",
-    "deadline_exceeded", "attempts_exhausted", "TaskFailed",
+    "deadline_exceeded", "attempts_exhausted", "TaskFailed", "FunctionTimeout",
+    "FunctionUnreachable", "FunctionUnauthorized", "FunctionError", "FunctionMalformedResponse",
+    "FunctionCorrelationMismatch", "FunctionNotConfigured", "BackendNotConfigured",
 })
 _known_models: frozenset[str] = frozenset()
 

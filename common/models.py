@@ -121,6 +121,11 @@ class Job(Base):
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(String(1024))
     upstream_task_id: Mapped[str | None] = mapped_column(String(64))
+    # Where the job's upstream work runs ("dashscope" or "fc"), fixed at submission so that a
+    # retry never moves a job to the other path.
+    path: Mapped[str] = mapped_column(String(16), default="dashscope")
+    # Function Compute invocations so far (the usage record takes the total).
+    compute_cost: Mapped[Decimal] = mapped_column(Numeric(18, 8), default=Decimal(0))
     # The upstream task's last known status (Wanx: PENDING, RUNNING, SUCCEEDED, ...); it can
     # lag behind a job that was canceled or expired, which keeps being polled for billing.
     upstream_status: Mapped[str | None] = mapped_column(String(16))
@@ -160,7 +165,8 @@ class UsageRecord(Base):
     output_tokens: Mapped[int] = mapped_column(Integer, default=0)
     total_tokens: Mapped[int] = mapped_column(Integer, default=0)
     image_count: Mapped[int] = mapped_column(Integer, default=0)
-    cost: Mapped[Decimal] = mapped_column(Numeric(18, 8), default=Decimal(0))
+    cost: Mapped[Decimal] = mapped_column(Numeric(18, 8), default=Decimal(0))  # all included
+    compute_cost: Mapped[Decimal] = mapped_column(Numeric(18, 8), default=Decimal(0))  # FC part
     currency: Mapped[str] = mapped_column(String(3))
     path: Mapped[str] = mapped_column(String(16), default="dashscope")
     upstream_request_id: Mapped[str | None] = mapped_column(String(64))

@@ -177,10 +177,15 @@ class Settings(BaseSettings):
     # development, because Flower shows task arguments.
     flower_basic_auth: SecretStr | None = None
 
-    # Function Compute offload
+    # Function Compute offload: a set endpoint sends that kind of job through the function
     fc_qwen_endpoint: str | None = None
     fc_wanx_endpoint: str | None = None
     fc_auth_token: SecretStr | None = None
+    fc_timeout_seconds: float = Field(default=60.0, gt=0)
+    # What an invocation costs (PRICE_CURRENCY): per request, plus per second of duration at
+    # the function's memory size. Defaults: CNY list prices for 0.5 GB (check your region).
+    fc_price_per_request: Decimal = Decimal("0.00000133")
+    fc_price_per_second: Decimal = Decimal("0.0000553")
 
     @field_validator("rate_limits", "login_rate_limit", "login_failure_limit")
     @classmethod
@@ -219,8 +224,9 @@ class Settings(BaseSettings):
             raise ValueError("UPSTREAM_RETRY_MAX_SECONDS must be below BROKER_VISIBILITY_TIMEOUT")
         if self.image_poll_max_interval >= self.broker_visibility_timeout:
             raise ValueError("IMAGE_POLL_MAX_INTERVAL must be below BROKER_VISIBILITY_TIMEOUT")
-        if self.upstream_timeout_seconds >= self.job_lease_seconds:
-            raise ValueError("JOB_LEASE_SECONDS must exceed UPSTREAM_TIMEOUT_SECONDS")
+        if max(self.upstream_timeout_seconds, self.fc_timeout_seconds) >= self.job_lease_seconds:
+            raise ValueError("JOB_LEASE_SECONDS must exceed UPSTREAM_TIMEOUT_SECONDS and "
+                             "FC_TIMEOUT_SECONDS")
         return self
 
     @model_validator(mode="after")
@@ -273,6 +279,15 @@ class Settings(BaseSettings):
     @property
     def broker_url(self) -> str:
         return self.celery_broker_url or self.redis_connection_url
+
+    def path_for(self, kind: str) -> str:
+        """Where a new job of `kind` ("chat" or "image") runs: Function Compute or DashScope."""
+        endpoint = self.fc_qwen_endpoint if kind == "chat" else self.fc_wanx_endpoint
+        return "fc" if endpoint else "dashscope"
+
+    @property
+    def function_compute_configured(self) -> bool:
+        return bool((self.fc_qwen_endpoint or self.fc_wanx_endpoint) and self.fc_auth_token)
 
     @property
     def dashscope_configured(self) -> bool:

@@ -23,6 +23,7 @@ def summarize(*, session: Session, start: dt.datetime, end: dt.datetime,
         func.coalesce(func.sum(UsageRecord.total_tokens), 0).label("total_tokens"),
         func.coalesce(func.sum(UsageRecord.image_count), 0).label("image_count"),
         func.coalesce(func.sum(UsageRecord.cost), 0).label("cost"),
+        func.coalesce(func.sum(UsageRecord.compute_cost), 0).label("compute_cost"),
     )
     where = [UsageRecord.created_at >= start, UsageRecord.created_at < end]
     if user_id is not None:
@@ -44,5 +45,10 @@ def _row(row) -> dict:
         "output_tokens": int(row.output_tokens),
         "total_tokens": int(row.total_tokens),
         "image_count": int(row.image_count),
-        "cost": float(Decimal(row.cost).quantize(Decimal("0.00000001"))),
+        "cost": _money(row.cost),  # everything, Function Compute included
+        "compute_cost": _money(row.compute_cost),
     }
+
+
+def _money(value) -> float:
+    return float(Decimal(value).quantize(Decimal("0.00000001")))

@@ -8,7 +8,7 @@ import functools
 import redis
 
 from common.ai.base import AIBackend
-from common.ai.factory import chat_backend, image_backend
+from common.ai.factory import backends
 from common.db import Database, database_from_settings
 from common.images import ImageJobs
 from common.redis_client import redis_from_settings
@@ -21,7 +21,7 @@ class Runtime:
     settings: Settings
     database: Database
     redis: redis.Redis
-    chat_backend: AIBackend
+    backends: dict[str, AIBackend]
     images: ImageJobs
 
 
@@ -30,11 +30,11 @@ def get() -> Runtime:
     settings = get_settings()
     database = database_from_settings(settings)
     redis_client = redis_from_settings(settings)
-    images = ImageJobs(database=database, backend=image_backend(settings),
-                       redis_client=redis_client, settings=settings,
-                       store=image_store(settings))
+    available = backends(settings)
+    images = ImageJobs(database=database, backends=available, redis_client=redis_client,
+                       settings=settings, store=image_store(settings))
     return Runtime(settings=settings, database=database, redis=redis_client,
-                   chat_backend=chat_backend(settings), images=images)
+                   backends=available, images=images)
 
 
 def reset() -> None:

@@ -36,7 +36,7 @@ INFRASTRUCTURE_ERRORS = (OperationalError, InterfaceError, redis.ConnectionError
 def run_chat(self, job_id: str) -> None:
     bind_log_context(job_id=job_id, request_id=_correlation_id(self.request), user_id=None)
     rt = runtime.get()
-    retry_in = chat.run_attempt(database=rt.database, backend=rt.chat_backend,
+    retry_in = chat.run_attempt(database=rt.database, backends=rt.backends,
                                 redis_client=rt.redis, settings=rt.settings, job_id=job_id)
     if retry_in is not None:
         raise self.retry(countdown=retry_in)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from decimal import Decimal
 from typing import Any, Protocol
 
 from common.pricing import Usage
@@ -23,6 +24,7 @@ class ChatResult:
     finish_reason: str
     usage: Usage
     upstream_request_id: str | None = None
+    compute_cost: Decimal = Decimal(0)  # Function Compute invocation, when that path ran
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +50,7 @@ class ImageTask:
     image_count: int = 0  # what DashScope bills: generated images only
     code: str | None = None
     message: str | None = None
+    compute_cost: Decimal = Decimal(0)
 
     @property
     def finished(self) -> bool:
@@ -62,8 +65,10 @@ class UpstreamError(Exception):
     """
 
     def __init__(self, *, code: str, message: str, status: int | None, retryable: bool,
-                 retry_after: float | None = None, request_id: str | None = None) -> None:
+                 retry_after: float | None = None, request_id: str | None = None,
+                 compute_cost: Decimal = Decimal(0)) -> None:
         super().__init__(f"{code}: {message}")
+        self.compute_cost = compute_cost
         self.code = code
         self.message = message
         self.status = status
@@ -86,8 +91,8 @@ class AIBackend(Protocol):
 
     def chat(self, request: ChatRequest) -> ChatResult: ...
 
-    def submit_image(self, request: ImageRequest) -> str:
-        """Start an upstream image task; returns its task id."""
+    def submit_image(self, request: ImageRequest) -> ImageTask:
+        """Start an upstream image task; returns its first snapshot (with its task id)."""
         ...
 
     def fetch_image(self, task_id: str, model: str | None = None) -> ImageTask: ...

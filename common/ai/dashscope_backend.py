@@ -77,7 +77,7 @@ class DashScopeBackend:
         return ChatResult(message=message, finish_reason=finish_reason, usage=usage,
                           upstream_request_id=response.request_id)
 
-    def submit_image(self, request: ImageRequest) -> str:
+    def submit_image(self, request: ImageRequest) -> ImageTask:
         with upstream_call(request.model, "image_submit", billed=True):
             response = self._call(
                 ImageSynthesis.async_call,
@@ -90,7 +90,8 @@ class DashScopeBackend:
             task_id = getattr(response.output, "task_id", None)
             if not task_id:
                 raise _malformed(response, "task_id")
-        return task_id
+        return ImageTask(task_id=task_id, status=getattr(response.output, "task_status", None)
+                         or "PENDING")
 
     def fetch_image(self, task_id: str, model: str | None = None) -> ImageTask:
         with upstream_call(model, "image_poll", billed=False):
@@ -212,5 +213,5 @@ def retry_after_seconds(headers: dict | None) -> float | None:
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
+        when = when.replace(tzinfo=dt.timezone.utc)  # noqa: UP017 - fc runs on Python 3.10
+    return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())  # noqa: UP017

@@ -23,7 +23,8 @@ def test_ready_when_everything_is_reachable(client):
     body = response.json
     assert body["status"] == "ready"
     assert body["checks"] == {"database": "connected", "redis": "connected",
-                              "dashscope_api": "configured"}
+                              "dashscope_api": "configured",
+                              "function_compute": "not_configured"}
 
 
 def _app_through(settings, *, mysql_proxy=None, redis_proxy=None):
@@ -72,6 +73,17 @@ def test_dashscope_not_configured_is_reported(settings):
 
     client = create_app(settings.model_copy(update={"qwen_api_key": None})).test_client()
     assert client.get("/health/ready").json["checks"]["dashscope_api"] == "not_configured"
+
+
+def test_function_compute_is_reported_when_configured(settings):
+    from pydantic import SecretStr
+
+    from web.app import create_app
+
+    client = create_app(settings.model_copy(update={
+        "fc_qwen_endpoint": "http://127.0.0.1:1/qwen", "fc_auth_token": SecretStr("t" * 32)})
+    ).test_client()
+    assert client.get("/health/ready").json["checks"]["function_compute"] == "configured"
 
 
 def test_redis_outage_is_a_503_for_authenticated_requests_not_a_401(settings, redis_server,

@@ -37,6 +37,8 @@ def ready():
         "redis": functools.partial(check_redis, settings.redis_connection_url, timeout),
     }, timeout)
     checks["dashscope_api"] = "configured" if settings.dashscope_configured else "not_configured"
+    checks["function_compute"] = ("configured" if settings.function_compute_configured
+                                  else "not_configured")
     is_ready = checks["database"] == CONNECTED and checks["redis"] == CONNECTED
     body = {"status": "ready" if is_ready else "not_ready", "timestamp": _now(), "checks": checks}
     return jsonify(body), 200 if is_ready else 503

@@ -1,0 +1,1 @@
+"""Alibaba Function Compute functions that call DashScope for the worker (see fc/README.md)."""
