@@ -14,7 +14,7 @@ from common.queue import make_celery
 from common.redis_client import redis_from_settings
 from common.settings import Settings, get_settings
 from common.storage import image_store
-from web import access_log, auth, cli, errors, limits, metrics, request_id
+from web import access_log, auth, cli, errors, limits, metrics, openapi, request_id
 from web.api import register_blueprints
 from web.context import Services
 from web.context import init_app as init_context
@@ -49,7 +49,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     errors.init_app(app)
     auth.init_app(app, settings)
     register_blueprints(app)
+    openapi.init_app(app)
     limits.init_app(app, settings)
     cli.init_app(app)
+    openapi.publish(app, settings)
     cli.bootstrap_admin_if_configured(settings, database)
     return app

@@ -22,6 +22,7 @@ from prometheus_flask_exporter import PrometheusMetrics
 from common.health import CONNECTED, check_database, check_redis, run_checks
 from common.metrics import HTTP_DURATION, HTTP_REQUESTS, configure_labels
 from common.settings import Settings
+from web.openapi import Doc, Raw
 
 UNMATCHED = "unmatched"  # 404s have no route; their paths must not become labels
 
@@ -33,6 +34,9 @@ def init_app(app: Flask, settings: Settings) -> None:
     app.before_request(_start_timer)
     app.after_request(_observe)
     PlatformMetrics(app, collectors=[ReadinessCollector(settings)])
+    app.view_functions["prometheus_metrics"].__openapi__ = Doc(
+        summary="Prometheus metrics (block it at the ingress)", auth=False, tag="meta",
+        responses={200: Raw("text/plain", description="Prometheus text exposition format")})
 
 
 def _start_timer() -> None:

@@ -9,6 +9,8 @@ from common import users
 from web.auth import admin_required
 from web.context import db_session, services
 from web.envelope import ok
+from web.openapi import ERROR, documented
+from web.responses import UserData
 from web.schemas import CreateUserRequest, UpdateUserRequest, UserOut
 from web.validation import parse_body
 
@@ -16,6 +18,8 @@ bp = Blueprint("admin", __name__, url_prefix="/api/admin")
 
 
 @bp.post("/users")
+@documented(summary="Create a user", tag="admin", body=CreateUserRequest,
+            responses={201: UserData, 403: ERROR, 409: ERROR})
 @admin_required
 def create_user():
     body = parse_body(CreateUserRequest)
@@ -27,12 +31,16 @@ def create_user():
 
 
 @bp.get("/users")
+@documented(summary="List users", tag="admin", responses={200: list[UserData], 403: ERROR})
 @admin_required
 def list_users():
     return ok([UserOut.of(u) for u in users.list_users(session=db_session())])
 
 
 @bp.patch("/users/<int:user_id>")
+@documented(summary="Change a user's role or active flag (applies on their next request)",
+            tag="admin", body=UpdateUserRequest,
+            responses={200: UserData, 403: ERROR, 404: ERROR, 409: ERROR})
 @admin_required
 def update_user(user_id: int):
     body = parse_body(UpdateUserRequest)

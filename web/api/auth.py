@@ -11,6 +11,8 @@ from common.models import User
 from web.auth import issue_tokens, login_required, refreshed_access_token, revoke_current_session
 from web.context import db_session, services
 from web.envelope import ok
+from web.openapi import ERROR, documented
+from web.responses import LoginData, RefreshData, UserData
 from web.schemas import LoginRequest, UserOut
 from web.validation import parse_body
 
@@ -18,6 +20,10 @@ bp = Blueprint("auth", __name__, url_prefix="/api/auth")
 
 
 @bp.post("/login")
+@documented(summary="Log in: an access and a refresh token", auth=False, tag="auth",
+            body=LoginRequest, responses={200: LoginData, 401: ERROR, 429: ERROR, 503: ERROR},
+            description="Unknown users and wrong passwords get the same 401. Failed attempts "
+                        "per username and client, and attempts per client, are limited (429).")
 def login():
     body = parse_body(LoginRequest)
     session = db_session()
@@ -36,6 +42,8 @@ def login():
 
 
 @bp.post("/refresh")
+@documented(summary="A new access token for the presented refresh token", tag="auth",
+            responses={200: RefreshData})
 @login_required(refresh=True)
 def refresh():
     data = {
@@ -47,6 +55,8 @@ def refresh():
 
 
 @bp.post("/logout")
+@documented(summary="Revoke the presented token and its whole login session", tag="auth",
+            responses={200: ERROR})
 @login_required(any_token=True)
 def logout():
     revoke_current_session()
@@ -54,6 +64,7 @@ def logout():
 
 
 @bp.get("/me")
+@documented(summary="The current user, with role", tag="auth", responses={200: UserData})
 @login_required
 def me():
     user = db_session().get(User, current_user.id)

@@ -8,6 +8,8 @@ from common.models import Job, JobKind
 from web.auth import login_required
 from web.context import services
 from web.job_responses import submit_and_answer
+from web.openapi import ERROR, documented
+from web.responses import ChatCompletionData, JobData
 from web.schemas import ChatCompletionRequest
 from web.validation import parse_body
 
@@ -19,6 +21,16 @@ def _completion(job: Job) -> dict:
 
 
 @bp.post("/chat/completions")
+@documented(summary="Qwen chat completion, run as a job", tag="jobs", body=ChatCompletionRequest,
+            headers=("Idempotency-Key", "Prefer"),
+            description="Waits for the job (at most SYNC_WAIT_SECONDS) and answers 200 with "
+                        "the completion, or 202 with the job to poll. A failed job answers "
+                        "with its upstream code: 400 for content DashScope refused, 502 for "
+                        "upstream faults, 503 when throttling outlasted the retries, 504 for "
+                        "timeouts; 409 when canceled, or for a reused Idempotency-Key.",
+            responses={200: ChatCompletionData, 202: JobData, 400: [ERROR, JobData],
+                       409: [ERROR, JobData], 429: ERROR, 502: JobData, 503: [ERROR, JobData],
+                       504: JobData})
 @login_required
 def chat_completions():
     body = parse_body(ChatCompletionRequest, {"chat_models": services().settings.chat_models})

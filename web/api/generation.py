@@ -10,6 +10,8 @@ from web.auth import login_required
 from web.context import services
 from web.images import render_generation
 from web.job_responses import submit_and_answer
+from web.openapi import ERROR, documented
+from web.responses import GenerationData, JobData
 from web.schemas import GenerationRequest
 from web.validation import parse_body
 
@@ -23,6 +25,13 @@ def images_settled(job: Job) -> bool:
 
 
 @bp.post("/generation")
+@documented(summary="Wanx text-to-image, run as a job", tag="jobs", body=GenerationRequest,
+            headers=("Idempotency-Key", "Prefer"),
+            description="Like chat: 200 with our stored images (signed links) once the task "
+                        "finished and its images are copied, or 202 with the job to poll.",
+            responses={200: GenerationData, 202: JobData, 400: [ERROR, JobData],
+                       409: [ERROR, JobData], 429: ERROR, 502: JobData, 503: [ERROR, JobData],
+                       504: JobData})
 @login_required
 def generation():
     body = parse_body(GenerationRequest, {"image_models": services().settings.image_models})

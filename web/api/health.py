@@ -10,6 +10,8 @@ from flask import Blueprint, jsonify
 from common import VERSION
 from common.health import CONNECTED, check_database, check_redis, run_checks
 from web.context import services
+from web.openapi import Raw, documented
+from web.responses import Health, Liveness, Readiness
 
 bp = Blueprint("health", __name__)
 
@@ -19,16 +21,24 @@ def _now() -> str:
 
 
 @bp.get("/health")
+@documented(summary="Is the process up", auth=False, tag="health",
+            responses={200: Raw("application/json", Health)})
 def health():
     return jsonify(status="healthy", timestamp=_now())
 
 
 @bp.get("/health/live")
+@documented(summary="Liveness probe", auth=False, tag="health",
+            responses={200: Raw("application/json", Liveness)})
 def live():
     return jsonify(status="alive", timestamp=_now(), service="bailian-backend", version=VERSION)
 
 
 @bp.get("/health/ready")
+@documented(summary="Readiness probe: MySQL and Redis, each checked within a short timeout",
+            auth=False, tag="health",
+            responses={200: Raw("application/json", Readiness),
+                       503: Raw("application/json", Readiness)})
 def ready():
     settings = services().settings
     timeout = settings.health_check_timeout

@@ -14,6 +14,8 @@ from web.auth import authenticate, login_required
 from web.context import db_session, services
 from web.envelope import ok
 from web.images import signed_request_valid
+from web.openapi import ERROR, Raw, documented
+from web.responses import JobData, JobPage
 from web.schemas import JobListQuery
 from web.serializers import serialize_job
 from web.validation import parse_query
@@ -26,12 +28,16 @@ def _owner() -> jobs.Owner:
 
 
 @bp.get("/<job_id>")
+@documented(summary="One job (its owner or an admin; anyone else gets 404)", tag="jobs",
+            responses={200: JobData, 404: ERROR})
 @login_required
 def get_job(job_id: str):
     return ok(serialize_job(jobs.get(session=db_session(), job_id=job_id, owner=_owner())))
 
 
 @bp.get("")
+@documented(summary="Your jobs, newest first, one cursor page at a time", tag="jobs",
+            query=JobListQuery, responses={200: JobPage, 400: ERROR})
 @login_required
 def list_jobs():
     query = parse_query(JobListQuery)
@@ -41,6 +47,8 @@ def list_jobs():
 
 
 @bp.post("/<job_id>/cancel")
+@documented(summary="Cancel a queued or running job", tag="jobs",
+            responses={200: JobData, 404: ERROR, 409: ERROR})
 @login_required
 def cancel_job(job_id: str):
     job = jobs.cancel(session=db_session(), job_id=job_id, owner=_owner())
@@ -51,6 +59,11 @@ def cancel_job(job_id: str):
 
 
 @bp.get("/<job_id>/images/<int:index>")
+@documented(summary="A stored image: by the signed link the API gave, or as its owner",
+            tag="jobs", auth=False, responses={
+                200: Raw("image/png", description="The image bytes (its own content type)"),
+                302: Raw("", description="Where the bucket serves it (S3 storage)"),
+                401: ERROR, 404: ERROR, 503: ERROR})
 def job_image(job_id: str, index: int):
     """A stored image: by signed link, or for the owner (or an admin) with a token."""
     if signed_request_valid():

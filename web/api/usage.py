@@ -10,6 +10,8 @@ from common.errors import PermissionDenied, ValidationFailed
 from web.auth import login_required
 from web.context import db_session, services
 from web.envelope import ok
+from web.openapi import ERROR, documented
+from web.responses import UsageReport
 from web.schemas import UsageQuery
 from web.validation import parse_query
 
@@ -17,6 +19,8 @@ bp = Blueprint("usage", __name__, url_prefix="/api/usage")
 
 
 @bp.get("")
+@documented(summary="Tokens, images and cost over a time range", tag="usage",
+            query=UsageQuery, responses={200: UsageReport, 400: ERROR, 403: ERROR})
 @login_required
 def get_usage():
     query = parse_query(UsageQuery)
