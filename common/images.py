@@ -279,9 +279,11 @@ class ImageJobs:
         return Step(STORE, job_id, delay)
 
     def _copy(self, job_id: str, index: int, url: str) -> dict:
-        data, content_type = download_image(url, allowed_hosts=self.settings.image_download_hosts,
-                                            max_bytes=self.settings.image_max_bytes,
-                                            timeout=self.settings.upstream_timeout_seconds)
+        data, content_type = download_image(
+            url, allowed_hosts=self.settings.image_download_hosts,
+            max_bytes=self.settings.image_max_bytes,
+            timeout=self.settings.upstream_timeout_seconds,
+            allow_http=self.settings.image_download_allow_http)
         key = image_key(job_id, index, content_type)
         self.store.put(key, data, content_type)
         return {"stored": True, "key": key, "size": len(data), "content_type": content_type,
@@ -334,13 +336,13 @@ def image_result(task: ImageTask) -> dict:
 
 
 def download_image(url: str, *, allowed_hosts: list[str], max_bytes: int,
-                   timeout: float) -> tuple[bytes, str]:
+                   timeout: float, allow_http: bool = False) -> tuple[bytes, str]:
     """Fetch an upstream image: allow-listed hosts only (https, or http on loopback), a size
     cap, and an image content type, because the URL comes from a third party."""
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()
-    loopback = host in ("127.0.0.1", "localhost", "::1")
-    if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+    plain_ok = allow_http or host in ("127.0.0.1", "localhost", "::1")
+    if parts.scheme != "https" and not (parts.scheme == "http" and plain_ok):
         raise ValueError(f"refusing to download over {parts.scheme or 'no scheme'}: {url}")
     if not any(host == h.lstrip(".") or (h.startswith(".") and host.endswith(h))
                for h in allowed_hosts):

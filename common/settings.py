@@ -163,6 +163,7 @@ class Settings(BaseSettings):
     s3_secret_access_key: SecretStr | None = None
     image_url_ttl_seconds: int = Field(default=3600, gt=0)  # lifetime of a signed image link
     image_download_hosts: list[str] = Field(default=[".aliyuncs.com"])  # suffixes, https only
+    image_download_allow_http: bool = False  # only for the offline emulator in compose
     image_max_bytes: int = Field(default=30 * 1024 * 1024, gt=0)
     image_store_give_up_seconds: int = Field(default=23 * 3600, gt=0)
 

@@ -54,6 +54,7 @@ def main() -> int:
             wait_for_port(port)
             env["QWEN_API_KEY"] = EMULATOR_KEY
             env["DASHSCOPE_HTTP_BASE_URL"] = f"http://127.0.0.1:{port}/api/v1"
+            env.setdefault("IMAGE_DOWNLOAD_HOSTS", '["127.0.0.1"]')  # the emulator's images
             say("!" * 72)
             say("OFFLINE MODE: no QWEN_API_KEY / DASHSCOPE_API_KEY is set, so chat and images")
             say(f"are answered by the local DashScope emulator on port {port}, not by Alibaba.")

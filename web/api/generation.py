@@ -19,9 +19,14 @@ bp = Blueprint("generation", __name__, url_prefix="/api/bailian")
 
 
 def images_settled(job: Job) -> bool:
-    """Finished, and (when it succeeded) its images copied to our storage or given up on."""
-    return job.status.is_terminal and (job.status != JobStatus.SUCCEEDED
-                                       or job.next_action_at is None)
+    """Finished, and (when it succeeded) a first attempt made at copying each image: a waiting
+    client gets our links, or DashScope's while a failed copy is being retried."""
+    if not job.status.is_terminal:
+        return False
+    if job.status != JobStatus.SUCCEEDED or job.next_action_at is None:
+        return True
+    images = [entry for entry in job.result["output"]["results"] if "upstream_url" in entry]
+    return all(entry.get("stored") or entry.get("storage_error") for entry in images)
 
 
 @bp.post("/generation")
