@@ -131,6 +131,14 @@ class UsageQuery(StrictModel):
     user_id: Annotated[int, Field(ge=1)] | None = None
     all: bool = False
 
+    @field_validator("start", "end")
+    @classmethod
+    def _plausible(cls, value: dt.datetime | dt.date | None) -> dt.datetime | dt.date | None:
+        # Usage exists from 1970 on; far-off dates would only overflow the default window.
+        if value is not None and not 1970 <= value.year <= 9000:
+            raise PydanticCustomError("date_range", "must be between the years 1970 and 9000")
+        return value
+
     def window(self) -> tuple[dt.datetime, dt.datetime]:
         """[start, end) as naive UTC; defaults to the last 30 days."""
         end = _as_utc(self.end) if self.end else utcnow()

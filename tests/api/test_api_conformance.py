@@ -4,6 +4,8 @@ body schema). The app runs on its own fresh database and broker queue."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import redis
 import schemathesis
@@ -73,6 +75,8 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 
 
 @schema.parametrize()
-@hypothesis_settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@hypothesis_settings(max_examples=int(os.environ.get("CONFORMANCE_EXAMPLES", "40")), deadline=None,
+                     derandomize=os.environ.get("CONFORMANCE_RANDOM") != "1",
+                     suppress_health_check=list(HealthCheck))
 def test_no_server_errors_and_responses_match_the_spec(case, fresh_token):
     case.call_and_validate(headers={"Authorization": f"Bearer {fresh_token()}"}, checks=CHECKS)

@@ -71,6 +71,7 @@ def test_users_cannot_see_others_but_admins_can(client, accounts, database, sett
 
 
 @pytest.mark.parametrize("query", ["group_by=hour", "start=yesterday", "user_id=abc",
+                                   "end=0001-01-01", "start=9999-12-31T23:59:59",
                                    "start=2021-01-01&end=2020-01-01"])
 def test_bad_usage_queries_are_400(client, accounts, query):
     _, headers = accounts.headers()
