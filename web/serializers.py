@@ -21,7 +21,8 @@ def job_url(job_id: str) -> str:
 
 def serialize_job(job: Job) -> dict:
     """The job shape of GET /api/jobs/<id>, also returned by 202 answers and failures."""
-    usage = job.usage
+    # Only a finished job can have a usage row; asking an unfinished one would cost a query.
+    usage = job.usage if job.status.is_terminal else None
     hide_result = job.status != JobStatus.SUCCEEDED  # e.g. a result that arrived after cancel
     return {
         "id": job.id,
