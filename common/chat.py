@@ -7,6 +7,7 @@ Redis while MySQL is unreachable so a redelivery records it instead of calling u
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import random
@@ -83,6 +84,7 @@ def run_attempt(*, database: Database, backends: dict[str, AIBackend],
     logger.info("chat upstream ok attempt=%s path=%s input_tokens=%s output_tokens=%s",
                 claim.attempt, job.path, result.usage.input_tokens, result.usage.output_tokens)
     job_ref = {"id": job.id, "user_id": job.user_id, "model": job.model, "path": job.path,
+               "created_at": job.created_at.isoformat(),
                "compute_cost": str(job.compute_cost + result.compute_cost)}
     _record(database, redis_client, settings, job_ref, chat_completion(job, result),
             result.usage, result.upstream_request_id)
@@ -127,7 +129,9 @@ def _record(database: Database, redis_client: redis.Redis, settings: Settings, j
     try:
         with database.session() as session:
             jobs.finish(session=session, job_id=job["id"], user_id=job["user_id"],
-                        model=job["model"], kind=JobKind.CHAT, result=result, usage=usage,
+                        model=job["model"], kind=JobKind.CHAT,
+                        created_at=dt.datetime.fromisoformat(job["created_at"]),
+                        result=result, usage=usage,
                         cost=cost, currency=settings.price_currency, path=job["path"],
                         upstream_request_id=upstream_request_id,
                         compute_cost=Decimal(job.get("compute_cost", "0")))

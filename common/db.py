@@ -7,14 +7,19 @@ or from `Database.sessionmaker` directly.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.metrics import DATABASE_QUERIES, sql_operation
+
+# A pooled connection unused for longer than this is checked before it is handed out.
+PING_AFTER_IDLE_SECONDS = 1.0
 
 
 def engine_options(url: str, *, pool_size: int = 10, connect_timeout: float = 5.0) -> dict:
@@ -24,7 +29,7 @@ def engine_options(url: str, *, pool_size: int = 10, connect_timeout: float = 5.
         # SQLite is the embedded default: several processes share one file, so wait for locks.
         return {"connect_args": {"check_same_thread": False, "timeout": 30}}
     options: dict[str, Any] = {
-        "pool_pre_ping": True,  # survive MySQL restarts and idle-connection reaping
+        # No pool_pre_ping: it costs a round trip on every checkout; see _ping_idle_connections.
         "pool_recycle": 1800,
         "pool_size": pool_size,
         "max_overflow": pool_size,
@@ -38,7 +43,55 @@ def engine_options(url: str, *, pool_size: int = 10, connect_timeout: float = 5.
             "write_timeout": 30,
         }
         options["isolation_level"] = "READ COMMITTED"
+        # Replaced by a reset that rolls back only when a transaction is open (see below).
+        options["pool_reset_on_return"] = None
     return options
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """Pessimistic disconnect handling, paid only where it helps: a connection that sat in
+    the pool for a while (where MySQL restarts and idle reaping strike) is pinged on checkout
+    and replaced if dead; one handed back moments ago is not (pool_pre_ping would ping it
+    too, a round trip per unit of work). A connection that dies in use fails its statement,
+    and SQLAlchemy then invalidates the whole pool, as it would with pre-ping."""
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_connection, record) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection, record, _proxy) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is not None and time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            raise DisconnectionError(f"pooled connection is dead: {exc}") from exc
+
+
+def _roll_back_open_transactions_on_return(engine: Engine) -> None:
+    """The pool's default reset rolls back every connection handed back, even one whose
+    transaction was just committed: a wasted round trip per unit of work (a job has several).
+    Track the transaction SQLAlchemy begins and ends on each connection, and roll back on
+    return only when one is still open, or when nothing is known about the connection."""
+
+    def opened(conn) -> None:
+        conn.info["in_transaction"] = True
+
+    def ended(conn) -> None:
+        conn.info["in_transaction"] = False
+
+    event.listen(engine, "begin", opened)
+    event.listen(engine, "commit", ended)
+    event.listen(engine, "rollback", ended)
+
+    @event.listens_for(engine, "reset")
+    def _reset(dbapi_connection, record, reset_state) -> None:
+        info = record.info if record is not None else {}
+        if not reset_state.terminate_only and info.get("in_transaction", True):
+            dbapi_connection.rollback()
+            info["in_transaction"] = False
 
 
 def _enable_sqlite_wal(engine: Engine) -> None:
@@ -65,6 +118,9 @@ class Database:
         )
         if self.engine.dialect.name == "sqlite":
             _enable_sqlite_wal(self.engine)
+        else:
+            _ping_idle_connections(self.engine)
+            _roll_back_open_transactions_on_return(self.engine)
         event.listen(self.engine, "before_cursor_execute", _count_query)
         # expire_on_commit=False: objects stay readable after the unit of work commits,
         # so views and tasks can serialise what they just wrote without another query.

@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 def submit_job(*, session: Session, celery: Celery, settings: Settings, user_id: int,
                kind: JobKind, model: str, request: dict, idempotency_key: str | None,
-               correlation_id: str | None) -> tuple[Job, bool]:
+               correlation_id: str | None, job_id: str | None = None) -> tuple[Job, bool]:
     """Create (or replay) a job and publish it. Returns (job, created).
 
     A broker outage does not fail the submission: the committed job waits for the sweeper.
@@ -29,7 +29,8 @@ def submit_job(*, session: Session, celery: Celery, settings: Settings, user_id:
         session=session, user_id=user_id, kind=kind, model=model, request=request,
         deadline_seconds=deadline, idempotency_key=idempotency_key,
         path=settings.path_for(kind.value),
-        idempotency_ttl_seconds=settings.idempotency_ttl_seconds, correlation_id=correlation_id)
+        idempotency_ttl_seconds=settings.idempotency_ttl_seconds, correlation_id=correlation_id,
+        job_id=job_id)
     if created:
         JOBS_SUBMITTED.labels(kind.value).inc()
         if not publish_job(celery, job_id=job.id, kind=kind, correlation_id=correlation_id):

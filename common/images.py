@@ -233,7 +233,7 @@ class ImageJobs:
         has_images = any(entry.get("upstream_url") for entry in result["output"]["results"])
         status = jobs.finish(
             session=session, job_id=job.id, user_id=job.user_id, model=job.model,
-            kind=JobKind.IMAGE, result=result, usage=usage,
+            kind=JobKind.IMAGE, created_at=job.created_at, result=result, usage=usage,
             cost=cost_of(self.settings.prices, job.model, usage),
             currency=self.settings.price_currency, path=job.path,
             compute_cost=job.compute_cost + task.compute_cost,

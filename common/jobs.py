@@ -53,12 +53,13 @@ def fingerprint(kind: JobKind, model: str, request: dict) -> str:
 def submit(*, session: Session, user_id: int, kind: JobKind, model: str, request: dict,
            deadline_seconds: int, idempotency_key: str | None = None,
            idempotency_ttl_seconds: int = 86400, correlation_id: str | None = None,
-           path: str = "dashscope") -> tuple[Job, bool]:
+           path: str = "dashscope", job_id: str | None = None) -> tuple[Job, bool]:
     """Commit a queued job, or find the one this idempotency key already made.
 
     Returns (job, created). The same key with a different request is a Conflict; a key older
     than its TTL is released and starts a new job. `enqueued_at` is set optimistically, since
     the caller publishes right after the commit; it calls `mark_unpublished` if that fails.
+    `job_id` lets a caller know the id before the job exists (to listen for its wake-up).
     """
     now = utcnow()
     digest = fingerprint(kind, model, request)
@@ -67,7 +68,7 @@ def submit(*, session: Session, user_id: int, kind: JobKind, model: str, request
                            idempotency_ttl_seconds)
         if existing is not None:
             return existing, False
-    job = Job(id=str(uuid.uuid4()), user_id=user_id, kind=kind, model=model,
+    job = Job(id=job_id or str(uuid.uuid4()), user_id=user_id, kind=kind, model=model,
               status=JobStatus.QUEUED, request=request, attempts=0,
               idempotency_key=idempotency_key, request_fingerprint=digest,
               correlation_id=correlation_id, created_at=now, updated_at=now, enqueued_at=now,
@@ -197,11 +198,14 @@ def claim(*, session: Session, job_id: str, lease_seconds: float, max_attempts: 
         .values(status=JobStatus.RUNNING, attempts=Job.attempts + 1, updated_at=now,
                 lease_until=now + dt.timedelta(seconds=lease_seconds),
                 started_at=func.coalesce(Job.started_at, now))
+        .execution_options(synchronize_session=False)  # the row is re-read just below
     ).rowcount
-    session.commit()
     if not taken:
+        session.commit()
         return None
-    job = reload(session=session, job_id=job_id)
+    # Read the row in the same transaction (READ COMMITTED sees our own update): one commit.
+    job = session.get(Job, job_id, populate_existing=True)
+    session.commit()
     if job.deadline_at < now:
         fail(session=session, job_id=job_id, code=DEADLINE_EXCEEDED,
              message="The job did not finish before its deadline")
@@ -283,9 +287,9 @@ def replace_result(*, session: Session, job_id: str, result: dict,
 
 
 def finish(*, session: Session, job_id: str, user_id: int, model: str, kind: JobKind,
-           result: dict, usage: Usage, cost: Decimal, currency: str, path: str,
-           upstream_request_id: str | None = None, compute_cost: Decimal = Decimal(0),
-           **upstream_fields) -> JobStatus | None:
+           created_at: dt.datetime, result: dict, usage: Usage, cost: Decimal, currency: str,
+           path: str, upstream_request_id: str | None = None,
+           compute_cost: Decimal = Decimal(0), **upstream_fields) -> JobStatus | None:
     """Record a billed upstream result: the job succeeds and its usage row is written, in one
     transaction. Returns the job's final status, or None if it had already been recorded.
 
@@ -296,12 +300,15 @@ def finish(*, session: Session, job_id: str, user_id: int, model: str, kind: Job
     whole Function Compute bill; the usage record's cost includes it.
     """
     now = utcnow()
+    billed = {**upstream_fields, "compute_cost": compute_cost}
     succeeded = session.execute(
         update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING)
         .values(status=JobStatus.SUCCEEDED, result=result, finished_at=now, lease_until=None,
-                error_code=None, error_message=None, updated_at=now)
+                error_code=None, error_message=None, updated_at=now, **billed)
+        .execution_options(synchronize_session=False)  # no job object is loaded here
     ).rowcount
-    _set_upstream(session, job_id, {**upstream_fields, "compute_cost": compute_cost})
+    if not succeeded:
+        _set_upstream(session, job_id, billed)
     status = JobStatus.SUCCEEDED if succeeded else _status_of(session, job_id)
     session.add(UsageRecord(
         job_id=job_id, user_id=user_id, kind=kind, model=model,
@@ -316,7 +323,7 @@ def finish(*, session: Session, job_id: str, user_id: int, model: str, kind: Job
         return None
     metrics.USAGE_COST.labels(metrics.model_label(model), currency).inc(float(cost + compute_cost))
     if succeeded:
-        _record_finished(session, job_id, JobStatus.SUCCEEDED)
+        metrics.record_job_finished(kind.value, JobStatus.SUCCEEDED.value, created_at, now)
     return status
 
 

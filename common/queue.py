@@ -85,8 +85,9 @@ def celery_config(settings: Settings) -> dict:
             **{name: {"queue": IMAGE_QUEUE} for name in (*IMAGE_TASKS.values(), CANCEL_IMAGE)},
             SWEEP: {"queue": MAINTENANCE_QUEUE},
         },
-        # Events feed Flower; "task-sent" events are skipped: one more publish per message.
-        "worker_send_task_events": True,
+        # Task events cost publishes on every task, so workers send them only while someone
+        # watches: Flower switches them on (enable_events) as long as it runs.
+        "worker_send_task_events": False,
         "task_send_sent_event": False,
         "worker_hijack_root_logger": False,
         "beat_schedule": {

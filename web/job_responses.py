@@ -6,7 +6,10 @@ is not done in time is answered with 202 and its job, never with a gateway timeo
 
 from __future__ import annotations
 
+import contextlib
 import re
+import threading
+import uuid
 from collections.abc import Callable
 
 from flask import g, request
@@ -51,36 +54,39 @@ def submit_and_answer(*, kind: JobKind, model: str, job_request: dict,
     """The whole request cycle of a job-backed endpoint. A synchronous request waits until
     `settled(job)` (by default: the job finished) or its time is up."""
     svc = services()
-    session = db_session()
-    job, created = submit_job(
-        session=session, celery=svc.celery, settings=svc.settings, user_id=current_user.id,
-        kind=kind, model=model, request=job_request, idempotency_key=idempotency_key(),
-        correlation_id=g.request_id)
+    timeout = wait_seconds()
+    new_id = str(uuid.uuid4())
+    with contextlib.ExitStack() as listening:
+        # Listen before the job is published, so the wake-up of a fast job cannot be missed
+        # and the wait needs no read before it.
+        wake = listening.enter_context(svc.waiter.listening(new_id)) if timeout > 0 else None
+        job, created = submit_job(
+            session=db_session(), celery=svc.celery, settings=svc.settings,
+            user_id=current_user.id, kind=kind, model=model, request=job_request,
+            idempotency_key=idempotency_key(), correlation_id=g.request_id, job_id=new_id)
+        if wake is not None and not settled(job):
+            if not created:  # a replay: its job may have finished long ago, so read first
+                wake = listening.enter_context(svc.waiter.listening(job.id))
+            job = _wait_for(job.id, wake, timeout, settled, check_first=not created)
     headers = {"X-Job-ID": job.id}
     if not created:
         headers["Idempotent-Replayed"] = "true"
-    timeout = wait_seconds()
-    if timeout > 0 and not settled(job):
-        job = _wait_for(job.id, timeout, settled)
     return answer(job, render_result, headers)
 
 
-def _wait_for(job_id: str, timeout: float, settled: Callable[[Job], bool]) -> Job:
-    svc = services()
+def _wait_for(job_id: str, wake: threading.Event, timeout: float,
+              settled: Callable[[Job], bool], *, check_first: bool) -> Job:
     session = db_session()
     latest: list[Job] = []
 
     def finished() -> bool:
-        session.rollback()  # end the snapshot and hand the connection back while we wait
         latest[:] = [jobs.reload(session=session, job_id=job_id)]
+        # End the read at once: the connection goes back to the pool while this request
+        # waits, and (no expiry on commit) the row stays loaded for the answer.
+        session.commit()
         return settled(latest[0])
 
-    event = svc.waiter.register(job_id)
-    try:
-        svc.waiter.wait_until(event, finished, timeout)
-    finally:
-        svc.waiter.unregister(job_id, event)
-    session.rollback()
+    services().waiter.wait_until(wake, finished, timeout, check_first=check_first)
     return latest[0]
 
 

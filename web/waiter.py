@@ -12,6 +12,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 
 import redis
 
@@ -30,25 +31,33 @@ class JobWaiter:
         self._thread: threading.Thread | None = None
         self._subscribed = threading.Event()
 
-    def register(self, job_id: str) -> threading.Event:
-        """Start listening for `job_id` (before the job can finish, so no wake-up is missed)."""
+    @contextlib.contextmanager
+    def listening(self, job_id: str) -> Iterator[threading.Event]:
+        """An event set whenever `job_id` is announced, for the duration of the block. Enter
+        it before the job can finish (before it is published), so no wake-up is missed."""
         self._ensure_listener()
         event = threading.Event()
         with self._lock:
             self._waiting.setdefault(job_id, []).append(event)
-        return event
+        try:
+            yield event
+        finally:
+            with self._lock:
+                events = self._waiting.get(job_id, [])
+                if event in events:
+                    events.remove(event)
+                if not events:
+                    self._waiting.pop(job_id, None)
 
-    def unregister(self, job_id: str, event: threading.Event) -> None:
-        with self._lock:
-            events = self._waiting.get(job_id, [])
-            if event in events:
-                events.remove(event)
-            if not events:
-                self._waiting.pop(job_id, None)
-
-    def wait_until(self, event: threading.Event, is_finished, timeout: float) -> bool:
-        """Block until `is_finished()` is true or `timeout` passes; True when it finished."""
+    def wait_until(self, event: threading.Event, is_finished, timeout: float, *,
+                   check_first: bool = True) -> bool:
+        """Block until `is_finished()` is true or `timeout` passes; True when it finished.
+        `check_first=False` skips the read before the first wait (for a job just published,
+        which the wake-up will announce)."""
         deadline = time.monotonic() + timeout
+        if not check_first:
+            event.wait(min(timeout, FALLBACK_POLL_SECONDS))
+            event.clear()
         while True:
             if is_finished():
                 return True

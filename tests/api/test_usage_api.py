@@ -20,7 +20,7 @@ def _billed_job(database, settings, user_id: int, model: str, tokens: tuple[int,
         usage = Usage(input_tokens=tokens[0], output_tokens=tokens[1],
                       total_tokens=sum(tokens))
         jobs.finish(session=session, job_id=job.id, user_id=user_id, model=model,
-                    kind=JobKind.CHAT, result={}, usage=usage,
+                    kind=JobKind.CHAT, created_at=job.created_at, result={}, usage=usage,
                     cost=cost_of(settings.prices, model, usage), currency="CNY",
                     path="dashscope")
 

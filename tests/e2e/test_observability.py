@@ -164,7 +164,17 @@ def test_state_metrics_and_flower_are_scraped(stack, traffic):
     assert query(stack, "max(jobs_past_deadline)") == 0
     assert query(stack, "max(wanx_tasks_in_flight)") is not None
     eventually(stack, 'up{job="flower"}', 1)
-    wait_until(lambda: query(stack, "sum(flower_events_total)") is not None, timeout=30)
+
+    # Workers send task events only once Flower has asked for them (it does every 5 s), so
+    # keep a job going until Flower has counted one.
+    def flower_counted_a_task() -> bool:
+        requests.post(f"{stack['web']}/api/bailian/chat/completions", timeout=60,
+                      headers={**traffic["headers"], "Prefer": "respond-async"},
+                      json={"model": "qwen-turbo", "messages": [
+                          {"role": "user", "content": "watched by flower"}]})
+        return query(stack, "sum(flower_events_total)") is not None
+
+    wait_until(flower_counted_a_task, timeout=60, interval=2)
 
 
 def test_promtool_accepts_every_metrics_output(stack, traffic):
