@@ -73,15 +73,21 @@ def _ping_idle_connections(engine: Engine) -> None:
 def _roll_back_open_transactions_on_return(engine: Engine) -> None:
     """The pool's default reset rolls back every connection handed back, even one whose
     transaction was just committed: a wasted round trip per unit of work (a job has several).
-    Track the transaction SQLAlchemy begins and ends on each connection, and roll back on
-    return only when one is still open, or when nothing is known about the connection."""
+    Track the transactions SQLAlchemy begins and ends on each connection, and roll back on
+    return unless the last one was ended explicitly. Raw DBAPI use is never tracked, so it is
+    always rolled back."""
+
+    def unknown(_dbapi_connection, record, _proxy) -> None:
+        record.info["in_transaction"] = True
 
     def opened(conn) -> None:
         conn.info["in_transaction"] = True
 
     def ended(conn) -> None:
-        conn.info["in_transaction"] = False
+        if not conn.invalidated:  # an invalidated connection is discarded, not reused
+            conn.info["in_transaction"] = False
 
+    event.listen(engine, "checkout", unknown)
     event.listen(engine, "begin", opened)
     event.listen(engine, "commit", ended)
     event.listen(engine, "rollback", ended)
