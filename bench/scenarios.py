@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import sys
 import time
 import uuid
 
@@ -64,14 +65,15 @@ def sync_chat_overhead(stack: BenchStack, pairs: int = 300) -> list[dict]:
         return work
 
     rows = []
-    for concurrency in (1, 16):
+    for concurrency in (1, 16, 64):
         per_thread = max(20, pairs // concurrency) + 10
         samples = run_concurrently(pairs_in_thread(per_thread), concurrency)
         overhead = summary_ms([p - d for p, d in samples])
         platform = summary_ms([p for p, _ in samples])
         direct = summary_ms([d for _, d in samples])
         setup = (f"{CPUS} CPUs; gunicorn {WEB_WORKERS}x{WEB_THREADS} gthread; worker threads "
-                 f"x32; {concurrency} client thread(s); {overhead['n']} pairs")
+                 f"x32; {concurrency} client thread(s), each a direct call then a platform "
+                 f"call; {overhead['n']} pairs")
         for q in ("p50", "p95", "p99"):
             target = {"p50": 3.0, "p99": 10.0}.get(q) if concurrency == 1 else None
             rows.append(row(f"sync chat overhead c={concurrency} {q}", overhead[q],
@@ -328,6 +330,58 @@ def rate_limit_overhead(stack: BenchStack, requests_per_side: int = 400) -> list
     return rows
 
 
+def jobs_api_at_scale(stack: BenchStack, small: int = 10_000, large: int = 1_000_000,
+                      requests_per_side: int = 400) -> list[dict]:
+    """GET /api/jobs/<id> and GET /api/jobs against 10k and 1M job rows: two databases, two
+    web servers, requests interleaved so both sides see the same machine."""
+    from bench.seed import seed_history
+
+    sides = {}
+    for label, rows in (("small", small), ("large", large)):
+        print(f"  seeding {rows:,} jobs ...", file=sys.stderr, flush=True)
+        sides[label] = seed_history(stack, label, rows)
+    headers = {"Authorization": f"Bearer {sides['small'].token}"}
+    http = requests.Session()
+    kinds = {
+        "GET /api/jobs/<id>": lambda side, i: f"/api/jobs/{side.job_ids[i % len(side.job_ids)]}",
+        "GET /api/jobs": lambda side, i: "/api/jobs?limit=20",
+        "GET /api/jobs?status=failed": lambda side, i: "/api/jobs?status=failed&limit=20",
+        "GET /api/jobs?cursor=<middle>": lambda side, i: f"/api/jobs?limit=20&cursor="
+                                                           f"{side.middle_cursor}",
+    }
+    rows = []
+    for kind, path_of in kinds.items():
+        timings = {"small": [], "large": []}
+        for i in range(requests_per_side + 30):
+            for label in ("small", "large") if i % 2 else ("large", "small"):
+                started = time.perf_counter()
+                response = http.get(f"{sides[label].url}{path_of(sides[label], i)}",
+                                    headers=headers)
+                elapsed = time.perf_counter() - started
+                assert response.status_code == 200, response.text
+                if i >= 30:
+                    timings[label].append(elapsed)
+        at_small, at_large = summary_ms(timings["small"]), summary_ms(timings["large"])
+        rows.append(row(f"{kind} p95 at {large:,} rows", at_large["p95"], at_small["p95"], "ms",
+                        target="<= 1.2x", passed=at_large["p95"] <= 1.2 * at_small["p95"],
+                        setup=f"{CPUS} CPUs; baseline: the same at {small:,} rows; the caller "
+                              f"owns 1% of the rows; two gunicorn {WEB_WORKERS}x{WEB_THREADS} "
+                              f"servers, {requests_per_side} interleaved sequential requests "
+                              f"each; p50 {at_large['p50']:.2f} vs {at_small['p50']:.2f} ms"))
+    return rows
+
+
+def peak_memory(stack: BenchStack) -> list[dict]:
+    """The largest resident set one process reached during every scenario of this run."""
+    peaks = stack.memory.peaks_mb
+    targets = {"web": 150, "worker": 200}
+    return [row(f"peak RSS: one {stack.memory.ROLES[role]}", peaks[role], None, "MB",
+                target=f"<= {targets[role]} MB", passed=peaks[role] <= targets[role],
+                setup="sampled twice a second through the scenarios run before it (run it "
+                      "last)")
+            for role in ("web", "worker") if role in peaks]
+
+
 SCENARIOS = {
     "sync": sync_chat_overhead,
     "submit": async_submit_throughput,
@@ -335,4 +389,6 @@ SCENARIOS = {
     "pools": worker_pools,
     "wanx": wanx_in_flight,
     "ratelimit": rate_limit_overhead,
+    "jobs": jobs_api_at_scale,
+    "memory": peak_memory,  # last: it reports the peaks of the scenarios before it
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -27,8 +28,9 @@ from tests.support.stack import (
     platform_env,
 )
 
-APP_DB, BROKER_DB, NOOP_DB = 13, 14, 15
-WEB_WORKERS, WEB_THREADS = 2, 8
+HISTORY_DB, APP_DB, BROKER_DB, NOOP_DB = 12, 13, 14, 15
+# gunicorn.conf.py's defaults: the platform is measured as it is deployed.
+WEB_WORKERS, WEB_THREADS = 2, 16
 
 
 class BenchStack:
@@ -38,9 +40,10 @@ class BenchStack:
         self.log_dir = Path(tempfile.mkdtemp(prefix="bench-"))
         self._exit = contextlib.ExitStack()
         self.procs: dict[str, processes.Process] = {}
+        self.memory = MemoryPeaks(self)
 
     def __enter__(self) -> BenchStack:
-        for db in (APP_DB, BROKER_DB, NOOP_DB):
+        for db in (HISTORY_DB, APP_DB, BROKER_DB, NOOP_DB):
             redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db).flushdb()
         name = self._exit.enter_context(fresh_database("bailian_bench"))
         self.database_url = mysql_url(name)
@@ -61,6 +64,7 @@ class BenchStack:
             # The production defaults, not the tests' short ones.
             BROKER_VISIBILITY_TIMEOUT="900", TASK_TIME_LIMIT="300",
             IMAGE_POLL_MAX_INTERVAL="300", IMAGE_JOB_DEADLINE_SECONDS="1800")
+        self.memory.start()
         return self
 
     @property
@@ -73,6 +77,7 @@ class BenchStack:
             return Settings()
 
     def __exit__(self, *exc) -> None:
+        self.memory.stop()
         for proc in reversed(list(self.procs.values())):
             proc.stop()
         self.database.dispose()
@@ -141,8 +146,48 @@ class BenchStack:
             self.noop_env(), self.log_dir).start()
         self.procs["noop-worker"].wait_for_log("ready.")
 
+    def process_tree(self, name: str) -> list[psutil.Process]:
+        proc = self.procs.get(name)
+        if proc is None:
+            return []
+        try:
+            root = psutil.Process(proc.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
     def rss_mb(self, name: str) -> float:
         """Resident memory of a process and its children, in MB."""
-        root = psutil.Process(self.procs[name].pid)
-        members = [root, *root.children(recursive=True)]
-        return sum(p.memory_info().rss for p in members if p.is_running()) / 2**20
+        return sum(p.memory_info().rss for p in self.process_tree(name)
+                   if p.is_running()) / 2**20
+
+
+class MemoryPeaks(threading.Thread):
+    """Samples every platform process twice a second for the whole run and keeps the peak
+    resident memory of one process of each role: a gunicorn worker, a Celery worker."""
+
+    ROLES = {"web": "gunicorn web worker", "worker": "celery worker process"}
+
+    def __init__(self, stack: BenchStack) -> None:
+        super().__init__(name="memory-peaks", daemon=True)
+        self.stack = stack
+        self.peaks_mb: dict[str, float] = {}
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(0.5):
+            for name in list(self.stack.procs):
+                role = "web" if name.startswith("web") else name if name == "worker" else None
+                if role is None:
+                    continue
+                tree = self.stack.process_tree(name)
+                # A gunicorn arbiter only forks; its workers serve. Celery's threads pool is
+                # one process, prefork's children do the work: count every process alike.
+                members = tree[1:] if role == "web" else tree
+                for member in members:
+                    with contextlib.suppress(psutil.Error):
+                        rss = member.memory_info().rss / 2**20
+                        self.peaks_mb[role] = max(self.peaks_mb.get(role, 0.0), rss)
+
+    def stop(self) -> None:
+        self._done.set()

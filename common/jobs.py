@@ -23,7 +23,7 @@ from decimal import Decimal
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from common import metrics
 from common.errors import Conflict, NotFound, ValidationFailed
@@ -105,7 +105,8 @@ def _replay(session: Session, user_id: int, key: str, digest: str, now: dt.datet
 
 def get(*, session: Session, job_id: str, owner: Owner) -> Job:
     """The job, if `owner` may see it; anyone else gets the same 404 as for a missing job."""
-    job = session.get(Job, job_id) if _looks_like_uuid(job_id) else None
+    job = session.get(Job, job_id, options=[joinedload(Job.usage)]) \
+        if _looks_like_uuid(job_id) else None
     if job is None or (job.user_id != owner.user_id and not owner.is_admin):
         raise NotFound("Job not found", code="job_not_found")
     return job
@@ -128,7 +129,7 @@ def list_jobs(*, session: Session, owner: Owner, status: JobStatus | None = None
               kind: JobKind | None = None, cursor: str | None = None, limit: int = 20
               ) -> tuple[list[Job], str | None]:
     """The owner's jobs, newest first, one page at a time (keyset pagination)."""
-    query = select(Job).where(Job.user_id == owner.user_id)
+    query = select(Job).options(joinedload(Job.usage)).where(Job.user_id == owner.user_id)
     if status is not None:
         query = query.where(Job.status == status)
     if kind is not None:

@@ -144,7 +144,8 @@ class Job(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow,
                                                     onupdate=utcnow)
 
-    usage: Mapped[UsageRecord | None] = relationship(lazy="joined", viewonly=True)
+    # Loaded on demand: the worker never needs it; the jobs API joins it in (common/jobs.py).
+    usage: Mapped[UsageRecord | None] = relationship(viewonly=True)
 
 
 class UsageRecord(Base):

@@ -89,11 +89,14 @@ def test_listing_rejects_bad_parameters(client, accounts, query, field):
 def test_cancel_a_queued_job_then_cancel_again_is_409(client, accounts, database):
     _, headers = accounts.headers()
     job = _submit(client, headers)
+    # Unfinished: the poller is told when to ask again; finished: nothing more to ask.
+    assert client.get(f"/api/jobs/{job['id']}", headers=headers).headers["Retry-After"] == "1"
     canceled = client.post(f"/api/jobs/{job['id']}/cancel", headers=headers)
     assert canceled.status_code == 200
     assert canceled.json["data"]["status"] == "canceled"
     again = client.post(f"/api/jobs/{job['id']}/cancel", headers=headers)
     assert again.status_code == 409
+    assert "Retry-After" not in client.get(f"/api/jobs/{job['id']}", headers=headers).headers
     with database.session() as session:
         # A late worker cannot revive it: terminal states never change.
         assert jobs.claim(session=session, job_id=job["id"], lease_seconds=5,

@@ -32,7 +32,9 @@ def _owner() -> jobs.Owner:
             responses={200: JobData, 404: ERROR})
 @login_required
 def get_job(job_id: str):
-    return ok(serialize_job(jobs.get(session=db_session(), job_id=job_id, owner=_owner())))
+    job = jobs.get(session=db_session(), job_id=job_id, owner=_owner())
+    # An unfinished job tells its poller when to ask again, like the 202 that announced it.
+    return ok(serialize_job(job), headers={} if job.status.is_terminal else {"Retry-After": "1"})
 
 
 @bp.get("")
