@@ -34,13 +34,14 @@ def _messages(tag: str) -> list[dict]:
 
 
 def sync_chat_overhead(stack: BenchStack, pairs: int = 300) -> list[dict]:
-    """Platform latency minus a direct SDK call to the same emulator, measured in pairs."""
+    """Platform latency minus a direct SDK call to the same emulator, measured in pairs; and,
+    sequentially, the floors this architecture stands on, measured the same way."""
     stack.emulator.configure(latency_ms=0, jitter_ms=0)
     stack.start_worker("threads", 32)
     token = stack.token()
     headers = {"Authorization": f"Bearer {token}"}
 
-    def pairs_in_thread(count: int):
+    def pairs_in_thread(count: int, url: str, request_headers: dict):
         def work(_index: int) -> list[tuple[float, float]]:
             http = requests.Session()
             sdk_http = requests.Session()
@@ -56,7 +57,7 @@ def sync_chat_overhead(stack: BenchStack, pairs: int = 300) -> list[dict]:
                 direct_s = time.perf_counter() - started
                 assert direct.status_code == 200
                 started = time.perf_counter()
-                response = http.post(f"{stack.web_url}{CHAT}", json=body, headers=headers)
+                response = http.post(url, json=body, headers=request_headers)
                 platform_s = time.perf_counter() - started
                 assert response.status_code == 200, response.text
                 if i >= 10:  # warm connections and caches first
@@ -67,7 +68,8 @@ def sync_chat_overhead(stack: BenchStack, pairs: int = 300) -> list[dict]:
     rows = []
     for concurrency in (1, 16, 64):
         per_thread = max(20, pairs // concurrency) + 10
-        samples = run_concurrently(pairs_in_thread(per_thread), concurrency)
+        samples = run_concurrently(pairs_in_thread(per_thread, f"{stack.web_url}{CHAT}",
+                                                   headers), concurrency)
         overhead = summary_ms([p - d for p, d in samples])
         platform = summary_ms([p for p, _ in samples])
         direct = summary_ms([d for _, d in samples])
@@ -80,7 +82,44 @@ def sync_chat_overhead(stack: BenchStack, pairs: int = 300) -> list[dict]:
                             direct[q], "ms", ratio=platform[q] / direct[q],
                             target=f"<= {target} ms" if target else "",
                             passed=overhead[q] <= target if target else None, setup=setup))
+    rows += _sync_floors(stack, pairs_in_thread, pairs)
     return rows
+
+
+def _sync_floors(stack: BenchStack, pairs_in_thread, pairs: int) -> list[dict]:
+    """What the sync path costs at the least on this machine: a bare Flask proxy making the
+    same SDK call in its request (a gateway with no auth, limits, job or queue), and a bare
+    Celery round trip (publish, worker, result back) with no work in it."""
+    bare = stack.start_bare_flask()
+    samples = pairs_in_thread(pairs + 10, f"{bare}/proxy", {})(0)
+    stack.stop("bare-flask")
+    proxy = summary_ms([p - d for p, d in samples])
+    rows = [row(f"floor: bare Flask proxy overhead c=1 {q}", proxy[q], None, "ms",
+                setup=f"{CPUS} CPUs; Flask + the SDK call in the request, gunicorn "
+                      f"{WEB_WORKERS}x{WEB_THREADS}; minus the direct call, {proxy['n']} pairs")
+            for q in ("p50", "p99")]
+    stack.start_noop_worker("threads", 32)
+    app = _noop_app(stack)
+    round_trips = []
+    for i in range(pairs + 10):
+        started = time.perf_counter()
+        app.send_task("noop", args=[i]).get(timeout=30)
+        if i >= 10:
+            round_trips.append(time.perf_counter() - started)
+    stack.stop("noop-worker")
+    hop = summary_ms(round_trips)
+    rows += [row(f"floor: bare Celery round trip c=1 {q}", hop[q], None, "ms",
+                 setup=f"{CPUS} CPUs; send_task + result.get(), no-op task on threads x32, "
+                       f"same broker settings; {hop['n']} sequential")
+             for q in ("p50", "p99")]
+    return rows
+
+
+def _noop_app(stack: BenchStack):
+    os.environ.update({k: v for k, v in stack.noop_env().items() if k.startswith("NOOP_")})
+    from bench.baselines.celery_noop import app
+
+    return app
 
 
 def async_submit_throughput(stack: BenchStack, seconds: float = 8, concurrency: int = 16
@@ -145,9 +184,7 @@ def _platform_jobs_per_second(stack: BenchStack, count: int, concurrency: int) -
 
 
 def _noop_round_trips_per_second(stack: BenchStack, count: int, concurrency: int) -> float:
-    os.environ.update({k: v for k, v in stack.noop_env().items() if k.startswith("NOOP_")})
-    from bench.baselines.celery_noop import app
-
+    app = _noop_app(stack)
     started = time.perf_counter()
 
     def send(index: int) -> list:
