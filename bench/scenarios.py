@@ -66,10 +66,15 @@ def sync_chat_overhead(stack: BenchStack, pairs: int = 300) -> list[dict]:
         return work
 
     rows = []
+    cpu_per_request: dict[str, float] = {}
     for concurrency in (1, 16, 64):
         per_thread = max(20, pairs // concurrency) + 10
+        cpu_before = {name: stack.cpu_seconds(name) for name in ("web", "worker")}
         samples = run_concurrently(pairs_in_thread(per_thread, f"{stack.web_url}{CHAT}",
                                                    headers), concurrency)
+        if concurrency == 1:
+            cpu_per_request = {name: (stack.cpu_seconds(name) - before) * 1000 / per_thread
+                               for name, before in cpu_before.items()}
         overhead = summary_ms([p - d for p, d in samples])
         platform = summary_ms([p for p, _ in samples])
         direct = summary_ms([d for _, d in samples])
@@ -82,16 +87,21 @@ def sync_chat_overhead(stack: BenchStack, pairs: int = 300) -> list[dict]:
                             direct[q], "ms", ratio=platform[q] / direct[q],
                             target=f"<= {target} ms" if target else "",
                             passed=overhead[q] <= target if target else None, setup=setup))
-    rows += _sync_floors(stack, pairs_in_thread, pairs)
+    rows += _sync_floors(stack, pairs_in_thread, pairs, cpu_per_request)
     return rows
 
 
-def _sync_floors(stack: BenchStack, pairs_in_thread, pairs: int) -> list[dict]:
+def _sync_floors(stack: BenchStack, pairs_in_thread, pairs: int,
+                 cpu_per_request: dict[str, float]) -> list[dict]:
     """What the sync path costs at the least on this machine: a bare Flask proxy making the
     same SDK call in its request (a gateway with no auth, limits, job or queue), and a bare
-    Celery round trip (publish, worker, result back) with no work in it."""
+    Celery round trip (publish, worker, result back) with no work in it. On two cores a
+    sequential request's latency is mostly the CPU its hops burn, so each process's CPU per
+    request is set beside its floor's."""
     bare = stack.start_bare_flask()
+    cpu_before = stack.cpu_seconds("bare-flask")
     samples = pairs_in_thread(pairs + 10, f"{bare}/proxy", {})(0)
+    proxy_cpu = (stack.cpu_seconds("bare-flask") - cpu_before) * 1000 / (pairs + 10)
     stack.stop("bare-flask")
     proxy = summary_ms([p - d for p, d in samples])
     rows = [row(f"floor: bare Flask proxy overhead c=1 {q}", proxy[q], None, "ms",
@@ -101,17 +111,25 @@ def _sync_floors(stack: BenchStack, pairs_in_thread, pairs: int) -> list[dict]:
     stack.start_noop_worker("threads", 32)
     app = _noop_app(stack)
     round_trips = []
+    cpu_before = stack.cpu_seconds("noop-worker")
     for i in range(pairs + 10):
         started = time.perf_counter()
         app.send_task("noop", args=[i]).get(timeout=30)
         if i >= 10:
             round_trips.append(time.perf_counter() - started)
+    noop_cpu = (stack.cpu_seconds("noop-worker") - cpu_before) * 1000 / (pairs + 10)
     stack.stop("noop-worker")
     hop = summary_ms(round_trips)
     rows += [row(f"floor: bare Celery round trip c=1 {q}", hop[q], None, "ms",
                  setup=f"{CPUS} CPUs; send_task + result.get(), no-op task on threads x32, "
                        f"same broker settings; {hop['n']} sequential")
              for q in ("p50", "p99")]
+    rows += [
+        row("sync c=1 CPU per request: web processes", cpu_per_request["web"], proxy_cpu,
+            "ms", setup="gunicorn arbiter + workers; baseline: the bare Flask proxy's"),
+        row("sync c=1 CPU per request: worker process", cpu_per_request["worker"], noop_cpu,
+            "ms", setup="Celery threads x32; baseline: the no-op Celery worker's per task"),
+    ]
     return rows
 
 

@@ -156,6 +156,15 @@ class BenchStack:
         except psutil.NoSuchProcess:
             return []
 
+    def cpu_seconds(self, name: str) -> float:
+        """CPU time (user + system) a process and its children have used so far."""
+        total = 0.0
+        for member in self.process_tree(name):
+            with contextlib.suppress(psutil.Error):
+                times = member.cpu_times()
+                total += times.user + times.system
+        return total
+
     def rss_mb(self, name: str) -> float:
         """Resident memory of a process and its children, in MB."""
         return sum(p.memory_info().rss for p in self.process_tree(name)

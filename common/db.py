@@ -7,6 +7,7 @@ or from `Database.sessionmaker` directly.
 from __future__ import annotations
 
 import contextlib
+import ssl
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -22,7 +23,30 @@ from common.metrics import DATABASE_QUERIES, sql_operation
 PING_AFTER_IDLE_SECONDS = 1.0
 
 
-def engine_options(url: str, *, pool_size: int = 10, connect_timeout: float = 5.0) -> dict:
+def tls_connect_args(mode: str = "disabled", ca: str | None = None) -> dict:
+    """PyMySQL's TLS options for a mysql-client style --ssl-mode.
+
+    Left to itself, PyMySQL 1.2 tries TLS ("preferred") and builds a new SSL context, the
+    system CA bundle included, for every connection: 0.8 MB and ~35 ms each (measured),
+    whether or not the server speaks TLS. So TLS is a setting, never a guess, and one context
+    serves every connection of the engine.
+    """
+    if mode == "disabled":
+        return {"ssl_disabled": True}
+    if mode == "preferred":
+        return {}  # PyMySQL's own opportunistic mode, with its per-connection cost
+    if mode == "required":  # encrypted, server not verified
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:  # verify_ca, verify_identity
+        context = ssl.create_default_context(cafile=ca)
+        context.check_hostname = mode == "verify_identity"
+    return {"ssl": context}
+
+
+def engine_options(url: str, *, pool_size: int = 10, connect_timeout: float = 5.0,
+                   tls: dict | None = None) -> dict:
     """Driver and pool options that suit the backend behind `url`."""
     backend = make_url(url).get_backend_name()
     if backend == "sqlite":
@@ -41,6 +65,7 @@ def engine_options(url: str, *, pool_size: int = 10, connect_timeout: float = 5.
             "connect_timeout": connect_timeout,
             "read_timeout": 30,
             "write_timeout": 30,
+            **(tls_connect_args() if tls is None else tls),
         }
         options["isolation_level"] = "READ COMMITTED"
         # Replaced by a reset that rolls back only when a transaction is open (see below).
@@ -117,11 +142,11 @@ def _count_query(_conn, _cursor, statement, _parameters, _context, _executemany)
 class Database:
     """One engine plus its session factory."""
 
-    def __init__(self, url: str, *, pool_size: int = 10, connect_timeout: float = 5.0) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, connect_timeout: float = 5.0,
+                 tls: dict | None = None) -> None:
         self.url = url
-        self.engine = create_engine(
-            url, **engine_options(url, pool_size=pool_size, connect_timeout=connect_timeout)
-        )
+        self.engine = create_engine(url, **engine_options(
+            url, pool_size=pool_size, connect_timeout=connect_timeout, tls=tls))
         if self.engine.dialect.name == "sqlite":
             _enable_sqlite_wal(self.engine)
         else:
@@ -155,4 +180,5 @@ def database_from_settings(settings) -> Database:
         settings.sqlalchemy_url,
         pool_size=settings.db_pool_size,
         connect_timeout=settings.db_connect_timeout,
+        tls=tls_connect_args(settings.db_ssl_mode, settings.db_ssl_ca),
     )

@@ -151,21 +151,24 @@ class ImageJobs:
 
     def poll(self, job_id: str, expected_polls: int) -> Step | None:
         """One query of the upstream task; then the next poll, or the recorded outcome."""
-        wait = self.query_budget.acquire()
-        if wait:
-            metrics.WANX_BUDGET_WAITS.inc()
-            # Over budget: come back at a random point of the next round of polls rather than
-            # the instant a slot frees, so denied polls do not stampede the same slot.
-            spread = self.inflight.count(self.settings.image_models) / \
-                self.settings.task_query_budget
-            return Step(POLL, job_id, wait + random.uniform(0, max(0.1, spread)),
-                        expected_polls)
         with self.database.session() as session:
             job = jobs.begin_poll(session=session, job_id=job_id, expected_polls=expected_polls,
                                   lease_seconds=POLL_LEASE_SECONDS)
         if job is None:
             return None  # a duplicate message, or the task already finished
         bind_log_context(job_id=job.id, user_id=job.user_id, request_id=job.correlation_id)
+        # The budget is taken last, right before the query: DashScope counts queries when
+        # they arrive, so nothing slow (like the claim's commit) may sit between the grant and
+        # the request, or two windows' grants arrive within one second.
+        wait = self.query_budget.acquire()
+        if wait:
+            metrics.WANX_BUDGET_WAITS.inc()
+            # Over budget: come back at a random point of the next round of polls rather than
+            # the instant a slot frees, so denied polls do not stampede the same slot. The
+            # claim's lease stays as it is: the sweeper resumes the poll if this message dies.
+            spread = self.inflight.count(self.settings.image_models) / \
+                self.settings.task_query_budget
+            return Step(POLL, job.id, wait + random.uniform(0, max(0.1, spread)), job.polls)
         metrics.WANX_TASK_QUERIES.inc()
         try:
             task = backend_for(self.backends, job.path).fetch_image(job.upstream_task_id,

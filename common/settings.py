@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     db_password: SecretStr = SecretStr("")
     db_pool_size: int = 10
     db_connect_timeout: float = 5.0
+    # TLS to MySQL, as in the mysql client's --ssl-mode (see common.db.tls_connect_args).
+    db_ssl_mode: Literal["disabled", "preferred", "required", "verify_ca",
+                         "verify_identity"] = "disabled"
+    db_ssl_ca: Path | None = None
 
     # Redis: rate limits, token revocation, wake-ups and (by default) the Celery broker
     redis_url: str | None = None

@@ -7,7 +7,9 @@ from pathlib import Path
 
 from alembic import context
 from sqlalchemy import create_engine, pool
+from sqlalchemy.engine import make_url
 
+from common.db import tls_connect_args
 from common.models import Base
 from common.settings import Settings
 
@@ -18,10 +20,14 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
 target_metadata = Base.metadata
 
 
+def settings() -> Settings:
+    return Settings(app_env="development")
+
+
 def database_url() -> str:
     # An explicit URL (tests, tools) wins over the environment.
     return config.attributes.get("url") or config.get_main_option("sqlalchemy.url") or \
-        Settings(app_env="development").sqlalchemy_url
+        settings().sqlalchemy_url
 
 
 def run_migrations_offline() -> None:
@@ -35,7 +41,11 @@ def run_migrations_online() -> None:
     url = database_url()
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, poolclass=pool.NullPool)
+    connect_args = {}
+    if make_url(url).get_backend_name() == "mysql":
+        current = settings()
+        connect_args = tls_connect_args(current.db_ssl_mode, current.db_ssl_ca)
+    engine = create_engine(url, poolclass=pool.NullPool, connect_args=connect_args)
     with engine.connect() as connection:
         # render_as_batch lets the same migrations ALTER tables on SQLite.
         context.configure(connection=connection, target_metadata=target_metadata,

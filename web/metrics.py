@@ -8,7 +8,6 @@ path), and readiness is computed at scrape time, not remembered per process.
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 
@@ -19,7 +18,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_flask_exporter import PrometheusMetrics
 
-from common.health import CONNECTED, check_database, check_redis, run_checks
+from common.health import CONNECTED, dependency_checks, run_checks
 from common.metrics import HTTP_DURATION, HTTP_REQUESTS, configure_labels
 from common.settings import Settings
 from web.openapi import Doc, Raw
@@ -88,12 +87,8 @@ class ReadinessCollector:
     """health_check_status{component}: 1 when the dependency answers, checked at scrape."""
 
     def __init__(self, settings: Settings) -> None:
-        timeout = settings.health_check_timeout
-        self.checks = {
-            "database": functools.partial(check_database, settings.sqlalchemy_url, timeout),
-            "redis": functools.partial(check_redis, settings.redis_connection_url, timeout),
-        }
-        self.timeout = timeout
+        self.checks = dependency_checks(settings)
+        self.timeout = settings.health_check_timeout
         self.dashscope = settings.dashscope_configured or bool(settings.fc_qwen_endpoint)
 
     def collect(self):

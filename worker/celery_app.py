@@ -5,10 +5,12 @@ from __future__ import annotations
 from celery.signals import worker_process_init
 
 from common.log import configure_logging
+from common.memory import limit_malloc_arenas
 from common.queue import make_celery
 from common.settings import get_settings
 from worker import metrics, runtime
 
+limit_malloc_arenas()  # before the pool starts its threads (prefork children inherit it)
 settings = get_settings()
 configure_logging(settings.log_level)
 

@@ -105,3 +105,23 @@ def test_env_example_documents_every_setting():
                   if "=" in line}
     fields = {name.upper() for name in Settings.model_fields} | {"DASHSCOPE_API_KEY"}
     assert fields <= documented, sorted(fields - documented)
+
+
+def test_db_tls_modes_map_to_one_shared_context():
+    import ssl
+
+    from common.db import tls_connect_args
+
+    assert tls_connect_args("disabled") == {"ssl_disabled": True}
+    assert tls_connect_args("preferred") == {}
+    required = tls_connect_args("required")["ssl"]
+    assert required.verify_mode == ssl.CERT_NONE and not required.check_hostname
+    verify_ca = tls_connect_args("verify_ca")["ssl"]
+    assert verify_ca.verify_mode == ssl.CERT_REQUIRED and not verify_ca.check_hostname
+    identity = tls_connect_args("verify_identity")["ssl"]
+    assert identity.verify_mode == ssl.CERT_REQUIRED and identity.check_hostname
+
+
+def test_db_ssl_mode_is_validated():
+    with pytest.raises(ValidationError):
+        Settings(app_env="development", db_ssl_mode="sometimes")

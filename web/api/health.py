@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-import functools
 
 from flask import Blueprint, jsonify
 
 from common import VERSION
-from common.health import CONNECTED, check_database, check_redis, run_checks
+from common.health import CONNECTED, dependency_checks, run_checks
 from web.context import services
 from web.openapi import Raw, documented
 from web.responses import Health, Liveness, Readiness
@@ -41,11 +40,7 @@ def live():
                        503: Raw("application/json", Readiness)})
 def ready():
     settings = services().settings
-    timeout = settings.health_check_timeout
-    checks = run_checks({
-        "database": functools.partial(check_database, settings.sqlalchemy_url, timeout),
-        "redis": functools.partial(check_redis, settings.redis_connection_url, timeout),
-    }, timeout)
+    checks = run_checks(dependency_checks(settings), settings.health_check_timeout)
     checks["dashscope_api"] = "configured" if settings.dashscope_configured else "not_configured"
     checks["function_compute"] = ("configured" if settings.function_compute_configured
                                   else "not_configured")
