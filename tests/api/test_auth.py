@@ -229,3 +229,22 @@ def test_access_token_lifetime_follows_settings(settings, database):
 
 def test_roles_are_the_three_documented_ones():
     assert [r.value for r in Role] == ["default", "premium", "admin"]
+
+
+def test_passwords_use_owasp_argon2id_and_older_hashes_are_upgraded_at_login(
+        client, accounts, database):
+    from argon2 import PasswordHasher
+
+    from common.models import User
+
+    owasp = "$argon2id$v=19$m=19456,t=2,p=1$"
+    account = accounts.create()
+    with database.session() as session:
+        user = session.get(User, account["id"])
+        assert user.password_hash.startswith(owasp)
+        user.password_hash = PasswordHasher().hash(account["password"])  # the 64 MiB default
+    response = client.post("/api/auth/login", json={"username": account["username"],
+                                                    "password": account["password"]})
+    assert response.status_code == 200
+    with database.session() as session:
+        assert session.get(User, account["id"]).password_hash.startswith(owasp)
