@@ -7,6 +7,7 @@ or from `Database.sessionmaker` directly.
 from __future__ import annotations
 
 import contextlib
+import os
 import ssl
 import time
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from common.metrics import DATABASE_QUERIES, sql_operation
 PING_AFTER_IDLE_SECONDS = 1.0
 
 
-def tls_connect_args(mode: str = "disabled", ca: str | None = None) -> dict:
+def tls_connect_args(mode: str = "disabled", ca: str | os.PathLike | None = None) -> dict:
     """PyMySQL's TLS options for a mysql-client style --ssl-mode.
 
     Left to itself, PyMySQL 1.2 tries TLS ("preferred") and builds a new SSL context, the

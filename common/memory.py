@@ -2,9 +2,9 @@
 
 glibc gives threads that allocate their own arenas (up to eight per core) and rarely hands
 memory freed in them back to the system, so a gunicorn gthread worker (16 threads) or a Celery
-threads worker (32) keeps growing under load for no gain: `scripts/bench` measured peak RSS of
-186 MB per web worker and 213 MB per worker process with the default, 120 MB and 164 MB with
-two arenas, at the same throughput (the threads wait on I/O, not on malloc's locks).
+threads worker (32) keeps growing under load for no gain: tens of MB per process in
+`scripts/bench`, at the same throughput with two arenas (the threads wait on I/O, not on
+malloc's locks).
 """
 
 from __future__ import annotations
