@@ -70,10 +70,13 @@ def sync_chat_overhead(stack: BenchStack, pairs: int = 300) -> list[dict]:
     for concurrency in (1, 16, 64):
         per_thread = max(20, pairs // concurrency) + 10
         cpu_before = {name: stack.cpu_seconds(name) for name in ("web", "worker")}
+        cpu_before["servers"] = stack.servers_cpu_seconds()
         samples = run_concurrently(pairs_in_thread(per_thread, f"{stack.web_url}{CHAT}",
                                                    headers), concurrency)
         if concurrency == 1:
-            cpu_per_request = {name: (stack.cpu_seconds(name) - before) * 1000 / per_thread
+            cpu_after = {name: stack.cpu_seconds(name) for name in ("web", "worker")}
+            cpu_after["servers"] = stack.servers_cpu_seconds()
+            cpu_per_request = {name: (cpu_after[name] - before) * 1000 / per_thread
                                for name, before in cpu_before.items()}
         overhead = summary_ms([p - d for p, d in samples])
         platform = summary_ms([p for p, _ in samples])
@@ -129,6 +132,8 @@ def _sync_floors(stack: BenchStack, pairs_in_thread, pairs: int,
             "ms", setup="gunicorn arbiter + workers; baseline: the bare Flask proxy's"),
         row("sync c=1 CPU per request: worker process", cpu_per_request["worker"], noop_cpu,
             "ms", setup="Celery threads x32; baseline: the no-op Celery worker's per task"),
+        row("sync c=1 CPU per request: MariaDB + Redis", cpu_per_request["servers"], None,
+            "ms", setup="the machine's mariadbd and redis-server (nothing else runs then)"),
     ]
     return rows
 

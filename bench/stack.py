@@ -165,6 +165,17 @@ class BenchStack:
                 total += times.user + times.system
         return total
 
+    @staticmethod
+    def servers_cpu_seconds() -> float:
+        """CPU time the machine's MariaDB and Redis servers have used so far."""
+        total = 0.0
+        for server in psutil.process_iter(["name"]):
+            if server.info["name"] in ("mariadbd", "mysqld", "redis-server"):
+                with contextlib.suppress(psutil.Error):
+                    times = server.cpu_times()
+                    total += times.user + times.system
+        return total
+
     def rss_mb(self, name: str) -> float:
         """Resident memory of a process and its children, in MB."""
         return sum(p.memory_info().rss for p in self.process_tree(name)
