@@ -69,15 +69,12 @@ def sync_chat_overhead(stack: BenchStack, pairs: int = 300) -> list[dict]:
     cpu_per_request: dict[str, float] = {}
     for concurrency in (1, 16, 64):
         per_thread = max(20, pairs // concurrency) + 10
-        cpu_before = {name: stack.cpu_seconds(name) for name in ("web", "worker")}
-        cpu_before["servers"] = stack.servers_cpu_seconds()
+        cpu_before = _platform_cpu(stack)
         samples = run_concurrently(pairs_in_thread(per_thread, f"{stack.web_url}{CHAT}",
                                                    headers), concurrency)
         if concurrency == 1:
-            cpu_after = {name: stack.cpu_seconds(name) for name in ("web", "worker")}
-            cpu_after["servers"] = stack.servers_cpu_seconds()
-            cpu_per_request = {name: (cpu_after[name] - before) * 1000 / per_thread
-                               for name, before in cpu_before.items()}
+            cpu_per_request = {name: (spent - cpu_before[name]) * 1000 / per_thread
+                               for name, spent in _platform_cpu(stack).items()}
         overhead = summary_ms([p - d for p, d in samples])
         platform = summary_ms([p for p, _ in samples])
         direct = summary_ms([d for _, d in samples])
@@ -92,6 +89,11 @@ def sync_chat_overhead(stack: BenchStack, pairs: int = 300) -> list[dict]:
                             passed=overhead[q] <= target if target else None, setup=setup))
     rows += _sync_floors(stack, pairs_in_thread, pairs, cpu_per_request)
     return rows
+
+
+def _platform_cpu(stack: BenchStack) -> dict[str, float]:
+    return {"web": stack.cpu_seconds("web"), "worker": stack.cpu_seconds("worker"),
+            "servers": stack.servers_cpu_seconds()}
 
 
 def _sync_floors(stack: BenchStack, pairs_in_thread, pairs: int,

@@ -158,28 +158,27 @@ class BenchStack:
 
     def cpu_seconds(self, name: str) -> float:
         """CPU time (user + system) a process and its children have used so far."""
-        total = 0.0
-        for member in self.process_tree(name):
-            with contextlib.suppress(psutil.Error):
-                times = member.cpu_times()
-                total += times.user + times.system
-        return total
+        return _cpu_seconds(self.process_tree(name))
 
     @staticmethod
     def servers_cpu_seconds() -> float:
         """CPU time the machine's MariaDB and Redis servers have used so far."""
-        total = 0.0
-        for server in psutil.process_iter(["name"]):
-            if server.info["name"] in ("mariadbd", "mysqld", "redis-server"):
-                with contextlib.suppress(psutil.Error):
-                    times = server.cpu_times()
-                    total += times.user + times.system
-        return total
+        return _cpu_seconds(p for p in psutil.process_iter(["name"])
+                            if p.info["name"] in ("mariadbd", "mysqld", "redis-server"))
 
     def rss_mb(self, name: str) -> float:
         """Resident memory of a process and its children, in MB."""
         return sum(p.memory_info().rss for p in self.process_tree(name)
                    if p.is_running()) / 2**20
+
+
+def _cpu_seconds(members) -> float:
+    total = 0.0
+    for member in members:
+        with contextlib.suppress(psutil.Error):
+            times = member.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 class MemoryPeaks(threading.Thread):

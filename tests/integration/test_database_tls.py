@@ -45,7 +45,7 @@ def test_required_tls_never_falls_back_to_plain(database_url, server_has_tls):
         db.dispose()
 
 
-def test_readiness_connects_the_way_the_settings_say(app, settings, server_has_tls):
+def test_readiness_connects_the_way_the_settings_say(settings, server_has_tls):
     from web.app import create_app
 
     strict = create_app(settings.model_copy(update={"db_ssl_mode": "required"})).test_client()
