@@ -6,7 +6,7 @@ refuses to start without it, since it shows every task's arguments. Flower's /me
 internal network.
 """
 
-from common.settings import get_settings
+from common.infra.settings import get_settings
 
 _settings = get_settings()
 port = 5555

@@ -14,7 +14,7 @@ from sqlalchemy import func, select, update
 
 from bench.load import run_concurrently, summary_ms, throughput
 from bench.stack import WEB_THREADS, WEB_WORKERS, BenchStack
-from common.models import Job, JobStatus
+from common.jobs.models import Job, JobStatus
 
 CHAT = "/api/bailian/chat/completions"
 CPUS = os.cpu_count()
@@ -371,7 +371,7 @@ def rate_limit_overhead(stack: BenchStack, requests_per_side: int = 400) -> list
     # The check itself, without HTTP noise: one window hit against a bare Redis round trip.
     import redis as redis_lib
 
-    from common.sliding_window import SlidingWindow
+    from common.infra.sliding_window import SlidingWindow
 
     client = redis_lib.Redis.from_url(stack.env["REDIS_URL"])
     window = SlidingWindow(client)

@@ -9,10 +9,11 @@ import requests
 from alembic import command
 from sqlalchemy import func, select, text
 
-from common import users
-from common.db import Database
-from common.jobs import encode_cursor
-from common.models import Job, Role
+from common.accounts import users
+from common.accounts.models import Role
+from common.infra.db import Database
+from common.jobs.lifecycle import encode_cursor
+from common.jobs.models import Job
 from tests.support.stack import (
     REDIS_HOST,
     REDIS_PORT,

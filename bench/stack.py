@@ -14,9 +14,9 @@ import redis
 import requests
 from alembic import command
 
-from common import users
-from common.db import Database
-from common.models import Role
+from common.accounts import users
+from common.accounts.models import Role
+from common.infra.db import Database
 from tests.support import processes
 from tests.support.stack import (
     REDIS_HOST,
@@ -71,7 +71,7 @@ class BenchStack:
     def settings(self):
         from unittest import mock
 
-        from common.settings import Settings
+        from common.infra.settings import Settings
 
         with mock.patch.dict(os.environ, self.env, clear=True):
             return Settings()

@@ -1,6 +1,6 @@
 """The Qwen and Wanx functions for Alibaba Function Compute (Python runtime, HTTP trigger).
 
-Both call DashScope through the same backend the worker uses (common/ai/dashscope_backend.py),
+Both call DashScope through the same backend the worker uses (common/upstream/dashscope_backend.py),
 so a call classifies, retries and counts tokens alike on either path. Settings come from the
 function's environment: DASHSCOPE_API_KEY, DASHSCOPE_HTTP_BASE_URL, FC_AUTH_TOKEN,
 UPSTREAM_TIMEOUT_SECONDS.
@@ -16,8 +16,8 @@ from __future__ import annotations
 import functools
 import os
 
-from common.ai.base import ChatRequest, ImageRequest, UpstreamError
-from common.ai.dashscope_backend import DashScopeBackend
+from common.upstream.dashscope_backend import DashScopeBackend
+from common.upstream.interface import ChatRequest, ImageRequest, UpstreamError
 from fc.contract import FunctionError, handle, require
 
 WANX_ACTIONS = ("submit", "status", "cancel")

@@ -9,15 +9,15 @@ from alembic import context
 from sqlalchemy import create_engine, pool
 from sqlalchemy.engine import make_url
 
-from common.db import tls_connect_args
-from common.models import Base
-from common.settings import Settings
+from common.infra.db import tls_connect_args
+from common.infra.settings import Settings
+from common.schema import metadata
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
-target_metadata = Base.metadata
+target_metadata = metadata
 
 
 def settings() -> Settings:

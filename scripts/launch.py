@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO))
 
-from common.settings import Settings  # noqa: E402
+from common.infra.settings import Settings  # noqa: E402
 
 EMULATOR_KEY = "sk-offline-emulator"
 

@@ -17,7 +17,7 @@ import pytest
 import redis as redis_lib
 from alembic import command
 
-from common.settings import Settings
+from common.infra.settings import Settings
 from tests.support import processes
 from tests.support.stack import (
     EMULATOR_KEY,
@@ -136,7 +136,7 @@ def client(app):
 
 @pytest.fixture(scope="session")
 def database(settings):
-    from common.db import database_from_settings
+    from common.infra.db import database_from_settings
 
     db = database_from_settings(settings)
     yield db
@@ -152,8 +152,8 @@ class Accounts:
 
     def create(self, role: str = "default", password: str = "correct-horse-battery",
                active: bool = True) -> dict:
-        from common import users
-        from common.models import Role
+        from common.accounts import users
+        from common.accounts.models import Role
 
         username = f"user_{uuid.uuid4().hex[:12]}"
         with self.database.session() as session:

@@ -7,14 +7,23 @@ import logging
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from common.auth import AuthState
-from common.db import database_from_settings
-from common.log import configure_logging
-from common.queue import make_celery
-from common.redis_client import redis_from_settings
-from common.settings import Settings, get_settings
-from common.storage import image_store
-from web import access_log, auth, cli, errors, limits, metrics, openapi, request_id
+from common.accounts.session_state import AuthState
+from common.infra.db import database_from_settings
+from common.infra.log import configure_logging
+from common.infra.redis_client import redis_from_settings
+from common.infra.settings import Settings, get_settings
+from common.infra.storage import image_store
+from common.jobs.queue import make_celery
+from web import (
+    access_log,
+    authentication,
+    cli,
+    error_handlers,
+    http_metrics,
+    openapi,
+    rate_limits,
+    request_id,
+)
 from web.api import register_blueprints
 from web.context import Services
 from web.context import init_app as init_context
@@ -44,13 +53,13 @@ def create_app(settings: Settings | None = None) -> Flask:
         image_store=image_store(settings),
     ))
     request_id.init_app(app)
-    metrics.init_app(app, settings)
+    http_metrics.init_app(app, settings)
     access_log.init_app(app)
-    errors.init_app(app)
-    auth.init_app(app, settings)
+    error_handlers.init_app(app)
+    authentication.init_app(app, settings)
     register_blueprints(app)
     openapi.init_app(app)
-    limits.init_app(app, settings)
+    rate_limits.init_app(app, settings)
     cli.init_app(app)
     openapi.publish(app, settings)
     cli.bootstrap_admin_if_configured(settings, database)

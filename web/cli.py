@@ -9,11 +9,11 @@ from flask import Flask
 from flask.cli import AppGroup
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from common import users
-from common.db import Database
+from common.accounts import users
+from common.accounts.models import Role
 from common.errors import AppError
-from common.models import Role
-from common.settings import Settings
+from common.infra.db import Database
+from common.infra.settings import Settings
 from web.context import services
 
 logger = logging.getLogger(__name__)

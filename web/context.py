@@ -9,10 +9,10 @@ from celery import Celery
 from flask import current_app, g
 from sqlalchemy.orm import Session
 
-from common.auth import AuthState
-from common.db import Database
-from common.settings import Settings
-from common.storage import ImageStore
+from common.accounts.session_state import AuthState
+from common.infra.db import Database
+from common.infra.settings import Settings
+from common.infra.storage import ImageStore
 from web.waiter import JobWaiter
 
 

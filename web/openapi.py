@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from common import VERSION
-from web.responses import FieldError
+from web.response_models import FieldError
 
 JSON = "application/json"
 ERROR = None  # a response whose envelope carries no data

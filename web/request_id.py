@@ -7,7 +7,7 @@ import uuid
 
 from flask import Flask, g, request
 
-from common.log import bind_log_context
+from common.infra.log import bind_log_context
 
 HEADER = "X-Request-ID"
 _ACCEPTABLE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from common.models import Job, JobKind, JobStatus
+from common.jobs.models import Job, JobKind, JobStatus
 
 # How a failed job's error code reads over HTTP when a client waited for it.
 _CLIENT_ERRORS = ("InvalidParameter", "DataInspectionFailed", "BadRequest", "InvalidURL",
@@ -50,7 +50,7 @@ def serialize_job(job: Job) -> dict:
 
 def _result(job: Job) -> dict | None:
     if job.kind == JobKind.IMAGE and job.result:
-        from web.images import render_generation  # image links need the request and the store
+        from web.image_links import render_generation  # image links need the request and the store
 
         return render_generation(job)
     return job.result

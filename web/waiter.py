@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import redis
 
-from common.events import JOB_EVENTS_CHANNEL
+from common.jobs.events import JOB_EVENTS_CHANNEL
 
 logger = logging.getLogger(__name__)
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from celery.signals import worker_process_init
 
-from common.log import configure_logging
-from common.memory import limit_malloc_arenas
-from common.queue import make_celery
-from common.settings import get_settings
-from worker import metrics, runtime
+from common.infra.log import configure_logging
+from common.infra.memory import limit_malloc_arenas
+from common.infra.settings import get_settings
+from common.jobs.queue import make_celery
+from worker import metrics_server, runtime
 
 limit_malloc_arenas()  # before the pool starts its threads (prefork children inherit it)
 settings = get_settings()
@@ -16,7 +16,7 @@ configure_logging(settings.log_level)
 
 app = make_celery(settings)
 app.conf.imports = ("worker.tasks",)
-metrics.install(app, settings, runtime)
+metrics_server.install(app, settings, runtime)
 
 
 @worker_process_init.connect

@@ -7,13 +7,13 @@ import functools
 
 import redis
 
-from common.ai.base import AIBackend
-from common.ai.factory import backends
-from common.db import Database, database_from_settings
-from common.images import ImageJobs
-from common.redis_client import redis_from_settings
-from common.settings import Settings, get_settings
-from common.storage import image_store
+from common.infra.db import Database, database_from_settings
+from common.infra.redis_client import redis_from_settings
+from common.infra.settings import Settings, get_settings
+from common.infra.storage import image_store
+from common.jobs.image import ImageJobs
+from common.upstream.backends import backends
+from common.upstream.interface import AIBackend
 
 
 @dataclasses.dataclass

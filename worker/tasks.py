@@ -7,9 +7,9 @@ import logging
 import redis
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from common import chat, sweeper
-from common.log import bind_log_context
-from common.queue import (
+from common.infra.log import bind_log_context
+from common.jobs import chat, sweeper
+from common.jobs.queue import (
     CANCEL_IMAGE,
     CORRELATION_HEADER,
     POLL_IMAGE,
@@ -42,7 +42,7 @@ def run_chat(self, job_id: str) -> None:
         raise self.retry(countdown=retry_in)
 
 
-# Image steps re-arm themselves as new messages (see common/images.py): none of them sleeps.
+# Image steps re-arm themselves as new messages (see common/jobs/image.py): none of them sleeps.
 IMAGE_TASK_OPTIONS = {"max_retries": 50, "autoretry_for": INFRASTRUCTURE_ERRORS,
                       "retry_backoff": True, "retry_backoff_max": 60, "retry_jitter": True}
 

@@ -8,8 +8,8 @@ import uuid
 import pytest
 from pydantic import SecretStr
 
-from common import users
-from common.models import Role
+from common.accounts import users
+from common.accounts.models import Role
 
 
 def test_admin_creates_lists_and_updates_users(client, accounts):

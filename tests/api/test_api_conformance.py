@@ -56,9 +56,9 @@ def api_schema(conformance_app):
 @pytest.fixture(scope="module")
 def fresh_token(conformance_app):
     """A new admin token per case: a generated logout must not starve the cases after it."""
-    from common import users
-    from common.models import Role
-    from web.auth import issue_tokens
+    from common.accounts import users
+    from common.accounts.models import Role
+    from web.authentication import issue_tokens
     from web.context import services
 
     with conformance_app.app_context(), services().database.session() as session:

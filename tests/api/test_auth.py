@@ -8,7 +8,7 @@ import time
 import jwt as pyjwt
 import pytest
 
-from common.models import Role
+from common.accounts.models import Role
 
 
 def _bearer(token: str) -> dict:
@@ -235,7 +235,7 @@ def test_passwords_use_owasp_argon2id_and_older_hashes_are_upgraded_at_login(
         client, accounts, database):
     from argon2 import PasswordHasher
 
-    from common.models import User
+    from common.accounts.models import User
 
     owasp = "$argon2id$v=19$m=19456,t=2,p=1$"
     account = accounts.create()

@@ -11,7 +11,7 @@ import uuid
 import pytest
 from sqlalchemy import func, select
 
-from common.models import Job
+from common.jobs.models import Job
 
 ASYNC = {"Prefer": "respond-async"}
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from common.models import Job
+from common.jobs.models import Job
 
 URL = "/api/bailian/generation"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from common import jobs
-from common.models import JobKind, JobStatus
+from common.jobs import lifecycle as jobs
+from common.jobs.models import JobKind, JobStatus
 
 ASYNC = {"Prefer": "respond-async"}
 CHAT = {"model": "qwen-turbo", "messages": [{"role": "user", "content": "hi"}]}

@@ -10,8 +10,9 @@ import time
 import pytest
 from sqlalchemy import func, select
 
-from common.models import Job, Role
-from common.settings import Settings
+from common.accounts.models import Role
+from common.infra.settings import Settings
+from common.jobs.models import Job
 from tests.support.tcp_proxy import TcpProxy
 
 CHAT = "/api/bailian/chat/completions"

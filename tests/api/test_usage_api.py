@@ -7,9 +7,10 @@ from decimal import Decimal
 
 import pytest
 
-from common import jobs
-from common.models import JobKind, utcnow
-from common.pricing import Usage, cost_of
+from common.billing.pricing import Usage, cost_of
+from common.infra.orm import utcnow
+from common.jobs import lifecycle as jobs
+from common.jobs.models import JobKind
 
 
 def _billed_job(database, settings, user_id: int, model: str, tokens: tuple[int, int]) -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from common.queue import QUEUES
-from common.settings import Settings
+from common.infra.settings import Settings
+from common.jobs.queue import QUEUES
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"

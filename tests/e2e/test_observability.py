@@ -17,7 +17,7 @@ import requests
 import yaml
 from sqlalchemy import func, select
 
-from common.models import UsageRecord
+from common.billing.models import UsageRecord
 from tests.support import processes
 from tests.support.jobs import directive, wait_until
 from tests.support.stack import REDIS_HOST, REDIS_PORT

@@ -11,7 +11,7 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from common.models import Job
+from common.jobs.models import Job
 from tests.support import processes
 from tests.support.tcp_proxy import TcpProxy
 

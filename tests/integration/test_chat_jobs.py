@@ -11,8 +11,8 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select
 
-from common import jobs
-from common.models import Job, JobKind, JobStatus
+from common.jobs import lifecycle as jobs
+from common.jobs.models import Job, JobKind, JobStatus
 from emulator import text as upstream_text
 from tests.support import processes
 from tests.support.jobs import directive, usage_rows, wait_for_job, wait_until

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-from common.db import PING_AFTER_IDLE_SECONDS, Database
+from common.infra.db import PING_AFTER_IDLE_SECONDS, Database
 
 
 @pytest.fixture

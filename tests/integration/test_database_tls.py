@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-from common.db import Database, database_from_settings, tls_connect_args
+from common.infra.db import Database, database_from_settings, tls_connect_args
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,8 @@ import requests
 from pydantic import SecretStr
 from sqlalchemy import select
 
-from common.models import Job, JobStatus, UsageRecord
+from common.billing.models import UsageRecord
+from common.jobs.models import Job, JobStatus
 from tests.support import processes
 from tests.support.jobs import directive, usage_rows, wait_for_job
 from tests.support.stack import EMULATOR_KEY

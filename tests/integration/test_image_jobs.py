@@ -13,9 +13,9 @@ from decimal import Decimal
 import pytest
 import requests
 
-from common import jobs
-from common.models import Job, JobKind, JobStatus
-from common.queue import publish_job
+from common.jobs import lifecycle as jobs
+from common.jobs.models import Job, JobKind, JobStatus
+from common.jobs.queue import publish_job
 from tests.support import processes
 from tests.support.jobs import directive, usage_rows, wait_for_job, wait_until
 
@@ -164,7 +164,7 @@ def test_cancel_while_running_hides_results_but_records_what_dashscope_bills(
 
 def test_deadline_fails_the_job_and_cancels_the_upstream_task(accounts, database, emulator,
                                                               platform):
-    from common.queue import make_celery
+    from common.jobs.queue import make_celery
     from tests.conftest import settings_from_env
 
     settings = settings_from_env(platform.env)

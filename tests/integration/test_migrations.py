@@ -9,7 +9,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 
-from common.models import Base
+from common.infra.orm import Base
 from tests.support.stack import alembic_config, fresh_database, mysql_url
 
 TABLES = {"users", "jobs", "usage_records"}

@@ -9,7 +9,7 @@ import uuid
 
 import redis
 
-from common.upstream_limits import InflightTasks, RateBudget
+from common.upstream.account_limits import InflightTasks, RateBudget
 
 
 def _client(redis_url) -> redis.Redis:

@@ -7,7 +7,8 @@ import uuid
 
 from sqlalchemy import select
 
-from common.models import Job, UsageRecord
+from common.billing.models import UsageRecord
+from common.jobs.models import Job
 
 
 class Directive(str):

@@ -7,7 +7,7 @@ from unittest import mock
 
 import pytest
 
-from common.queue import QUEUES, SWEEP
+from common.jobs.queue import QUEUES, SWEEP
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +15,7 @@ def celery_app():
     """The worker's app exactly as `celery -A worker.celery_app` loads it."""
     env = {"APP_ENV": "development", "REDIS_URL": "redis://127.0.0.1:6379/15"}
     with mock.patch.dict(os.environ, env):
-        from common.settings import get_settings
+        from common.infra.settings import get_settings
 
         get_settings.cache_clear()
         from worker.celery_app import app
@@ -33,7 +33,7 @@ def test_messages_are_acked_late_and_requeued_when_the_worker_dies(celery_app):
 
 
 def test_time_limits_and_countdowns_stay_below_the_visibility_timeout(celery_app):
-    from common.settings import get_settings
+    from common.infra.settings import get_settings
     from worker.tasks import run_chat
 
     conf = celery_app.conf

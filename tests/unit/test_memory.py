@@ -14,7 +14,7 @@ from tests.support.stack import REPO
 # Eight threads allocate at once, then glibc lists its arenas on stderr.
 PROGRAM = """
 import ctypes, ctypes.util, sys, threading
-from common.memory import limit_malloc_arenas
+from common.infra.memory import limit_malloc_arenas
 applied = limit_malloc_arenas() if sys.argv[1] == "limit" else None
 barrier = threading.Barrier(8)
 def allocate():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from common.pricing import Usage, cost_of
-from common.settings import DEFAULT_PRICES
+from common.billing.pricing import Usage, cost_of
+from common.infra.settings import DEFAULT_PRICES
 
 
 def test_tokens_are_priced_per_thousand_and_images_per_image():

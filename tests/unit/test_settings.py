@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from common.settings import Settings
+from common.infra.settings import Settings
 
 GOOD_SECRET = "x" * 40
 
@@ -110,7 +110,7 @@ def test_env_example_documents_every_setting():
 def test_db_tls_modes_map_to_one_shared_context():
     import ssl
 
-    from common.db import tls_connect_args
+    from common.infra.db import tls_connect_args
 
     assert tls_connect_args("disabled") == {"ssl_disabled": True}
     assert tls_connect_args("preferred") == {}

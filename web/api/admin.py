@@ -5,13 +5,13 @@ from __future__ import annotations
 from flask import Blueprint
 from flask_jwt_extended import current_user
 
-from common import users
-from web.auth import admin_required
+from common.accounts import users
+from web.authentication import admin_required
 from web.context import db_session, services
 from web.envelope import ok
 from web.openapi import ERROR, documented
-from web.responses import UserData
-from web.schemas import CreateUserRequest, UpdateUserRequest, UserOut
+from web.request_models import CreateUserRequest, UpdateUserRequest, UserOut
+from web.response_models import UserData
 from web.validation import parse_body
 
 bp = Blueprint("admin", __name__, url_prefix="/api/admin")

@@ -5,15 +5,20 @@ from __future__ import annotations
 from flask import Blueprint
 from flask_jwt_extended import current_user
 
-from common import users
+from common.accounts import users
+from common.accounts.models import User
 from common.errors import AuthenticationFailed
-from common.models import User
-from web.auth import issue_tokens, login_required, refreshed_access_token, revoke_current_session
+from web.authentication import (
+    issue_tokens,
+    login_required,
+    refreshed_access_token,
+    revoke_current_session,
+)
 from web.context import db_session, services
 from web.envelope import ok
 from web.openapi import ERROR, documented
-from web.responses import LoginData, RefreshData, UserData
-from web.schemas import LoginRequest, UserOut
+from web.request_models import LoginRequest, UserOut
+from web.response_models import LoginData, RefreshData, UserData
 from web.validation import parse_body
 
 bp = Blueprint("auth", __name__, url_prefix="/api/auth")

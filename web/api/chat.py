@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from common.models import Job, JobKind
-from web.auth import login_required
+from common.jobs.models import Job, JobKind
+from web.authentication import login_required
 from web.context import services
-from web.job_responses import submit_and_answer
+from web.job_submission import submit_and_answer
 from web.openapi import ERROR, documented
-from web.responses import ChatCompletionData, JobData
-from web.schemas import ChatCompletionRequest
+from web.request_models import ChatCompletionRequest
+from web.response_models import ChatCompletionData, JobData
 from web.validation import parse_body
 
 bp = Blueprint("chat", __name__, url_prefix="/api/bailian")

@@ -5,14 +5,14 @@ from __future__ import annotations
 from flask import Blueprint
 
 from common.errors import ValidationFailed
-from common.models import Job, JobKind, JobStatus
-from web.auth import login_required
+from common.jobs.models import Job, JobKind, JobStatus
+from web.authentication import login_required
 from web.context import services
-from web.images import render_generation
-from web.job_responses import submit_and_answer
+from web.image_links import render_generation
+from web.job_submission import submit_and_answer
 from web.openapi import ERROR, documented
-from web.responses import GenerationData, JobData
-from web.schemas import GenerationRequest
+from web.request_models import GenerationRequest
+from web.response_models import GenerationData, JobData
 from web.validation import parse_body
 
 bp = Blueprint("generation", __name__, url_prefix="/api/bailian")

@@ -7,10 +7,10 @@ import datetime as dt
 from flask import Blueprint, jsonify
 
 from common import VERSION
-from common.health import CONNECTED, dependency_checks, run_checks
+from common.infra.health import CONNECTED, dependency_checks, run_checks
 from web.context import services
 from web.openapi import Raw, documented
-from web.responses import Health, Liveness, Readiness
+from web.response_models import Health, Liveness, Readiness
 
 bp = Blueprint("health", __name__)
 

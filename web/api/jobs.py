@@ -5,18 +5,18 @@ from __future__ import annotations
 from flask import Blueprint, Response, redirect
 from flask_jwt_extended import current_user
 
-from common import jobs
 from common.errors import NotFound
-from common.events import announce_job_finished
-from common.models import JobStatus
-from common.queue import publish_cancel
-from web.auth import authenticate, login_required
+from common.jobs import lifecycle as jobs
+from common.jobs.events import announce_job_finished
+from common.jobs.models import JobStatus
+from common.jobs.queue import publish_cancel
+from web.authentication import authenticate, login_required
 from web.context import db_session, services
 from web.envelope import ok
-from web.images import signed_request_valid
+from web.image_links import signed_request_valid
 from web.openapi import ERROR, Raw, documented
-from web.responses import JobData, JobPage
-from web.schemas import JobListQuery
+from web.request_models import JobListQuery
+from web.response_models import JobData, JobPage
 from web.serializers import serialize_job
 from web.validation import parse_query
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 from flask import Blueprint
 from flask_jwt_extended import current_user
 
-from common import usage
+from common.billing import reports
 from common.errors import PermissionDenied, ValidationFailed
-from web.auth import login_required
+from web.authentication import login_required
 from web.context import db_session, services
 from web.envelope import ok
 from web.openapi import ERROR, documented
-from web.responses import UsageReport
-from web.schemas import UsageQuery
+from web.request_models import UsageQuery
+from web.response_models import UsageReport
 from web.validation import parse_query
 
 bp = Blueprint("usage", __name__, url_prefix="/api/usage")
@@ -31,7 +31,7 @@ def get_usage():
     if asks_for_other and not current_user.is_admin:
         raise PermissionDenied("Only admins may see other users' usage")
     user_id = None if query.all else (query.user_id or current_user.id)
-    report = usage.summarize(session=db_session(), start=start, end=end, user_id=user_id,
+    report = reports.summarize(session=db_session(), start=start, end=end, user_id=user_id,
                              group_by=query.group_by)
     scope = {"user_id": user_id} if user_id is not None else {"all_users": True}
     return ok({"start": start.isoformat() + "Z", "end": end.isoformat() + "Z",

@@ -1,0 +1,54 @@
+"""Usage reports: a user's (or everyone's) tokens, images and cost over a time range."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from common.billing.models import UsageRecord
+
+GROUPINGS = ("model", "day")
+
+
+def summarize(*, session: Session, start: dt.datetime, end: dt.datetime,
+              user_id: int | None, group_by: str | None = None) -> dict:
+    """Totals over [start, end), optionally per model or per UTC day; user_id None = everyone."""
+    measures = (
+        func.count(UsageRecord.id).label("requests"),
+        func.coalesce(func.sum(UsageRecord.input_tokens), 0).label("input_tokens"),
+        func.coalesce(func.sum(UsageRecord.output_tokens), 0).label("output_tokens"),
+        func.coalesce(func.sum(UsageRecord.total_tokens), 0).label("total_tokens"),
+        func.coalesce(func.sum(UsageRecord.image_count), 0).label("image_count"),
+        func.coalesce(func.sum(UsageRecord.cost), 0).label("cost"),
+        func.coalesce(func.sum(UsageRecord.compute_cost), 0).label("compute_cost"),
+    )
+    where = [UsageRecord.created_at >= start, UsageRecord.created_at < end]
+    if user_id is not None:
+        where.append(UsageRecord.user_id == user_id)
+    totals = session.execute(select(*measures).where(*where)).one()
+    report = {"totals": _row(totals)}
+    if group_by:
+        key = UsageRecord.model if group_by == "model" else func.date(UsageRecord.created_at)
+        rows = session.execute(select(key.label("key"), *measures).where(*where)
+                               .group_by(key).order_by(key)).all()
+        report["groups"] = [{group_by: str(row.key), **_row(row)} for row in rows]
+    return report
+
+
+def _row(row) -> dict:
+    return {
+        "requests": int(row.requests),
+        "input_tokens": int(row.input_tokens),
+        "output_tokens": int(row.output_tokens),
+        "total_tokens": int(row.total_tokens),
+        "image_count": int(row.image_count),
+        "cost": _money(row.cost),  # everything, Function Compute included
+        "compute_cost": _money(row.compute_cost),
+    }
+
+
+def _money(value) -> float:
+    return float(Decimal(value).quantize(Decimal("0.00000001")))

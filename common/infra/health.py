@@ -1,0 +1,76 @@
+"""Dependency checks for the readiness probe, each bounded so the probe answers within 2 s."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+from common.infra.db import tls_connect_args
+
+CONNECTED = "connected"
+_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="health")
+
+
+def dependency_checks(settings) -> dict[str, Callable[[], str]]:
+    """The checks of MySQL and Redis, as the readiness probe and the health gauge run them."""
+    timeout = settings.health_check_timeout
+    return {
+        "database": functools.partial(check_database, settings.sqlalchemy_url, timeout,
+                                      settings.db_ssl_mode, settings.db_ssl_ca),
+        "redis": functools.partial(check_redis, settings.redis_connection_url, timeout),
+    }
+
+
+@functools.lru_cache(maxsize=4)
+def _probe_engine(url: str, timeout: float, ssl_mode: str, ssl_ca: Path | None):
+    # A separate pool-less engine with short driver timeouts: the probe must not queue behind
+    # (or be starved by) the application's pool, and a hung server must not hang the probe.
+    connect_args = {}
+    if make_url(url).get_backend_name() == "mysql":
+        connect_args = {"connect_timeout": timeout, "read_timeout": timeout,
+                        "write_timeout": timeout, **tls_connect_args(ssl_mode, ssl_ca)}
+    return create_engine(url, poolclass=NullPool, connect_args=connect_args)
+
+
+def check_database(url: str, timeout: float, ssl_mode: str = "disabled",
+                   ssl_ca: Path | None = None) -> str:
+    with _probe_engine(url, timeout, ssl_mode, ssl_ca).connect() as connection:
+        connection.execute(text("SELECT 1"))
+    return CONNECTED
+
+
+def check_redis(url: str, timeout: float) -> str:
+    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        client.ping()
+    finally:
+        client.close()
+    return CONNECTED
+
+
+def run_checks(checks: dict, timeout: float) -> dict[str, str]:
+    """Run named zero-argument checks concurrently; each yields 'connected' or 'error: ...'."""
+    futures = {name: _pool.submit(check) for name, check in checks.items()}
+    concurrent.futures.wait(futures.values(), timeout=timeout + 0.3)
+    results = {}
+    for name, future in futures.items():
+        if not future.done():
+            results[name] = "error: timed out"
+            continue
+        try:
+            results[name] = future.result()
+        except Exception as exc:
+            results[name] = f"error: {_describe(exc)}"
+    return results
+
+
+def _describe(exc: Exception) -> str:
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:200]

@@ -1,0 +1,317 @@
+"""Every setting of the platform, read from the environment once and validated at start-up.
+
+Names follow the product documentation (DB_HOST, REDIS_HOST, QWEN_API_KEY, ...). A single
+DATABASE_URL / REDIS_URL overrides the individual parts. Web, worker and tools all derive their
+configuration from this one object.
+"""
+
+from __future__ import annotations
+
+import functools
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal
+from urllib.parse import quote
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from common.accounts.models import Role
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# Values that appear in examples and tutorials; a deployment using one of them is not secret.
+PLACEHOLDER_SECRETS = frozenset(
+    {
+        "change-me",
+        "changeme",
+        "secret",
+        "super-secret",
+        "your-secret-key",
+        "jwt-secret",
+        "replace-with-at-least-32-random-bytes",
+    }
+)
+MIN_SECRET_BYTES = 32
+
+# China-region list prices, CNY (dashscope-protocol.md section 9; the default host is Beijing).
+# qwen-max and qwen-turbo's output price are the document's best estimates, marked UNCONFIRMED
+# there; override PRICES in production with the figures of your contract.
+DEFAULT_PRICES: dict[str, dict[str, Decimal]] = {
+    "qwen-turbo": {"input": Decimal("0.0003"), "output": Decimal("0.0006")},
+    "qwen-plus": {"input": Decimal("0.0008"), "output": Decimal("0.002")},
+    "qwen-max": {"input": Decimal("0.0024"), "output": Decimal("0.0096")},
+    "wanx-v1": {"image": Decimal("0.16")},
+    "wanx2.1-t2i-turbo": {"image": Decimal("0.14")},
+    "wanx2.1-t2i-plus": {"image": Decimal("0.20")},
+    "wanx2.0-t2i-turbo": {"image": Decimal("0.04")},
+}
+
+
+class ImageModelLimits(BaseModel):
+    """DashScope's account-wide limits for one image model (0 = unlimited)."""
+
+    submit_qps: float = Field(default=2.0, ge=0)
+    concurrency: int = Field(default=2, ge=0)
+
+
+class InsecureSettingsError(ValueError):
+    """Raised when a production deployment is configured with an unsafe value."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+
+    app_env: Literal["development", "production"] = "production"
+    log_level: str = "INFO"
+    data_dir: Path = REPO_ROOT / "var"
+
+    # MySQL (or SQLite when nothing is configured)
+    database_url: str | None = None
+    db_host: str | None = None
+    db_port: int = 3306
+    db_name: str = "bailian"
+    db_user: str = "bailian"
+    db_password: SecretStr = SecretStr("")
+    db_pool_size: int = 10
+    db_connect_timeout: float = 5.0
+    # TLS to MySQL, as in the mysql client's --ssl-mode (see common.db.tls_connect_args).
+    db_ssl_mode: Literal["disabled", "preferred", "required", "verify_ca",
+                         "verify_identity"] = "disabled"
+    db_ssl_ca: Path | None = None
+
+    # Redis: rate limits, token revocation, wake-ups and (by default) the Celery broker
+    redis_url: str | None = None
+    redis_host: str | None = None
+    redis_port: int = 6379
+    redis_password: SecretStr = SecretStr("")
+    redis_db: int = 0
+    redis_socket_timeout: float = 5.0
+    celery_broker_url: str | None = None
+
+    # DashScope
+    qwen_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("QWEN_API_KEY", "DASHSCOPE_API_KEY")
+    )
+    dashscope_http_base_url: str = "https://dashscope.aliyuncs.com/api/v1"
+
+    # Authentication
+    jwt_secret_key: SecretStr | None = None
+    jwt_access_token_expires: int = Field(default=3600, gt=0)
+    jwt_refresh_token_expires: int = Field(default=30 * 24 * 3600, gt=0)
+    login_failure_limit: str = "5 per minute"
+    admin_username: str | None = None
+    admin_password: SecretStr | None = None
+    admin_email: str | None = None
+
+    # Rate limits: endpoint -> tier -> limit ("100/minute"), per authenticated user
+    rate_limits_enabled: bool = True
+    rate_limits: dict[Literal["chat", "generation"], dict[Role, str]] = Field(
+        default_factory=lambda: {
+            "chat": {Role.DEFAULT: "100/minute", Role.PREMIUM: "500/minute",
+                     Role.ADMIN: "1000/minute"},
+            "generation": {Role.DEFAULT: "50/minute", Role.PREMIUM: "100/minute",
+                           Role.ADMIN: "200/minute"},
+        })
+    login_rate_limit: str = "30/minute"  # per client address, on top of the failure limit
+    rate_limit_storage_url: str | None = None  # default: the Redis above
+    # Redis unreachable: "closed" answers 503 (nothing is created); "local" falls back to
+    # per-process counters, i.e. the limits multiplied by the number of web processes.
+    rate_limit_on_redis_down: Literal["closed", "local"] = "closed"
+
+    # HTTP
+    max_content_length: int = 1024 * 1024
+    trusted_proxies: int = Field(default=0, ge=0)  # X-Forwarded-For hops to trust
+    health_check_timeout: float = Field(default=1.0, gt=0, le=1.8)
+
+    # Chat jobs
+    chat_models: dict[str, int] = Field(  # allowed model -> largest max_tokens it accepts
+        default={"qwen-turbo": 8192, "qwen-plus": 8192, "qwen-max": 8192})
+    sync_wait_seconds: float = Field(default=25.0, ge=0)  # keep below the web server timeout
+    job_deadline_seconds: int = Field(default=600, gt=0)
+    job_max_attempts: int = Field(default=5, ge=1)
+    idempotency_ttl_seconds: int = Field(default=24 * 3600, gt=0)
+
+    # Upstream calls
+    upstream_timeout_seconds: float = Field(default=60.0, gt=0)
+    upstream_retry_base_seconds: float = Field(default=1.0, gt=0)
+    upstream_retry_max_seconds: float = Field(default=30.0, gt=0)
+
+    # Worker and sweeper
+    job_lease_seconds: int = Field(default=120, gt=0)  # > upstream timeout + persistence
+    sweeper_interval_seconds: float = Field(default=15.0, gt=0)
+    sweeper_grace_seconds: float = Field(default=10.0, ge=0)
+    republish_queued_after_seconds: int = Field(default=300, gt=0)
+    broker_visibility_timeout: int = Field(default=900, gt=0)
+    task_time_limit: int = Field(default=300, gt=0)
+    worker_soft_shutdown_seconds: float = Field(default=20.0, ge=0)  # below the SIGKILL grace
+
+    # Wanx image jobs: allowed model -> DashScope's account limits for it
+    image_models: dict[str, ImageModelLimits] = Field(default_factory=lambda: {
+        "wanx-v1": ImageModelLimits(submit_qps=2, concurrency=1),
+        "wanx2.1-t2i-turbo": ImageModelLimits(submit_qps=2, concurrency=2),
+        "wanx2.1-t2i-plus": ImageModelLimits(submit_qps=2, concurrency=2),
+        "wanx2.0-t2i-turbo": ImageModelLimits(submit_qps=2, concurrency=2),
+    })
+    image_job_deadline_seconds: int = Field(default=1800, gt=0)
+    task_query_budget: float = Field(default=20.0, gt=0)  # GET /tasks per second, all workers
+    image_poll_backoff: list[float] = Field(default=[1.0, 2.0, 5.0, 10.0], min_length=1)
+    image_poll_max_interval: float = Field(default=300.0, gt=0)
+    # Where finished images are copied, since DashScope's URLs die after 24 hours.
+    image_storage: Literal["local", "s3"] = "local"
+    image_storage_dir: Path | None = None  # default: DATA_DIR/images
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    image_url_ttl_seconds: int = Field(default=3600, gt=0)  # lifetime of a signed image link
+    image_download_hosts: list[str] = Field(default=[".aliyuncs.com"])  # suffixes, https only
+    image_download_allow_http: bool = False  # only for the offline emulator in compose
+    image_max_bytes: int = Field(default=30 * 1024 * 1024, gt=0)
+    image_store_give_up_seconds: int = Field(default=23 * 3600, gt=0)
+
+    # Pricing: model -> {"input", "output"} per 1,000 tokens, or {"image"} per image
+    price_currency: str = "CNY"
+    prices: dict[str, dict[str, Decimal]] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
+
+    # Observability
+    metrics_enabled: bool = True
+    worker_metrics_port: int = Field(default=9808, ge=0, le=65535)  # 0: not served
+    # Flower's basic auth, "user:password" (several separated by commas); required outside
+    # development, because Flower shows task arguments.
+    flower_basic_auth: SecretStr | None = None
+
+    # Function Compute offload: a set endpoint sends that kind of job through the function
+    fc_qwen_endpoint: str | None = None
+    fc_wanx_endpoint: str | None = None
+    fc_auth_token: SecretStr | None = None
+    fc_timeout_seconds: float = Field(default=60.0, gt=0)
+    # What an invocation costs (PRICE_CURRENCY): per request, plus per second of duration at
+    # the function's memory size. Defaults: CNY list prices for 0.5 GB (check your region).
+    fc_price_per_request: Decimal = Decimal("0.00000133")
+    fc_price_per_second: Decimal = Decimal("0.0000553")
+
+    @field_validator("rate_limits", "login_rate_limit", "login_failure_limit")
+    @classmethod
+    def _limits_parse(cls, value):
+        from limits import parse_many
+
+        texts = [value] if isinstance(value, str) else \
+            [limit for tiers in value.values() for limit in tiers.values()]
+        for text in texts:
+            parse_many(text)  # raises ValueError on "100 per fortnight"
+        if isinstance(value, dict):
+            for endpoint, tiers in value.items():
+                missing = set(Role) - set(tiers)
+                if missing:
+                    raise ValueError(f"{endpoint} has no limit for {sorted(missing)}")
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_insecure_production(self) -> Settings:
+        if self.app_env == "production":
+            problem = jwt_secret_problem(self.jwt_secret_key)
+            if problem:
+                raise InsecureSettingsError(
+                    f"JWT_SECRET_KEY {problem}. Outside development mode the platform refuses to "
+                    f"start without a secret of at least {MIN_SECRET_BYTES} random bytes; generate "
+                    "one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _check_time_budgets(self) -> Settings:
+        # A message held longer than the visibility timeout is delivered a second time.
+        if self.task_time_limit >= self.broker_visibility_timeout:
+            raise ValueError("TASK_TIME_LIMIT must be below BROKER_VISIBILITY_TIMEOUT")
+        if self.upstream_retry_max_seconds >= self.broker_visibility_timeout:
+            raise ValueError("UPSTREAM_RETRY_MAX_SECONDS must be below BROKER_VISIBILITY_TIMEOUT")
+        if self.image_poll_max_interval >= self.broker_visibility_timeout:
+            raise ValueError("IMAGE_POLL_MAX_INTERVAL must be below BROKER_VISIBILITY_TIMEOUT")
+        if max(self.upstream_timeout_seconds, self.fc_timeout_seconds) >= self.job_lease_seconds:
+            raise ValueError("JOB_LEASE_SECONDS must exceed UPSTREAM_TIMEOUT_SECONDS and "
+                             "FC_TIMEOUT_SECONDS")
+        return self
+
+    @model_validator(mode="after")
+    def _check_models_are_priced(self) -> Settings:
+        unpriced = sorted((set(self.chat_models) | set(self.image_models)) - set(self.prices))
+        if unpriced:
+            raise ValueError(f"PRICES has no entry for allowed models: {', '.join(unpriced)}")
+        return self
+
+    @property
+    def images_dir(self) -> Path:
+        return self.image_storage_dir or self.data_dir / "images"
+
+    @property
+    def is_development(self) -> bool:
+        return self.app_env == "development"
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database to use: DATABASE_URL, else MySQL from DB_*, else SQLite in DATA_DIR."""
+        if self.database_url:
+            return self.database_url
+        if self.db_host:
+            password = quote(self.db_password.get_secret_value(), safe="")
+            user = quote(self.db_user, safe="")
+            return (
+                f"mysql+pymysql://{user}:{password}@{self.db_host}:{self.db_port}/"
+                f"{self.db_name}?charset=utf8mb4"
+            )
+        return f"sqlite:///{self.data_dir / 'bailian.db'}"
+
+    @property
+    def redis_configured(self) -> bool:
+        return bool(self.redis_url or self.redis_host)
+
+    @property
+    def redis_connection_url(self) -> str:
+        """REDIS_URL, else one built from REDIS_HOST/PORT/PASSWORD/DB."""
+        if self.redis_url:
+            return self.redis_url
+        if not self.redis_host:
+            raise RuntimeError(
+                "Redis is not configured: set REDIS_URL or REDIS_HOST "
+                "(scripts/run starts an embedded Redis when neither is set)"
+            )
+        password = self.redis_password.get_secret_value()
+        auth = f":{quote(password, safe='')}@" if password else ""
+        return f"redis://{auth}{self.redis_host}:{self.redis_port}/{self.redis_db}"
+
+    @property
+    def broker_url(self) -> str:
+        return self.celery_broker_url or self.redis_connection_url
+
+    def path_for(self, kind: str) -> str:
+        """Where a new job of `kind` ("chat" or "image") runs: Function Compute or DashScope."""
+        endpoint = self.fc_qwen_endpoint if kind == "chat" else self.fc_wanx_endpoint
+        return "fc" if endpoint else "dashscope"
+
+    @property
+    def function_compute_configured(self) -> bool:
+        return bool((self.fc_qwen_endpoint or self.fc_wanx_endpoint) and self.fc_auth_token)
+
+    @property
+    def dashscope_configured(self) -> bool:
+        return self.qwen_api_key is not None and bool(self.qwen_api_key.get_secret_value())
+
+
+def jwt_secret_problem(secret: SecretStr | None) -> str | None:
+    """Why a JWT secret is unfit for production, or None when it is fine."""
+    if secret is None or not secret.get_secret_value():
+        return "is missing"
+    value = secret.get_secret_value()
+    if value.strip().lower() in PLACEHOLDER_SECRETS:
+        return "is a well-known placeholder"
+    if len(value.encode()) < MIN_SECRET_BYTES:
+        return f"is shorter than {MIN_SECRET_BYTES} bytes"
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings()

@@ -1,0 +1,23 @@
+"""The backends a worker can run jobs on, by path ("dashscope", "fc")."""
+
+from __future__ import annotations
+
+from common.infra.settings import Settings
+from common.upstream.dashscope_backend import DashScopeBackend
+from common.upstream.function_compute import FunctionComputeBackend
+from common.upstream.interface import AIBackend
+
+
+def backends(settings: Settings) -> dict[str, AIBackend]:
+    """Every configured path; a job runs on the one recorded when it was submitted."""
+    key = settings.qwen_api_key.get_secret_value() if settings.qwen_api_key else ""
+    available: dict[str, AIBackend] = {
+        "dashscope": DashScopeBackend(api_key=key, base_url=settings.dashscope_http_base_url,
+                                      timeout=settings.upstream_timeout_seconds)}
+    if settings.function_compute_configured:
+        available["fc"] = FunctionComputeBackend(
+            qwen_endpoint=settings.fc_qwen_endpoint, wanx_endpoint=settings.fc_wanx_endpoint,
+            token=settings.fc_auth_token.get_secret_value(), timeout=settings.fc_timeout_seconds,
+            price_per_request=settings.fc_price_per_request,
+            price_per_second=settings.fc_price_per_second)
+    return available

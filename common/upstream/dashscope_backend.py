@@ -1,0 +1,217 @@
+"""DashScope through its official SDK (1.x API), with every failure classified.
+
+The SDK is called with an explicit base address, key and HTTP session per call, never through
+its module-level globals, so one process can talk to several endpoints and tests point it at
+the emulator through settings alone. Image tasks are submitted with the 1.x
+`ImageSynthesis.async_call`; they are fetched and canceled through the SDK's 2.0 `Client`,
+because the 1.x task calls wait up to 300 s (cancel: forever) and a worker thread must never
+hang on DashScope.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import logging
+from http import HTTPStatus
+from typing import Any
+
+import dashscope
+import requests
+from dashscope import Generation, ImageSynthesis
+from dashscope.v2 import errors as v2_errors
+from requests.adapters import HTTPAdapter
+
+from common.billing.pricing import Usage
+from common.infra.metrics import AI_TOKENS, model_label, upstream_call
+from common.upstream.interface import (
+    ChatRequest,
+    ChatResult,
+    ImageRequest,
+    ImageTask,
+    UpstreamError,
+    is_retryable_status,
+)
+
+logger = logging.getLogger(__name__)
+
+CORRELATION_HEADER = "X-Request-ID"
+
+
+class DashScopeBackend:
+    name = "dashscope"
+
+    def __init__(self, *, api_key: str, base_url: str, timeout: float,
+                 pool_size: int = 64) -> None:
+        self.api_key = api_key
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        # One pooled session for the process: keep-alive connections to DashScope, sized for
+        # the worker's concurrency so threads never queue for (or discard) a connection.
+        self.http = requests.Session()
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
+        self.http.mount("http://", adapter)
+        self.http.mount("https://", adapter)
+        self.tasks = dashscope.Client(api_key=api_key, base_url=self.base_url, protocol="native",
+                                      timeout=timeout, max_retries=0)
+
+    def chat(self, request: ChatRequest) -> ChatResult:
+        with upstream_call(request.model, "chat", billed=True):
+            response = self._call(
+                Generation.call,
+                model=request.model,
+                messages=request.messages,
+                result_format="message",
+                headers=self._headers(request.correlation_id),
+                **request.parameters,
+            )
+            try:
+                choice = response.output.choices[0]
+                message = {"role": choice.message.role, "content": choice.message.content}
+                finish_reason = choice.finish_reason
+            except (AttributeError, IndexError, KeyError, TypeError) as exc:
+                raise _malformed(response, exc) from exc
+        usage = _usage(response.usage)
+        AI_TOKENS.labels(model_label(request.model), "input").inc(usage.input_tokens)
+        AI_TOKENS.labels(model_label(request.model), "output").inc(usage.output_tokens)
+        return ChatResult(message=message, finish_reason=finish_reason, usage=usage,
+                          upstream_request_id=response.request_id)
+
+    def submit_image(self, request: ImageRequest) -> ImageTask:
+        with upstream_call(request.model, "image_submit", billed=True):
+            response = self._call(
+                ImageSynthesis.async_call,
+                model=request.model,
+                prompt=request.prompt,
+                negative_prompt=request.negative_prompt,
+                headers=self._headers(request.correlation_id),
+                **request.parameters,
+            )
+            task_id = getattr(response.output, "task_id", None)
+            if not task_id:
+                raise _malformed(response, "task_id")
+        return ImageTask(task_id=task_id, status=getattr(response.output, "task_status", None)
+                         or "PENDING")
+
+    def fetch_image(self, task_id: str, model: str | None = None) -> ImageTask:
+        with upstream_call(model, "image_poll", billed=False):
+            try:
+                job = self.tasks.images.jobs.fetch(task_id, timeout=self.timeout)
+            except v2_errors.APIStatusError as exc:
+                if exc.status_code == HTTPStatus.OK:
+                    # A FAILED task is an HTTP 200 whose code and message sit inside `output`.
+                    return ImageTask(task_id=task_id, status="FAILED", code=exc.code,
+                                     message=exc.message)
+                raise _from_v2(exc) from exc
+            except v2_errors.DashScopeError as exc:
+                raise _from_v2(exc) from exc
+        output = job.output or {}
+        results = [_result_entry(item) for item in output.get("results") or []]
+        generated = sum(1 for item in results if item.get("url"))
+        image_count = int(getattr(job.usage, "image_count", 0) or 0) if job.usage else generated
+        return ImageTask(task_id=task_id, status=job.status or "UNKNOWN", results=results,
+                         image_count=image_count, code=output.get("code"),
+                         message=output.get("message"))
+
+    def cancel_image(self, task_id: str, model: str | None = None) -> bool:
+        with upstream_call(model, "image_cancel", billed=False):
+            try:
+                self.tasks.images.jobs.cancel(task_id, timeout=self.timeout)
+            except v2_errors.APIStatusError as exc:
+                if exc.code == "UnsupportedOperation":
+                    return False  # no longer PENDING: it will finish (and be billed) anyway
+                raise _from_v2(exc) from exc
+            except v2_errors.DashScopeError as exc:
+                raise _from_v2(exc) from exc
+        return True
+
+    def _headers(self, correlation_id: str | None) -> dict[str, str]:
+        return {CORRELATION_HEADER: correlation_id} if correlation_id else {}
+
+    def _call(self, fn, **kwargs) -> Any:
+        """One SDK call; transport failures and non-200 answers become UpstreamError."""
+        try:
+            response = fn(api_key=self.api_key, base_address=self.base_url,
+                          request_timeout=self.timeout, session=self.http, **kwargs)
+        except requests.exceptions.Timeout as exc:
+            raise UpstreamError(code="UpstreamTimeout", status=None, retryable=True,
+                                message=f"DashScope did not answer within {self.timeout:g}s"
+                                ) from exc
+        except requests.exceptions.RequestException as exc:
+            raise UpstreamError(code="UpstreamConnectionError", status=None, retryable=True,
+                                message=f"Connection to DashScope failed: {type(exc).__name__}"
+                                ) from exc
+        except (TypeError, KeyError, ValueError, AttributeError) as exc:
+            # The SDK itself raises these on a 200 it cannot parse (e.g. without `output`).
+            raise UpstreamError(code="UpstreamMalformedResponse", status=HTTPStatus.OK,
+                                retryable=True, message=f"Unparseable DashScope response: {exc}"
+                                ) from exc
+        if response.status_code != HTTPStatus.OK:
+            raise UpstreamError(
+                code=response.code or f"HTTP{response.status_code}",
+                message=str(response.message or "")[:1000],
+                status=response.status_code,
+                retryable=is_retryable_status(response.status_code),
+                retry_after=retry_after_seconds(response.headers),
+                request_id=response.request_id or None,
+            )
+        return response
+
+
+def _usage(raw: Any) -> Usage:
+    if not raw:
+        logger.warning("dashscope response without usage; recording zero tokens")
+        return Usage()
+    get = raw.get if hasattr(raw, "get") else lambda k, d=None: getattr(raw, k, d)
+    input_tokens = int(get("input_tokens", 0) or 0)
+    output_tokens = int(get("output_tokens", 0) or 0)
+    total = int(get("total_tokens", 0) or (input_tokens + output_tokens))
+    return Usage(input_tokens=input_tokens, output_tokens=output_tokens, total_tokens=total,
+                 image_count=int(get("image_count", 0) or 0))
+
+
+def _result_entry(item: dict) -> dict:
+    """One image of a task: its URL, or the code and message of its failure."""
+    if item.get("url"):
+        return {"url": item["url"]}
+    return {"code": item.get("code") or "ImageFailed", "message": item.get("message") or ""}
+
+
+def _from_v2(exc: v2_errors.DashScopeError) -> UpstreamError:
+    if isinstance(exc, v2_errors.APITimeoutError):
+        return UpstreamError(code="UpstreamTimeout", status=None, retryable=True,
+                             message="DashScope did not answer in time")
+    if isinstance(exc, v2_errors.APIConnectionError):
+        return UpstreamError(code="UpstreamConnectionError", status=None, retryable=True,
+                             message=f"Connection to DashScope failed: {exc.message}")
+    status = exc.status_code
+    return UpstreamError(code=exc.code or f"HTTP{status}", message=str(exc.message)[:1000],
+                         status=status, retryable=status is None or is_retryable_status(status),
+                         retry_after=retry_after_seconds(dict(exc.headers or {})),
+                         request_id=exc.request_id)
+
+
+def _malformed(response, exc: Exception | str) -> UpstreamError:
+    return UpstreamError(code="UpstreamMalformedResponse", status=HTTPStatus.OK, retryable=True,
+                         message=f"DashScope response lacks {exc}",
+                         request_id=getattr(response, "request_id", None))
+
+
+def retry_after_seconds(headers: dict | None) -> float | None:
+    """Retry-After as seconds, from either delta-seconds or an HTTP date."""
+    if not headers:
+        return None
+    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)  # noqa: UP017 - fc runs on Python 3.10
+    return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())  # noqa: UP017

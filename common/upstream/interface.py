@@ -1,0 +1,102 @@
+"""The backend interface and the one error type every backend raises."""
+
+from __future__ import annotations
+
+import dataclasses
+from decimal import Decimal
+from typing import Any, Protocol
+
+from common.billing.pricing import Usage
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatRequest:
+    model: str
+    messages: list[dict[str, str]]
+    parameters: dict[str, Any]
+    correlation_id: str | None = None
+    user_id: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatResult:
+    message: dict[str, Any]  # {"role": "assistant", "content": ...}
+    finish_reason: str
+    usage: Usage
+    upstream_request_id: str | None = None
+    compute_cost: Decimal = Decimal(0)  # Function Compute invocation, when that path ran
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageRequest:
+    model: str
+    prompt: str
+    negative_prompt: str | None
+    parameters: dict[str, Any]  # size, style, n, seed, prompt_extend, watermark
+    correlation_id: str | None = None
+    user_id: int | None = None
+
+
+TERMINAL_TASK_STATUSES = frozenset({"SUCCEEDED", "FAILED", "CANCELED", "UNKNOWN"})
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageTask:
+    """A snapshot of an upstream image task."""
+
+    task_id: str
+    status: str  # PENDING, RUNNING, SUCCEEDED, FAILED, CANCELED, UNKNOWN
+    results: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # url | code+message
+    image_count: int = 0  # what DashScope bills: generated images only
+    code: str | None = None
+    message: str | None = None
+    compute_cost: Decimal = Decimal(0)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL_TASK_STATUSES
+
+
+class UpstreamError(Exception):
+    """A failed upstream call, classified once so callers only ask `retryable`.
+
+    `code` and `message` are the upstream's own (e.g. Throttling.RateQuota) or, for transport
+    failures, ours (UpstreamTimeout, UpstreamConnectionError, UpstreamMalformedResponse).
+    """
+
+    def __init__(self, *, code: str, message: str, status: int | None, retryable: bool,
+                 retry_after: float | None = None, request_id: str | None = None,
+                 compute_cost: Decimal = Decimal(0)) -> None:
+        super().__init__(f"{code}: {message}")
+        self.compute_cost = compute_cost
+        self.code = code
+        self.message = message
+        self.status = status
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.request_id = request_id
+
+
+RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+
+
+def is_retryable_status(status: int | None) -> bool:
+    return status in RETRYABLE_STATUSES
+
+
+class AIBackend(Protocol):
+    """What the job services need from an AI provider."""
+
+    name: str
+
+    def chat(self, request: ChatRequest) -> ChatResult: ...
+
+    def submit_image(self, request: ImageRequest) -> ImageTask:
+        """Start an upstream image task; returns its first snapshot (with its task id)."""
+        ...
+
+    def fetch_image(self, task_id: str, model: str | None = None) -> ImageTask: ...
+
+    def cancel_image(self, task_id: str, model: str | None = None) -> bool:
+        """True when the task was canceled; False when it can no longer be (not PENDING)."""
+        ...

@@ -1,0 +1,194 @@
+"""JWT authentication: token issue, the shared revocation/role check, and route guards.
+
+Every authentication failure is a 401 in the envelope (flask-jwt-extended answers 422 for some
+by default). An access token carries the id and expiry of the refresh token it came from, so
+revoking either token ends the whole login session everywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import functools
+import logging
+import secrets
+import time
+import uuid
+
+from flask import Flask, g
+from flask_jwt_extended import (
+    JWTManager,
+    create_access_token,
+    create_refresh_token,
+    current_user,
+    get_jwt,
+    verify_jwt_in_request,
+)
+
+from common.accounts.models import Role, User
+from common.errors import PermissionDenied
+from common.infra.log import bind_log_context
+from common.infra.settings import Settings
+from web.context import services
+from web.envelope import envelope
+
+logger = logging.getLogger(__name__)
+jwt = JWTManager()
+
+
+@dataclasses.dataclass(frozen=True)
+class CurrentUser:
+    id: int
+    username: str
+    role: Role
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == Role.ADMIN
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    app.config.update(
+        JWT_SECRET_KEY=jwt_secret(settings),
+        JWT_ALGORITHM="HS256",
+        JWT_TOKEN_LOCATION=["headers"],
+        JWT_COOKIE_CSRF_PROTECT=False,  # header tokens only: no cookie, no CSRF claim
+        JWT_ACCESS_TOKEN_EXPIRES=dt.timedelta(seconds=settings.jwt_access_token_expires),
+        JWT_REFRESH_TOKEN_EXPIRES=dt.timedelta(seconds=settings.jwt_refresh_token_expires),
+    )
+    jwt.init_app(app)
+
+
+def jwt_secret(settings: Settings) -> str:
+    """The configured secret; in development only, a generated one kept in DATA_DIR."""
+    if settings.jwt_secret_key is not None and settings.jwt_secret_key.get_secret_value():
+        return settings.jwt_secret_key.get_secret_value()
+    # Settings already refused production without a secret, so this is development mode.
+    path = settings.data_dir / "dev-jwt-secret"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(path, "x", encoding="utf-8") as handle:  # first process wins, others read it
+            handle.write(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+        logger.warning("JWT_SECRET_KEY is not set: development mode generated %s", path)
+    except FileExistsError:
+        pass
+    return path.read_text(encoding="utf-8").strip()
+
+
+def issue_tokens(user: User) -> dict:
+    """An access and a refresh token for one login session."""
+    refresh_jti = str(uuid.uuid4())
+    refresh_exp = int(time.time()) + services().settings.jwt_refresh_token_expires
+    claims = {"role": user.role.value, "username": user.username}
+    refresh = create_refresh_token(str(user.id), additional_claims={**claims, "jti": refresh_jti})
+    access = create_access_token(str(user.id), fresh=True, additional_claims={
+        **claims, "rjti": refresh_jti, "rexp": refresh_exp})
+    return {"access_token": access, "refresh_token": refresh}
+
+
+def refreshed_access_token() -> str:
+    """A new access token for the session of the presented (already verified) refresh token."""
+    token = get_jwt()
+    return create_access_token(token["sub"], fresh=False, additional_claims={
+        "role": current_user.role.value, "username": current_user.username,
+        "rjti": token["jti"], "rexp": token["exp"]})
+
+
+def revoke_current_session() -> None:
+    """Revoke the presented token and its session's refresh token."""
+    token = get_jwt()
+    pairs = [(token["jti"], token["exp"])]
+    if token.get("rjti"):
+        pairs.append((token["rjti"], token["rexp"]))
+    services().auth_state.revoke(pairs)
+
+
+def authenticate() -> CurrentUser:
+    """Verify the request's access token, once per request (the rate limiter asks first)."""
+    if not g.get("authenticated"):
+        verify_jwt_in_request()
+        g.authenticated = True
+        bind_log_context(user_id=current_user.id)
+    return current_user
+
+
+def login_required(fn=None, *, refresh: bool = False, any_token: bool = False):
+    """Require a valid, unrevoked token of an active user."""
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapper(*args, **kwargs):
+            if refresh or any_token:
+                verify_jwt_in_request(refresh=refresh, verify_type=not any_token)
+                bind_log_context(user_id=current_user.id)
+            else:
+                authenticate()
+            return view(*args, **kwargs)
+        return wrapper
+    return decorate(fn) if fn else decorate
+
+
+def admin_required(view):
+    @functools.wraps(view)
+    @login_required
+    def wrapper(*args, **kwargs):
+        if not current_user.is_admin:
+            raise PermissionDenied("Administrator role required")
+        return view(*args, **kwargs)
+    return wrapper
+
+
+def _unauthorized(message: str):
+    return envelope(401, message, headers={"WWW-Authenticate": "Bearer"})
+
+
+@jwt.token_in_blocklist_loader
+def _is_revoked(_header: dict, payload: dict) -> bool:
+    try:
+        user_id = int(payload["sub"])
+    except (KeyError, TypeError, ValueError):
+        return True
+    jtis = [payload["jti"]] + ([payload["rjti"]] if payload.get("rjti") else [])
+    check = services().auth_state.check(jtis=jtis, user_id=user_id)
+    g.user_state = check.user
+    return check.revoked
+
+
+@jwt.user_lookup_loader
+def _current_user(_header: dict, payload: dict) -> CurrentUser | None:
+    state = g.get("user_state")
+    if state is None or not state.is_active:
+        return None
+    # The live role wins over the role claim, so a role change applies on the next request.
+    return CurrentUser(id=int(payload["sub"]), username=payload.get("username", ""),
+                       role=state.role)
+
+
+@jwt.unauthorized_loader
+def _missing_token(reason: str):
+    return _unauthorized("Missing or malformed Authorization header (expected 'Bearer <token>')")
+
+
+@jwt.invalid_token_loader
+def _invalid_token(reason: str):
+    return _unauthorized(f"Invalid token: {reason}")
+
+
+@jwt.expired_token_loader
+def _expired_token(_header, _payload):
+    return _unauthorized("Token has expired")
+
+
+@jwt.revoked_token_loader
+def _revoked_token(_header, _payload):
+    return _unauthorized("Token has been revoked")
+
+
+@jwt.user_lookup_error_loader
+def _inactive_user(_header, _payload):
+    return _unauthorized("User account is disabled or no longer exists")
+
+
+@jwt.needs_fresh_token_loader
+def _stale_token(_header, _payload):
+    return _unauthorized("A fresh login is required")

@@ -1,0 +1,118 @@
+"""Rate limits, shared by every process and instance through Redis, declared in one place.
+
+- chat and generation: per authenticated user and endpoint, by the user's live tier. Hits
+  are counted in an exact sliding window (`common.infra.sliding_window`) whose key does not
+  depend on the limit, so a tier change applies from the next request *and* the hits already
+  made this minute count against the new limit (a demotion cannot buy a fresh allowance).
+- login: per client address, plus failed attempts per username and client address
+  (Flask-Limiter, which can count only the failures).
+
+Redis unreachable: "closed" (default) answers 503 with Retry-After before anything is created;
+"local" counts per process until Redis is back (limits times the number of web processes).
+Never a 500, never silently unlimited.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+
+import redis
+from flask import Flask, g, request
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from limits import parse
+
+from common.errors import ServiceUnavailable, TooManyRequests
+from common.infra.settings import Settings
+from common.infra.sliding_window import Decision, LocalSlidingWindow, SlidingWindow
+from web.authentication import authenticate
+
+logger = logging.getLogger(__name__)
+
+TIERED_ENDPOINTS = {"chat": "chat.chat_completions", "generation": "generation.generation"}
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    """Attach the limits; call after the blueprints are registered."""
+    storage = settings.rate_limit_storage_url or settings.redis_connection_url
+    local = settings.rate_limit_on_redis_down == "local"
+    login_limiter = Limiter(
+        key_func=get_remote_address, app=app, enabled=settings.rate_limits_enabled,
+        storage_uri=storage, strategy="sliding-window-counter", headers_enabled=True,
+        storage_options={"socket_timeout": settings.redis_socket_timeout,
+                         "socket_connect_timeout": settings.redis_socket_timeout},
+        swallow_errors=False, in_memory_fallback_enabled=local, key_prefix="rl")
+    _wrap(app, "auth.login", login_limiter.limit(settings.login_rate_limit))
+    _wrap(app, "auth.login", login_limiter.limit(
+        settings.login_failure_limit, key_func=login_attempt_key,
+        deduct_when=lambda response: response.status_code == 401))
+    if settings.rate_limits_enabled:
+        tiers = TieredLimits(settings, redis.Redis.from_url(
+            storage, socket_timeout=settings.redis_socket_timeout,
+            socket_connect_timeout=settings.redis_socket_timeout))
+        for name, endpoint in TIERED_ENDPOINTS.items():
+            _wrap(app, endpoint, tiers.guard(name))
+        app.after_request(add_rate_limit_headers)
+
+
+def _wrap(app: Flask, endpoint: str, decorator) -> None:
+    app.view_functions[endpoint] = decorator(app.view_functions[endpoint])
+
+
+class TieredLimits:
+    def __init__(self, settings: Settings, client: redis.Redis) -> None:
+        self.limits = {endpoint: {role: parse(text) for role, text in tiers.items()}
+                       for endpoint, tiers in settings.rate_limits.items()}
+        self.shared = SlidingWindow(client)
+        self.fallback = LocalSlidingWindow() if settings.rate_limit_on_redis_down == "local" \
+            else None
+
+    def guard(self, endpoint: str):
+        def decorate(view):
+            @functools.wraps(view)
+            def limited(*args, **kwargs):
+                self.check(endpoint)
+                return view(*args, **kwargs)
+            return limited
+        return decorate
+
+    def check(self, endpoint: str) -> None:
+        """Count this request against its user's tier, or refuse it with a 429."""
+        user = authenticate()  # a bad token is a 401 and is never counted
+        item = self.limits[endpoint][user.role]
+        key = f"rl:{endpoint}:user:{user.id}"
+        window = item.get_expiry()
+        try:
+            decision = self.shared.hit(key, item.amount, window)
+        except redis.RedisError as exc:
+            if self.fallback is None:
+                logger.warning("rate limit storage unavailable, refusing: %s", exc)
+                raise ServiceUnavailable("Rate limiting is temporarily unavailable; retry "
+                                         "shortly", code="rate_limit_unavailable") from exc
+            logger.warning("rate limit storage unavailable, limiting per process: %s", exc)
+            decision = self.fallback.hit(key, item.amount, window)
+        g.rate_limit = decision
+        if not decision.granted:
+            raise TooManyRequests(
+                f"Rate limit exceeded: {item} for the {user.role.value} tier",
+                headers={"Retry-After": str(math.ceil(decision.retry_after))})
+
+
+def add_rate_limit_headers(response):
+    decision: Decision | None = g.get("rate_limit")
+    if decision is not None:
+        response.headers["X-RateLimit-Limit"] = str(decision.limit)
+        response.headers["X-RateLimit-Remaining"] = str(decision.remaining)
+        response.headers["X-RateLimit-Reset"] = str(math.ceil(decision.frees_at))
+    return response
+
+
+def login_attempt_key() -> str:
+    """Failed logins are counted per username and client address."""
+    payload = request.get_json(force=True, silent=True)
+    username = payload.get("username") if isinstance(payload, dict) else None
+    if not isinstance(username, str):
+        username = ""
+    return f"login:{username.strip().lower()[:64]}:{get_remote_address()}"

@@ -1,0 +1,193 @@
+"""Response models: the shapes the API promises, published in the OpenAPI document.
+
+They describe what the views return (the serializers build the same shapes), so the spec and
+the behaviour are checked against each other by schemathesis in the test suite.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from common.accounts.models import Role
+
+
+class Shape(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoginUser(Shape):
+    id: int
+    username: str
+    email: str | None
+
+
+class LoginData(Shape):
+    access_token: str
+    refresh_token: str
+    token_type: Literal["Bearer"]
+    expires_in: int
+    user: LoginUser
+
+
+class RefreshData(Shape):
+    access_token: str
+    token_type: Literal["Bearer"]
+    expires_in: int
+
+
+class UserData(Shape):
+    id: int
+    username: str
+    email: str | None
+    role: Role
+    active: bool
+
+
+class ChatMessageOut(Shape):
+    role: str
+    content: str
+
+
+class ChatChoice(Shape):
+    index: int
+    message: ChatMessageOut
+    finish_reason: str
+
+
+class TokenUsage(Shape):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletionData(Shape):
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: TokenUsage
+    job_id: str
+
+
+class GeneratedImage(Shape):
+    url: str | None = None
+    stored: bool | None = None
+    upstream_url: str | None = None
+    size: int | None = None
+    content_type: str | None = None
+    code: str | None = None  # a failed image of a partial success
+    message: str | None = None
+
+
+class GenerationOutput(Shape):
+    task_id: str
+    task_status: str
+    results: list[GeneratedImage]
+
+
+class GenerationData(Shape):
+    output: GenerationOutput
+    usage: dict[str, int] | None
+    job_id: str
+
+
+class JobError(Shape):
+    code: str | None
+    message: str | None
+
+
+class JobUsage(Shape):
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    image_count: int
+
+
+class JobCost(Shape):
+    amount: float
+    currency: str
+
+
+class JobLinks(Shape):
+    self: str
+    cancel: str
+
+
+class JobData(Shape):
+    id: str
+    kind: Literal["chat", "image"]
+    model: str
+    status: Literal["queued", "running", "succeeded", "failed", "canceled"]
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    deadline_at: str
+    attempts: int
+    result: dict[str, Any] | None
+    error: JobError | None
+    usage: JobUsage | None
+    cost: JobCost | None
+    links: JobLinks
+
+
+class JobPage(Shape):
+    items: list[JobData]
+    next_cursor: str | None
+
+
+class UsageTotals(Shape):
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    image_count: int
+    cost: float
+    compute_cost: float
+
+
+class UsageGroup(UsageTotals):
+    model: str | None = None
+    day: str | None = None
+
+
+class UsageReport(Shape):
+    start: str
+    end: str
+    currency: str
+    user_id: int | None = None
+    all_users: bool | None = None
+    totals: UsageTotals
+    groups: list[UsageGroup] | None = None
+
+
+class FieldError(Shape):
+    field: str
+    message: str
+
+
+class Health(Shape):
+    status: Literal["healthy"]
+    timestamp: str
+
+
+class Liveness(Shape):
+    status: Literal["alive"]
+    timestamp: str
+    service: str
+    version: str
+
+
+class ReadinessChecks(Shape):
+    database: str
+    redis: str
+    dashscope_api: Literal["configured", "not_configured"]
+    function_compute: Literal["configured", "not_configured"]
+
+
+class Readiness(Shape):
+    status: Literal["ready", "not_ready"]
+    timestamp: str
+    checks: ReadinessChecks

@@ -1,0 +1,129 @@
+"""Each worker serves its metrics on its own port (WORKER_METRICS_PORT), correct for its pool.
+
+- threads (the platform's pool): one process; its registry is served as it is.
+- prefork: children count in their own processes, so PROMETHEUS_MULTIPROC_DIR must be set
+  (and wiped) by the start script; the main process serves the sum of every child's files.
+  Starting prefork without it would silently under-count, so the worker refuses to.
+
+AI and token metrics are counted where the upstream call happens (common/upstream); this endpoint
+adds what is computed at scrape time: queue depth per Celery queue, Wanx tasks in flight, and
+jobs past their deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+
+from celery import Celery
+from celery.signals import worker_init, worker_process_shutdown, worker_ready
+from kombu.exceptions import ChannelError
+from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from sqlalchemy import func, select
+
+from common.infra.metrics import configure_labels
+from common.infra.orm import utcnow
+from common.infra.settings import Settings
+from common.jobs.models import ACTIVE_STATUSES, Job
+from common.jobs.queue import QUEUES
+from common.upstream.account_limits import InflightTasks
+
+logger = logging.getLogger(__name__)
+MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+
+
+def install(app: Celery, settings: Settings, runtime) -> None:
+    """Connect the worker's metrics to its lifecycle signals."""
+    configure_labels([*settings.chat_models, *settings.image_models])
+
+    @worker_init.connect(weak=False)
+    def _require_multiprocess_for_prefork(sender=None, **_kwargs):
+        pool = getattr(getattr(sender, "pool_cls", None), "__module__", "") or ""
+        if settings.metrics_enabled and "prefork" in pool and not MULTIPROCESS:
+            raise RuntimeError("the prefork pool needs PROMETHEUS_MULTIPROC_DIR (an empty "
+                               "directory) for correct metrics; set it, or use -P threads")
+
+    @worker_ready.connect(weak=False)
+    def _serve(**_kwargs):
+        if not settings.metrics_enabled or not settings.worker_metrics_port:
+            return
+        registry = CollectorRegistry()
+        if MULTIPROCESS:
+            MultiProcessCollector(registry)
+        else:
+            registry.register(_Delegate(REGISTRY))
+        registry.register(WorkerStateCollector(app, runtime))
+        try:
+            start_http_server(settings.worker_metrics_port, registry=registry)
+        except OSError as exc:  # say so loudly: a silent failure here means no metrics
+            logger.error("worker metrics not served on port %s: %s",
+                         settings.worker_metrics_port, exc)
+            return
+        logger.info("worker metrics on port %s", settings.worker_metrics_port)
+
+    @worker_process_shutdown.connect(weak=False)
+    def _retire(**_kwargs):
+        if MULTIPROCESS:
+            mark_process_dead(os.getpid())
+
+
+class _Delegate:
+    def __init__(self, registry) -> None:
+        self.registry = registry
+
+    def collect(self):
+        yield from self.registry.collect()
+
+
+class WorkerStateCollector:
+    """Values read at scrape time from the broker, Redis and MySQL."""
+
+    def __init__(self, app: Celery, runtime) -> None:
+        self.app = app
+        self.runtime = runtime
+
+    def collect(self):
+        yield from self._queue_depth()
+        rt = self.runtime.get()
+        try:
+            in_flight = InflightTasks(rt.redis).count(rt.settings.image_models)
+            yield GaugeMetricFamily("wanx_tasks_in_flight", "Wanx tasks DashScope is working on",
+                                    value=in_flight)
+        except Exception as exc:  # a scrape must not fail because one source is down
+            logger.warning("wanx_tasks_in_flight unavailable: %s", exc)
+        try:
+            with rt.database.session() as session:
+                overdue = session.scalar(select(func.count()).select_from(Job).where(
+                    Job.status.in_(ACTIVE_STATUSES), Job.deadline_at < utcnow()))
+            yield GaugeMetricFamily("jobs_past_deadline", "Unfinished jobs past their "
+                                    "deadline (the sweeper fails them; > 0 for long = stuck)",
+                                    value=overdue)
+        except Exception as exc:
+            logger.warning("jobs_past_deadline unavailable: %s", exc)
+
+    def _queue_depth(self):
+        family = GaugeMetricFamily("celery_queue_length", "Messages waiting in a Celery queue",
+                                   labels=["queue"])
+        try:
+            with self.app.connection_for_read() as connection:
+                for queue in QUEUES:
+                    family.add_metric([queue], _message_count(connection, queue))
+        except Exception as exc:
+            logger.warning("celery_queue_length unavailable: %s", exc)
+            return
+        yield family
+
+
+def _message_count(connection, queue: str) -> int:
+    """Messages waiting, through kombu so Redis and RabbitMQ brokers both work."""
+    channel = connection.channel()
+    try:
+        return channel.queue_declare(queue=queue, passive=True).message_count
+    except ChannelError:
+        return 0  # Redis drops an empty queue's key; a passive declare then finds nothing
+    finally:
+        with contextlib.suppress(Exception):
+            channel.close()
