@@ -32,10 +32,11 @@ from tests.support.stack import (
     fresh_database,
     mysql_url,
     platform_env,
+    redis_db,
 )
 
 # Separate logical databases for app state and the broker, flushed at the start of a run.
-REDIS_APP_DB, REDIS_BROKER_DB = 11, 12
+REDIS_APP_DB, REDIS_BROKER_DB = redis_db("app"), redis_db("broker")
 
 
 def _unavailable(what: str, exc: Exception):

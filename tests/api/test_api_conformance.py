@@ -25,9 +25,10 @@ from tests.support.stack import (
     alembic_config,
     fresh_database,
     mysql_url,
+    redis_db,
 )
 
-BROKER_DB = 9
+BROKER_DB = redis_db("conformance_broker")
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]
 

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from tests.support.stack import redis_db
 from tests.support.tcp_proxy import TcpProxy
 
 
@@ -36,7 +37,7 @@ def _app_through(settings, *, mysql_proxy=None, redis_proxy=None):
         name = settings.sqlalchemy_url.rsplit("/", 1)[1].split("?")[0]
         changes["database_url"] = mysql_url(name, port=mysql_proxy.port)
     if redis_proxy:
-        changes["redis_url"] = f"redis://127.0.0.1:{redis_proxy.port}/11"
+        changes["redis_url"] = f"redis://127.0.0.1:{redis_proxy.port}/{redis_db('app')}"
     return create_app(settings.model_copy(update=changes)).test_client()
 
 

@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from common.accounts.models import Role
 from common.infra.settings import Settings
 from common.jobs.models import Job
+from tests.support.stack import redis_db
 from tests.support.tcp_proxy import TcpProxy
 
 CHAT = "/api/bailian/chat/completions"
@@ -105,7 +106,7 @@ def _app_with_limiter_redis_through(settings, proxy, policy):
 
     return create_app(settings.model_copy(update={
         "rate_limits": LIMITS, "rate_limit_on_redis_down": policy,
-        "rate_limit_storage_url": f"redis://127.0.0.1:{proxy.port}/11"})).test_client()
+        "rate_limit_storage_url": f"redis://127.0.0.1:{proxy.port}/{redis_db('app')}"})).test_client()
 
 
 def test_redis_down_fails_closed_by_default_with_nothing_created(settings, accounts, database,

@@ -24,11 +24,13 @@ from tests.support.stack import (
     REDIS_HOST,
     REDIS_PORT,
     fresh_database,
+    redis_db,
 )
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
-APP_DB, BROKER_DB = 7, 8  # Redis databases of this stack alone
+# Redis databases of this stack alone
+APP_DB, BROKER_DB = redis_db("compose_app"), redis_db("compose_broker")
 ADMIN_PASSWORD = "compose-admin-password"
 JWT = "compose-topology-" + "s" * 40
 

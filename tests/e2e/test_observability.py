@@ -20,11 +20,12 @@ from sqlalchemy import func, select
 from common.billing.models import UsageRecord
 from tests.support import processes
 from tests.support.jobs import directive, wait_until
-from tests.support.stack import REDIS_HOST, REDIS_PORT
+from tests.support.stack import REDIS_HOST, REDIS_PORT, redis_db
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
-BROKER_DB = 10  # this stack's own queue: its worker sees only this test's jobs
+# This stack's own queue: its worker sees only this test's jobs.
+BROKER_DB = redis_db("observability_broker")
 CHATS, IMAGES = 6, 2
 
 

@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from common.jobs.models import Job
 from tests.support import processes
+from tests.support.stack import redis_db
 from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.slow
@@ -33,7 +34,7 @@ def limiter_proxy(redis_server):
 def instances(base_env, log_dir, limiter_proxy):
     env = {**base_env, "RATE_LIMITS": json.dumps(LIMITS),
            # The limiter's Redis goes through a proxy so a test can take it away.
-           "RATE_LIMIT_STORAGE_URL": f"redis://127.0.0.1:{limiter_proxy.port}/11"}
+           "RATE_LIMIT_STORAGE_URL": f"redis://127.0.0.1:{limiter_proxy.port}/{redis_db('app')}"}
     started = []
     for name in ("web-a", "web-b"):
         port = processes.free_port()

@@ -16,6 +16,7 @@ from common.jobs.models import Job, JobKind, JobStatus
 from emulator import text as upstream_text
 from tests.support import processes
 from tests.support.jobs import directive, usage_rows, wait_for_job, wait_until
+from tests.support.stack import redis_db
 from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.usefixtures("platform")
@@ -211,7 +212,7 @@ def test_broker_down_at_submit_accepts_the_job_and_the_sweeper_runs_it(
     proxy.set_mode("refuse")
     try:
         broker_down = settings.model_copy(update={
-            "celery_broker_url": f"redis://127.0.0.1:{proxy.port}/12"})
+            "celery_broker_url": f"redis://127.0.0.1:{proxy.port}/{redis_db('broker')}"})
         client = create_app(broker_down).test_client()
         _, headers = accounts.headers()
         marker = directive()
@@ -234,7 +235,8 @@ def test_redis_down_at_submit_is_a_503_that_creates_nothing(settings, accounts, 
     try:
         via_proxy = f"redis://127.0.0.1:{proxy.port}"
         client = create_app(settings.model_copy(update={
-            "redis_url": f"{via_proxy}/11", "celery_broker_url": f"{via_proxy}/12"})
+            "redis_url": f"{via_proxy}/{redis_db('app')}",
+            "celery_broker_url": f"{via_proxy}/{redis_db('broker')}"})
         ).test_client()
         account, headers = accounts.headers()
         proxy.set_mode("refuse")

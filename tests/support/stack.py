@@ -21,6 +21,17 @@ MYSQL_PASSWORD = os.environ.get("TEST_MYSQL_PASSWORD", "")
 REDIS_HOST = os.environ.get("TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("TEST_REDIS_PORT", "6379"))
 EMULATOR_KEY = "sk-emulator-test-key"
+# The suite's Redis databases: six in a row from TEST_REDIS_FIRST_DB (default 7, i.e. 7-12), so
+# a second run can go beside the first on another range (TEST_REDIS_FIRST_DB=0: 0-5). Each is
+# flushed by the tests that use it.
+FIRST_REDIS_DB = int(os.environ.get("TEST_REDIS_FIRST_DB", "7"))
+_REDIS_ROLES = ("compose_app", "compose_broker", "conformance_broker", "observability_broker",
+                "app", "broker")
+
+
+def redis_db(role: str) -> int:
+    """The Redis database number of one role in the suite (see FIRST_REDIS_DB)."""
+    return FIRST_REDIS_DB + _REDIS_ROLES.index(role)
 
 
 def mysql_url(database: str, host: str = MYSQL_HOST, port: int = MYSQL_PORT) -> str:
