@@ -18,7 +18,7 @@ import logging
 import os
 from collections.abc import Callable
 
-from common.upstream.interface import UpstreamError
+from common.upstream.failures import UpstreamError
 
 logger = logging.getLogger(__name__)
 CORRELATION = "X-Correlation-ID"

@@ -17,7 +17,8 @@ import functools
 import os
 
 from common.upstream.dashscope_backend import DashScopeBackend
-from common.upstream.interface import ChatRequest, ImageRequest, UpstreamError
+from common.upstream.failures import UpstreamError
+from common.upstream.interface import ChatRequest, ImageRequest
 from fc.contract import FunctionError, handle, require
 
 WANX_ACTIONS = ("submit", "status", "cancel")

@@ -5,10 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from common.jobs.models import Job, JobKind, JobStatus
-
-# How a failed job's error code reads over HTTP when a client waited for it.
-_CLIENT_ERRORS = ("InvalidParameter", "DataInspectionFailed", "BadRequest", "InvalidURL",
-                  "IPInfringementSuspect")
+from common.upstream.failures import http_status_for
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -58,13 +55,4 @@ def _result(job: Job) -> dict | None:
 
 def failure_status(job: Job) -> int:
     """The HTTP status for a job that ended without a result."""
-    if job.status == JobStatus.CANCELED:
-        return 409
-    code = job.error_code or ""
-    if code.startswith(_CLIENT_ERRORS):
-        return 400
-    if code in ("deadline_exceeded", "UpstreamTimeout", "RequestTimeOut", "GatewayTimeout"):
-        return 504
-    if code.startswith("Throttling") or code in ("ModelUnavailable", "ServiceUnavailable"):
-        return 503
-    return 502
+    return 409 if job.status == JobStatus.CANCELED else http_status_for(job.error_code)

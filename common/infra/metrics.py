@@ -1,21 +1,20 @@
 """Prometheus metrics shared by web and worker, in one place.
 
 Labels are bounded: route templates (never raw paths), models from the configured allow-lists,
-upstream error codes from DashScope's documented set; never user ids or job ids. Anything else
-is folded into "other", so a typo'd model or a new error code cannot mint new series.
+upstream error codes from DashScope's documented set (common/upstream/failures.py); never
+user ids or job ids. Anything else is folded into "other", so a typo'd model or a new error
+code cannot mint new series.
 Buckets reach minutes: a chat call or a Wanx job lasts seconds to minutes.
 
 Counters and histograms work unchanged in prometheus_client's multiprocess mode (gunicorn
 workers, prefork children); values that are a state of the world (queue depth, tasks in
-flight, readiness) are computed at scrape time by collectors (web/metrics.py,
-worker/metrics.py) instead of gauges that each process would hold a stale copy of.
+flight, readiness) are computed at scrape time by collectors (web/http_metrics.py,
+worker/metrics_server.py) instead of gauges that each process would hold a stale copy of.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import time
 
 from prometheus_client import Counter, Histogram
 
@@ -63,22 +62,6 @@ FC_INVOCATIONS = Counter("fc_invocations_total", "Function Compute invocations",
 SWEEPER_ACTIONS = Counter("sweeper_actions_total", "What the sweeper had to repair",
                           ["action"])
 
-# DashScope's documented error codes (dashscope-protocol.md section 6.2) and our own.
-KNOWN_CODES = frozenset({
-    "InvalidParameter", "DataInspectionFailed", "Arrearage", "UnsupportedOperation",
-    "BadRequest.EmptyInput", "BadRequest.EmptyParameters", "BadRequest.EmptyModel",
-    "InvalidURL", "IPInfringementSuspect", "InvalidApiKey", "AccessDenied",
-    "AccessDenied.Unpurchased", "Model.AccessDenied", "Workspace.AccessDenied",
-    "AllocationQuota.FreeTierOnly", "ModelNotFound", "WorkSpaceNotFound", "RequestTimeOut",
-    "BadRequest.TooLarge", "Throttling", "Throttling.RateQuota", "Throttling.AllocationQuota",
-    "LimitRequests", "PrepaidBillOverdue", "PostpaidBillOverdue", "CommodityNotPurchased",
-    "InternalError", "InternalError.Algo", "InternalError.Timeout", "SystemError",
-    "ModelUnavailable", "ServiceUnavailable", "GatewayTimeout", "UpstreamTimeout",
-    "UpstreamConnectionError", "UpstreamMalformedResponse", "UpstreamTaskUnknown",
-    "deadline_exceeded", "attempts_exhausted", "TaskFailed", "FunctionTimeout",
-    "FunctionUnreachable", "FunctionUnauthorized", "FunctionError", "FunctionMalformedResponse",
-    "FunctionCorrelationMismatch", "FunctionNotConfigured", "BackendNotConfigured",
-})
 _known_models: frozenset[str] = frozenset()
 
 
@@ -92,10 +75,6 @@ def model_label(model: str | None) -> str:
     return model if model in _known_models else OTHER
 
 
-def code_label(code: str | None) -> str:
-    return code if code in KNOWN_CODES else OTHER
-
-
 def sql_operation(statement: str) -> str:
     verb = statement.lstrip().split(None, 1)[0].lower() if statement.strip() else ""
     return verb if verb in ("select", "insert", "update", "delete") else OTHER
@@ -105,24 +84,3 @@ def record_job_finished(kind: str, status: str, created_at: dt.datetime,
                         finished_at: dt.datetime) -> None:
     JOBS_FINISHED.labels(kind, status).inc()
     JOB_DURATION.labels(kind, status).observe(max(0.0, (finished_at - created_at).total_seconds()))
-
-
-@contextlib.contextmanager
-def upstream_call(model: str, operation: str, *, billed: bool):
-    """Time one upstream call and count its outcome; `billed` calls (chat, image submits)
-    also count in ai_requests_total. UpstreamError is counted by code and re-raised."""
-    from common.upstream.interface import UpstreamError
-
-    label = model_label(model)
-    started = time.perf_counter()
-    try:
-        yield
-    except UpstreamError as error:
-        AI_ERRORS.labels(label, operation, code_label(error.code)).inc()
-        if billed:
-            AI_REQUESTS.labels(label, "error").inc()
-        raise
-    finally:
-        AI_DURATION.labels(label, operation).observe(time.perf_counter() - started)
-    if billed:
-        AI_REQUESTS.labels(label, "success").inc()

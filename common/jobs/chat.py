@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import random
 import time
 from decimal import Decimal
 
@@ -19,13 +18,14 @@ import redis
 from common.billing.pricing import Usage, cost_of
 from common.infra.db import Database
 from common.infra.log import bind_log_context
-from common.infra.metrics import JOB_RETRIES, code_label
+from common.infra.metrics import JOB_RETRIES
 from common.infra.orm import utcnow
 from common.infra.settings import Settings
 from common.jobs import lifecycle as jobs
 from common.jobs.events import announce_job_finished
 from common.jobs.models import Job, JobKind
-from common.upstream.interface import AIBackend, ChatRequest, ChatResult, UpstreamError
+from common.upstream.failures import RetryPolicy, UpstreamError, code_label
+from common.upstream.interface import AIBackend, ChatRequest, ChatResult
 
 logger = logging.getLogger(__name__)
 
@@ -49,13 +49,7 @@ def chat_completion(job: Job, result: ChatResult) -> dict:
 
 
 def retry_delay(error: UpstreamError, attempt: int, settings: Settings) -> float:
-    """Exponential backoff with jitter, never shorter than the upstream's Retry-After."""
-    ceiling = settings.upstream_retry_max_seconds
-    backoff = min(ceiling, settings.upstream_retry_base_seconds * 2 ** (attempt - 1))
-    delay = backoff * random.uniform(0.5, 1.0)
-    if error.retry_after is not None:
-        delay = max(delay, min(error.retry_after, ceiling))
-    return delay
+    return RetryPolicy.from_settings(settings).delay(error, attempt)
 
 
 def run_attempt(*, database: Database, backends: dict[str, AIBackend],

@@ -36,7 +36,8 @@ from common.jobs.chat import backend_for, retry_delay
 from common.jobs.events import announce_job_finished
 from common.jobs.models import Job, JobKind, JobStatus
 from common.upstream.account_limits import InflightTasks, RateBudget
-from common.upstream.interface import AIBackend, ImageRequest, ImageTask, UpstreamError
+from common.upstream.failures import UpstreamError, UpstreamStatus, code_label
+from common.upstream.interface import AIBackend, ImageRequest, ImageTask
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ class ImageJobs:
         if error.retryable and attempt < self.settings.job_max_attempts and delay < time_left:
             logger.warning("wanx submit retryable attempt=%s code=%s retry_in=%.2f",
                            attempt, error.code, delay)
-            metrics.JOB_RETRIES.labels(JobKind.IMAGE.value, metrics.code_label(error.code)).inc()
+            metrics.JOB_RETRIES.labels(JobKind.IMAGE.value, code_label(error.code)).inc()
             with self.database.session() as session:
                 if jobs.schedule_retry(session=session, job_id=job.id, delay_seconds=delay,
                                        compute_cost=error.compute_cost):
@@ -301,7 +302,8 @@ class ImageJobs:
         polls go on, so what DashScope ends up billing is recorded."""
         with self.database.session() as session:
             job = session.get(Job, job_id)
-        if job is None or not job.upstream_task_id or job.upstream_status in jobs.UPSTREAM_TERMINAL:
+        if job is None or not job.upstream_task_id \
+                or UpstreamStatus(job.upstream_status).is_terminal:
             return
         try:
             canceled = backend_for(self.backends, job.path).cancel_image(job.upstream_task_id,

@@ -31,11 +31,12 @@ from common.errors import Conflict, NotFound, ValidationFailed
 from common.infra import metrics
 from common.infra.orm import utcnow
 from common.jobs.models import ACTIVE_STATUSES, Job, JobKind, JobStatus
+from common.upstream.failures import UpstreamStatus
 
 # Codes for failures the platform decides itself (upstream failures keep upstream's code).
 DEADLINE_EXCEEDED = "deadline_exceeded"
 ATTEMPTS_EXHAUSTED = "attempts_exhausted"
-UPSTREAM_TERMINAL = ("SUCCEEDED", "FAILED", "CANCELED", "UNKNOWN")
+UPSTREAM_TERMINAL = UpstreamStatus.terminal()
 
 
 @dataclasses.dataclass(frozen=True)

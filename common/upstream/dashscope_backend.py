@@ -10,8 +10,6 @@ hang on DashScope.
 
 from __future__ import annotations
 
-import datetime as dt
-import email.utils
 import logging
 from http import HTTPStatus
 from typing import Any
@@ -23,15 +21,10 @@ from dashscope.v2 import errors as v2_errors
 from requests.adapters import HTTPAdapter
 
 from common.billing.pricing import Usage
-from common.infra.metrics import AI_TOKENS, model_label, upstream_call
-from common.upstream.interface import (
-    ChatRequest,
-    ChatResult,
-    ImageRequest,
-    ImageTask,
-    UpstreamError,
-    is_retryable_status,
-)
+from common.infra.metrics import AI_TOKENS, model_label
+from common.upstream.failures import UpstreamError, is_retryable_status, retry_after_seconds
+from common.upstream.instrumentation import upstream_call
+from common.upstream.interface import ChatRequest, ChatResult, ImageRequest, ImageTask
 
 logger = logging.getLogger(__name__)
 
@@ -195,23 +188,3 @@ def _malformed(response, exc: Exception | str) -> UpstreamError:
     return UpstreamError(code="UpstreamMalformedResponse", status=HTTPStatus.OK, retryable=True,
                          message=f"DashScope response lacks {exc}",
                          request_id=getattr(response, "request_id", None))
-
-
-def retry_after_seconds(headers: dict | None) -> float | None:
-    """Retry-After as seconds, from either delta-seconds or an HTTP date."""
-    if not headers:
-        return None
-    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)  # noqa: UP017 - fc runs on Python 3.10
-    return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())  # noqa: UP017

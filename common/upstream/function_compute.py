@@ -26,16 +26,10 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from common.billing.pricing import Usage
-from common.infra.metrics import AI_TOKENS, FC_INVOCATIONS, model_label, upstream_call
-from common.upstream.dashscope_backend import retry_after_seconds
-from common.upstream.interface import (
-    ChatRequest,
-    ChatResult,
-    ImageRequest,
-    ImageTask,
-    UpstreamError,
-    is_retryable_status,
-)
+from common.infra.metrics import AI_TOKENS, FC_INVOCATIONS, model_label
+from common.upstream.failures import UpstreamError, is_retryable_status, retry_after_seconds
+from common.upstream.instrumentation import upstream_call
+from common.upstream.interface import ChatRequest, ChatResult, ImageRequest, ImageTask
 
 CORRELATION_HEADER = "X-Correlation-ID"
 

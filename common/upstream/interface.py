@@ -1,4 +1,4 @@
-"""The backend interface and the one error type every backend raises."""
+"""What the job services ask of an AI backend, and what it answers (failures: failures.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from common.billing.pricing import Usage
+from common.upstream.failures import UpstreamStatus
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,9 +38,6 @@ class ImageRequest:
     user_id: int | None = None
 
 
-TERMINAL_TASK_STATUSES = frozenset({"SUCCEEDED", "FAILED", "CANCELED", "UNKNOWN"})
-
-
 @dataclasses.dataclass(frozen=True)
 class ImageTask:
     """A snapshot of an upstream image task."""
@@ -54,34 +52,7 @@ class ImageTask:
 
     @property
     def finished(self) -> bool:
-        return self.status in TERMINAL_TASK_STATUSES
-
-
-class UpstreamError(Exception):
-    """A failed upstream call, classified once so callers only ask `retryable`.
-
-    `code` and `message` are the upstream's own (e.g. Throttling.RateQuota) or, for transport
-    failures, ours (UpstreamTimeout, UpstreamConnectionError, UpstreamMalformedResponse).
-    """
-
-    def __init__(self, *, code: str, message: str, status: int | None, retryable: bool,
-                 retry_after: float | None = None, request_id: str | None = None,
-                 compute_cost: Decimal = Decimal(0)) -> None:
-        super().__init__(f"{code}: {message}")
-        self.compute_cost = compute_cost
-        self.code = code
-        self.message = message
-        self.status = status
-        self.retryable = retryable
-        self.retry_after = retry_after
-        self.request_id = request_id
-
-
-RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
-
-
-def is_retryable_status(status: int | None) -> bool:
-    return status in RETRYABLE_STATUSES
+        return UpstreamStatus(self.status).is_terminal
 
 
 class AIBackend(Protocol):

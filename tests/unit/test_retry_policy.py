@@ -10,8 +10,7 @@ import pytest
 from common.infra.settings import Settings
 from common.jobs.chat import retry_delay
 from common.jobs.models import Job, JobStatus
-from common.upstream.dashscope_backend import retry_after_seconds
-from common.upstream.interface import UpstreamError, is_retryable_status
+from common.upstream.failures import UpstreamError, is_retryable_status, retry_after_seconds
 from web.serializers import failure_status
 
 SETTINGS = Settings(_env_file=None, app_env="development", upstream_retry_base_seconds=1,
