@@ -7,8 +7,9 @@ Buckets reach minutes: a chat call or a Wanx job lasts seconds to minutes.
 
 Counters and histograms work unchanged in prometheus_client's multiprocess mode (gunicorn
 workers, prefork children); values that are a state of the world (queue depth, tasks in
-flight, readiness) are computed at scrape time by collectors (web/metrics.py,
-worker/metrics.py) instead of gauges that each process would hold a stale copy of.
+flight, readiness) are computed at scrape time by collectors (web/http_metrics.py,
+worker/metrics_server.py) instead of gauges that each process would hold a stale copy of; both
+expose them through common/infra/prometheus.py.
 """
 
 from __future__ import annotations
