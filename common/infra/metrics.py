@@ -54,11 +54,12 @@ JOB_RETRIES = Counter("job_retries_total", "Upstream attempts retried", ["kind",
 WANX_TASK_QUERIES = Counter("wanx_task_queries_total", "GET /tasks/{id} sent to DashScope")
 WANX_BUDGET_WAITS = Counter("wanx_task_query_budget_waits_total",
                             "Polls deferred because the task-query budget was spent")
-RATE_LIMIT_REJECTIONS = Counter("rate_limit_rejections_total", "Requests refused with 429",
-                                ["endpoint", "tier"])
-RATE_LIMIT_STORAGE_ERRORS = Counter("rate_limit_storage_errors_total",
-                                    "Rate-limit checks without Redis, by the policy applied",
-                                    ["policy"])
+RATE_LIMIT_REJECTIONS = Counter("rate_limit_rejections_total", "Requests refused with 429, by "
+                                "limit (endpoint: chat, generation, login) and tier (the user's "
+                                "role; anonymous for login)", ["endpoint", "tier"])
+RATE_LIMIT_STORAGE_ERRORS = Counter("rate_limit_storage_errors_total", "Rate-limit checks "
+                                    "without Redis, by the policy applied (closed: refused "
+                                    "with 503; local: limited per process)", ["policy"])
 FC_INVOCATIONS = Counter("fc_invocations_total", "Function Compute invocations",
                          ["function", "outcome"])
 SWEEPER_ACTIONS = Counter("sweeper_actions_total", "What the sweeper had to repair",
