@@ -1,25 +1,24 @@
 """/metrics for the web tier: prometheus-flask-exporter's endpoint, multiprocess-aware.
 
 Under gunicorn, every worker writes its samples to PROMETHEUS_MULTIPROC_DIR (set, wiped and
-cleaned of dead workers by gunicorn.conf.py) and any worker answers /metrics with the sum.
+cleaned of dead workers by gunicorn.conf.py) and any worker answers /metrics with the sum
+(common/infra/prometheus.py builds the registry a scrape reads).
 The request metrics are recorded by hooks with the route template as label (never the raw
 path), and readiness is computed at scrape time, not remembered per process.
 """
 
 from __future__ import annotations
 
-import os
 import time
 
 from flask import Flask, g, request
-from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_flask_exporter import PrometheusMetrics
 
 from common.infra.health import CONNECTED, dependency_checks, run_checks
 from common.infra.metrics import HTTP_DURATION, HTTP_REQUESTS, configure_labels
+from common.infra.prometheus import scrape_registry
 from common.infra.settings import Settings
 from web.openapi import Doc, Raw
 
@@ -62,25 +61,8 @@ class PlatformMetrics(PrometheusMetrics):
         super().__init__(app, export_defaults=False)
 
     def generate_metrics(self, accept_header=None, names=None):
-        registry = CollectorRegistry()
-        if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
-            MultiProcessCollector(registry)
-        else:
-            registry.register(_Delegate(REGISTRY))
-        for collector in self.collectors:
-            registry.register(collector)
         encoder, content_type = choose_encoder(accept_header)
-        return encoder(registry).decode(), content_type
-
-
-class _Delegate:
-    """Expose another registry's samples through this one (single-process mode)."""
-
-    def __init__(self, registry) -> None:
-        self.registry = registry
-
-    def collect(self):
-        yield from self.registry.collect()
+        return encoder(scrape_registry(self.collectors)).decode(), content_type
 
 
 class ReadinessCollector:

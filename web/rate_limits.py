@@ -10,6 +10,9 @@
 Redis unreachable: "closed" (default) answers 503 with Retry-After before anything is created;
 "local" counts per process until Redis is back (limits times the number of web processes).
 Never a 500, never silently unlimited.
+
+Counted: each 429 in rate_limit_rejections_total{endpoint,tier} and each check made without
+Redis in rate_limit_storage_errors_total{policy}, for the tiered and the login limits alike.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from flask_limiter.util import get_remote_address
 from limits import parse
 
 from common.errors import ServiceUnavailable, TooManyRequests
+from common.infra.metrics import RATE_LIMIT_REJECTIONS, RATE_LIMIT_STORAGE_ERRORS
 from common.infra.settings import Settings
 from common.infra.sliding_window import Decision, LocalSlidingWindow, SlidingWindow
 from web.authentication import authenticate
@@ -32,22 +36,29 @@ from web.authentication import authenticate
 logger = logging.getLogger(__name__)
 
 TIERED_ENDPOINTS = {"chat": "chat.chat_completions", "generation": "generation.generation"}
+LOGIN = "login"
+LOGIN_TIER = "anonymous"  # login limits are per client address: there is no user yet
 
 
 def init_app(app: Flask, settings: Settings) -> None:
     """Attach the limits; call after the blueprints are registered."""
     storage = settings.rate_limit_storage_url or settings.redis_connection_url
     local = settings.rate_limit_on_redis_down == "local"
+    login_metrics = LoginLimitMetrics()
     login_limiter = Limiter(
         key_func=get_remote_address, app=app, enabled=settings.rate_limits_enabled,
         storage_uri=storage, strategy="sliding-window-counter", headers_enabled=True,
         storage_options={"socket_timeout": settings.redis_socket_timeout,
                          "socket_connect_timeout": settings.redis_socket_timeout},
-        swallow_errors=False, in_memory_fallback_enabled=local, key_prefix="rl")
+        swallow_errors=False, in_memory_fallback_enabled=local, key_prefix="rl",
+        on_breach=login_metrics.breached)
+    login_metrics.limiter = login_limiter
+    _wrap(app, "auth.login", login_metrics.admitted)
     _wrap(app, "auth.login", login_limiter.limit(settings.login_rate_limit))
     _wrap(app, "auth.login", login_limiter.limit(
         settings.login_failure_limit, key_func=login_attempt_key,
         deduct_when=lambda response: response.status_code == 401))
+    _wrap(app, "auth.login", login_metrics.guard)
     if settings.rate_limits_enabled:
         tiers = TieredLimits(settings, redis.Redis.from_url(
             storage, socket_timeout=settings.redis_socket_timeout,
@@ -88,16 +99,58 @@ class TieredLimits:
             decision = self.shared.hit(key, item.amount, window)
         except redis.RedisError as exc:
             if self.fallback is None:
+                RATE_LIMIT_STORAGE_ERRORS.labels("closed").inc()
                 logger.warning("rate limit storage unavailable, refusing: %s", exc)
                 raise ServiceUnavailable("Rate limiting is temporarily unavailable; retry "
                                          "shortly", code="rate_limit_unavailable") from exc
+            RATE_LIMIT_STORAGE_ERRORS.labels("local").inc()
             logger.warning("rate limit storage unavailable, limiting per process: %s", exc)
             decision = self.fallback.hit(key, item.amount, window)
         g.rate_limit = decision
         if not decision.granted:
+            RATE_LIMIT_REJECTIONS.labels(endpoint, user.role.value).inc()
             raise TooManyRequests(
                 f"Rate limit exceeded: {item} for the {user.role.value} tier",
                 headers={"Retry-After": str(math.ceil(decision.retry_after))})
+
+
+class LoginLimitMetrics:
+    """Counts what Flask-Limiter decides on login. Its 429s come through `on_breach`; it has no
+    hook for storage errors, so they are told apart around its check: with the in-memory
+    fallback (policy local) the check ran on its per-process storage, otherwise (closed) the
+    Redis error came out of the check, before the view was entered, and becomes a 503."""
+
+    limiter: Limiter | None = None
+
+    def breached(self, _limit) -> None:
+        RATE_LIMIT_REJECTIONS.labels(LOGIN, LOGIN_TIER).inc()
+        self._count_fallback()
+
+    def admitted(self, view):
+        """Innermost: runs once the login limits have let the request through."""
+        @functools.wraps(view)
+        def admitted(*args, **kwargs):
+            g.login_limits_checked = True
+            self._count_fallback()
+            return view(*args, **kwargs)
+        return admitted
+
+    def guard(self, view):
+        """Outermost: a Redis error that left the limits' check itself."""
+        @functools.wraps(view)
+        def guarded(*args, **kwargs):
+            try:
+                return view(*args, **kwargs)
+            except redis.RedisError:
+                if self.limiter.enabled and not g.get("login_limits_checked"):
+                    RATE_LIMIT_STORAGE_ERRORS.labels("closed").inc()
+                raise
+        return guarded
+
+    def _count_fallback(self) -> None:
+        limiter = self.limiter
+        if limiter.enabled and limiter.limiter.storage is not limiter.storage:
+            RATE_LIMIT_STORAGE_ERRORS.labels("local").inc()
 
 
 def add_rate_limit_headers(response):

@@ -4,6 +4,7 @@
 - prefork: children count in their own processes, so PROMETHEUS_MULTIPROC_DIR must be set
   (and wiped) by the start script; the main process serves the sum of every child's files.
   Starting prefork without it would silently under-count, so the worker refuses to.
+  (The registry a scrape reads is built by common/infra/prometheus.py, as for the web tier.)
 
 AI and token metrics are counted where the upstream call happens (common/upstream); this endpoint
 adds what is computed at scrape time: queue depth per Celery queue, Wanx tasks in flight, and
@@ -14,16 +15,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 
 from celery import Celery
 from celery.signals import worker_init, worker_process_shutdown, worker_ready
 from kombu.exceptions import ChannelError
-from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
+from prometheus_client import start_http_server
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from sqlalchemy import func, select
 
+from common.infra import prometheus
 from common.infra.metrics import configure_labels
 from common.infra.orm import utcnow
 from common.infra.settings import Settings
@@ -32,7 +32,6 @@ from common.jobs.queue import QUEUES
 from common.upstream.account_limits import InflightTasks
 
 logger = logging.getLogger(__name__)
-MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR" in os.environ
 
 
 def install(app: Celery, settings: Settings, runtime) -> None:
@@ -42,7 +41,8 @@ def install(app: Celery, settings: Settings, runtime) -> None:
     @worker_init.connect(weak=False)
     def _require_multiprocess_for_prefork(sender=None, **_kwargs):
         pool = getattr(getattr(sender, "pool_cls", None), "__module__", "") or ""
-        if settings.metrics_enabled and "prefork" in pool and not MULTIPROCESS:
+        if settings.metrics_enabled and "prefork" in pool and \
+                not prometheus.multiprocess():
             raise RuntimeError("the prefork pool needs PROMETHEUS_MULTIPROC_DIR (an empty "
                                "directory) for correct metrics; set it, or use -P threads")
 
@@ -50,12 +50,7 @@ def install(app: Celery, settings: Settings, runtime) -> None:
     def _serve(**_kwargs):
         if not settings.metrics_enabled or not settings.worker_metrics_port:
             return
-        registry = CollectorRegistry()
-        if MULTIPROCESS:
-            MultiProcessCollector(registry)
-        else:
-            registry.register(_Delegate(REGISTRY))
-        registry.register(WorkerStateCollector(app, runtime))
+        registry = prometheus.scrape_registry([WorkerStateCollector(app, runtime)])
         try:
             start_http_server(settings.worker_metrics_port, registry=registry)
         except OSError as exc:  # say so loudly: a silent failure here means no metrics
@@ -66,16 +61,7 @@ def install(app: Celery, settings: Settings, runtime) -> None:
 
     @worker_process_shutdown.connect(weak=False)
     def _retire(**_kwargs):
-        if MULTIPROCESS:
-            mark_process_dead(os.getpid())
-
-
-class _Delegate:
-    def __init__(self, registry) -> None:
-        self.registry = registry
-
-    def collect(self):
-        yield from self.registry.collect()
+        prometheus.retire_process()
 
 
 class WorkerStateCollector:

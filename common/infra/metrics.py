@@ -9,7 +9,8 @@ Buckets reach minutes: a chat call or a Wanx job lasts seconds to minutes.
 Counters and histograms work unchanged in prometheus_client's multiprocess mode (gunicorn
 workers, prefork children); values that are a state of the world (queue depth, tasks in
 flight, readiness) are computed at scrape time by collectors (web/http_metrics.py,
-worker/metrics_server.py) instead of gauges that each process would hold a stale copy of.
+worker/metrics_server.py) instead of gauges that each process would hold a stale copy of; both
+expose them through common/infra/prometheus.py.
 """
 
 from __future__ import annotations
@@ -52,11 +53,12 @@ JOB_RETRIES = Counter("job_retries_total", "Upstream attempts retried", ["kind",
 WANX_TASK_QUERIES = Counter("wanx_task_queries_total", "GET /tasks/{id} sent to DashScope")
 WANX_BUDGET_WAITS = Counter("wanx_task_query_budget_waits_total",
                             "Polls deferred because the task-query budget was spent")
-RATE_LIMIT_REJECTIONS = Counter("rate_limit_rejections_total", "Requests refused with 429",
-                                ["endpoint", "tier"])
-RATE_LIMIT_STORAGE_ERRORS = Counter("rate_limit_storage_errors_total",
-                                    "Rate-limit checks without Redis, by the policy applied",
-                                    ["policy"])
+RATE_LIMIT_REJECTIONS = Counter("rate_limit_rejections_total", "Requests refused with 429, by "
+                                "limit (endpoint: chat, generation, login) and tier (the user's "
+                                "role; anonymous for login)", ["endpoint", "tier"])
+RATE_LIMIT_STORAGE_ERRORS = Counter("rate_limit_storage_errors_total", "Rate-limit checks "
+                                    "without Redis, by the policy applied (closed: refused "
+                                    "with 503; local: limited per process)", ["policy"])
 FC_INVOCATIONS = Counter("fc_invocations_total", "Function Compute invocations",
                          ["function", "outcome"])
 SWEEPER_ACTIONS = Counter("sweeper_actions_total", "What the sweeper had to repair",

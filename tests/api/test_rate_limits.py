@@ -6,8 +6,10 @@ tests/e2e/test_rate_limits_across_instances.py.)"""
 from __future__ import annotations
 
 import time
+import uuid
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
 from common.accounts.models import Role
@@ -101,12 +103,13 @@ def test_limits_are_per_user(limited, accounts):
     assert _fire(limited, GEN, GEN_BODY, bob, 1)[0].status_code == 202
 
 
-def _app_with_limiter_redis_through(settings, proxy, policy):
+def _app_with_limiter_redis_through(settings, proxy, policy, **changes):
     from web.app import create_app
 
     return create_app(settings.model_copy(update={
         "rate_limits": LIMITS, "rate_limit_on_redis_down": policy,
-        "rate_limit_storage_url": f"redis://127.0.0.1:{proxy.port}/{redis_db('app')}"})).test_client()
+        "rate_limit_storage_url": f"redis://127.0.0.1:{proxy.port}/{redis_db('app')}",
+        **changes})).test_client()
 
 
 def test_redis_down_fails_closed_by_default_with_nothing_created(settings, accounts, database,
@@ -182,3 +185,90 @@ def test_malformed_limit_settings_are_refused_at_start():
         Settings(_env_file=None, app_env="development",
                  rate_limits={"chat": {"default": "1 per fortnight", "premium": "1/minute",
                                        "admin": "1/minute"}, "generation": LIMITS["generation"]})
+
+
+# --- what the limits count in /metrics -------------------------------------------------------
+
+COUNTERS = ("rate_limit_rejections_total", "rate_limit_storage_errors_total")
+
+
+def _scrape(client) -> dict[tuple[str, tuple], float]:
+    """The rate-limit counters, as the app's own /metrics serves them."""
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(response.get_data(as_text=True))
+            for sample in family.samples if sample.name in COUNTERS}
+
+
+def _moved(before: dict, after: dict) -> dict[tuple[str, tuple], float]:
+    return {key: value - before.get(key, 0.0) for key, value in after.items()
+            if value != before.get(key, 0.0)}
+
+
+def _rejected(endpoint: str, tier: str):
+    return "rate_limit_rejections_total", (("endpoint", endpoint), ("tier", tier))
+
+
+def _without_redis(policy: str):
+    return "rate_limit_storage_errors_total", (("policy", policy),)
+
+
+def _logins(client, account, times, password=None) -> list[int]:
+    body = {"username": account["username"], "password": password or account["password"]}
+    address = f"10.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}"
+    return [client.post("/api/auth/login", json=body, environ_base={"REMOTE_ADDR": address}
+                        ).status_code for _ in range(times)]
+
+
+def test_rejections_and_refusals_without_redis_are_counted(settings, accounts, redis_server):
+    proxy = TcpProxy(*redis_server)
+    try:
+        client = _app_with_limiter_redis_through(settings, proxy, "closed",
+                                                 login_rate_limit="3/minute",
+                                                 login_failure_limit="2/minute")
+        _, default = accounts.headers()
+        _, premium = accounts.headers("premium")
+        account = accounts.create()
+        before = _scrape(client)
+
+        codes = [r.status_code for r in _fire(client, CHAT, CHAT_BODY, default, 6)]
+        assert codes == [202] * 4 + [429] * 2
+        codes = [r.status_code for r in _fire(client, GEN, GEN_BODY, premium, 4)]
+        assert codes == [202] * 3 + [429]
+        assert _logins(client, account, 4) == [200, 200, 200, 429]  # per client address
+        assert _logins(client, account, 3, password="wrong") == [401, 401, 429]  # failures
+
+        proxy.set_mode("refuse")
+        for url, body in ((CHAT, CHAT_BODY), (CHAT, CHAT_BODY), (GEN, GEN_BODY)):
+            assert client.post(url, json=body, headers={**premium, **ASYNC}).status_code == 503
+        assert _logins(client, account, 2) == [503, 503]
+        proxy.set_mode("pass")
+
+        assert _moved(before, _scrape(client)) == {
+            _rejected("chat", "default"): 2, _rejected("generation", "premium"): 1,
+            _rejected("login", "anonymous"): 2, _without_redis("closed"): 5}
+    finally:
+        proxy.close()
+
+
+def test_checks_limited_per_process_without_redis_are_counted(settings, accounts, redis_server):
+    proxy = TcpProxy(*redis_server)
+    try:
+        client = _app_with_limiter_redis_through(settings, proxy, "local",
+                                                 login_rate_limit="2/minute")
+        _, headers = accounts.headers("admin")
+        account = accounts.create()
+        before = _scrape(client)
+
+        proxy.set_mode("refuse")
+        codes = [r.status_code for r in _fire(client, GEN, GEN_BODY, headers, 6)]
+        assert codes == [202] * 5 + [429]  # admin: 5/minute, per process
+        assert _logins(client, account, 3) == [200, 200, 429]
+        proxy.set_mode("pass")
+
+        assert _moved(before, _scrape(client)) == {
+            _rejected("generation", "admin"): 1, _rejected("login", "anonymous"): 1,
+            _without_redis("local"): 9}
+    finally:
+        proxy.close()

@@ -197,6 +197,16 @@ def test_promtool_accepts_deploy_config_and_rules():
         assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
+def test_promtool_rule_tests_pass():
+    """deploy/prometheus/alerts_test.yml: RateLimiterWithoutRedis fires after its `for:` window
+    on rate_limit_storage_errors_total, and stays silent without errors."""
+    checked = subprocess.run([_tool("promtool"), "test", "rules",
+                              str(REPO / "deploy/prometheus/alerts_test.yml")],
+                             capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "SUCCESS" in checked.stdout + checked.stderr
+
+
 def test_every_dashboard_query_runs(stack, traffic):
     dashboard = json.loads((REPO / "deploy/grafana/dashboards/bailian.json").read_text())
     for panel in dashboard["panels"]:
