@@ -144,6 +144,18 @@ def database(settings):
     db.dispose()
 
 
+@pytest.fixture(scope="session")
+def lifecycle(settings, database):
+    """The job lifecycle as the web tier runs it (its publishes go to the test broker)."""
+    from common.infra.redis_client import redis_from_settings
+    from common.jobs.lifecycle import JobLifecycle
+    from common.jobs.queue import make_celery
+
+    return JobLifecycle.of(settings=settings, database=database,
+                           redis_client=redis_from_settings(settings),
+                           celery=make_celery(settings))
+
+
 class Accounts:
     """Creates users directly through the user service and logs them in over HTTP."""
 

@@ -13,6 +13,7 @@ from common.infra.log import configure_logging
 from common.infra.redis_client import redis_from_settings
 from common.infra.settings import Settings, get_settings
 from common.infra.storage import image_store
+from common.jobs.lifecycle import JobLifecycle
 from common.jobs.queue import make_celery
 from web import (
     access_log,
@@ -48,7 +49,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         database=database,
         redis=redis_client,
         auth_state=AuthState(redis_client, database.sessionmaker),
-        celery=make_celery(settings),
+        lifecycle=JobLifecycle.of(settings=settings, database=database,
+                                  redis_client=redis_client, celery=make_celery(settings)),
         waiter=JobWaiter(redis_client),
         image_store=image_store(settings),
     ))

@@ -1,11 +1,11 @@
-"""The per-app services (database, Redis, shared auth state) and the per-request session."""
+"""The per-app services (database, Redis, the job lifecycle, shared auth state) and the
+per-request session."""
 
 from __future__ import annotations
 
 import dataclasses
 
 import redis
-from celery import Celery
 from flask import current_app, g
 from sqlalchemy.orm import Session
 
@@ -13,6 +13,7 @@ from common.accounts.session_state import AuthState
 from common.infra.db import Database
 from common.infra.settings import Settings
 from common.infra.storage import ImageStore
+from common.jobs.lifecycle import JobLifecycle
 from web.waiter import JobWaiter
 
 
@@ -22,7 +23,7 @@ class Services:
     database: Database
     redis: redis.Redis
     auth_state: AuthState
-    celery: Celery
+    lifecycle: JobLifecycle
     waiter: JobWaiter
     image_store: ImageStore
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from flask import g, jsonify
+from pydantic import BaseModel
 
 
 def envelope(status: int, message: str, data: Any = None, *, errors: list | None = None,
              headers: dict | None = None):
-    body: dict[str, Any] = {"code": status, "message": message, "data": data}
+    """`data` is a response model (web/response_models.py), a list of them, or plain JSON."""
+    body: dict[str, Any] = {"code": status, "message": message, "data": _plain(data)}
     if errors is not None:
         body["errors"] = errors
     body["request_id"] = g.get("request_id")
@@ -23,3 +25,11 @@ def envelope(status: int, message: str, data: Any = None, *, errors: list | None
 def ok(data: Any = None, message: str = "Request successful", status: int = 200,
        headers: dict | None = None):
     return envelope(status, message, data, headers=headers)
+
+
+def _plain(data: Any) -> Any:
+    if isinstance(data, BaseModel):
+        return data.model_dump(mode="json", exclude_unset=True)
+    if isinstance(data, list):
+        return [_plain(item) for item in data]
+    return data

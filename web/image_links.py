@@ -7,7 +7,6 @@ import time
 from flask import current_app, request, url_for
 
 from common.infra.storage import sign_image_path, signature_valid
-from common.jobs.models import Job
 from web.context import services
 
 
@@ -25,25 +24,6 @@ def signed_image_url(job_id: str, index: int, key: str) -> str:
     expires = int(time.time()) + ttl
     signature = sign_image_path(_secret(), path, expires)
     return f"{request.host_url.rstrip('/')}{path}?expires={expires}&signature={signature}"
-
-
-def render_generation(job: Job) -> dict:
-    """A generation job's result for clients: our stored copies first, DashScope's URL (valid
-    for 24 hours) only while the copy is pending."""
-    output = dict(job.result["output"])
-    rendered = []
-    for index, entry in enumerate(output["results"]):
-        if "upstream_url" not in entry:
-            rendered.append({"code": entry.get("code"), "message": entry.get("message")})
-            continue
-        stored = bool(entry.get("stored"))
-        rendered.append({
-            "url": signed_image_url(job.id, index, entry["key"]) if stored
-            else entry["upstream_url"],
-            "stored": stored, "upstream_url": entry["upstream_url"],
-            "size": entry.get("size"), "content_type": entry.get("content_type")})
-    output["results"] = rendered
-    return {"output": output, "usage": job.result.get("usage"), "job_id": job.id}
 
 
 def signed_request_valid() -> bool:

@@ -48,19 +48,6 @@ class UpdateUserRequest(StrictModel):
     active: bool | None = Field(default=None, strict=True)
 
 
-class UserOut(BaseModel):
-    id: int
-    username: str
-    email: str | None
-    role: Role
-    active: bool
-
-    @classmethod
-    def of(cls, user) -> dict:
-        return cls(id=user.id, username=user.username, email=user.email, role=user.role,
-                   active=user.is_active).model_dump(mode="json")
-
-
 StrictNumber = Annotated[float, Field(strict=True)]
 StrictInteger = Annotated[int, Field(strict=True)]
 

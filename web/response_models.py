@@ -1,16 +1,15 @@
-"""Response models: the shapes the API promises, published in the OpenAPI document.
-
-They describe what the views return (the serializers build the same shapes), so the spec and
-the behaviour are checked against each other by schemathesis in the test suite.
-"""
+"""Response models: the shapes the API sends. The serializers build them from the domain's
+types, and the OpenAPI document is generated from them, so the document describes what is
+actually sent (schemathesis checks the two against each other in the test suite)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from common.accounts.models import Role
+from common.jobs.results import ChatCompletion, ImageUsage
 
 
 class Shape(BaseModel):
@@ -45,35 +44,14 @@ class UserData(Shape):
     active: bool
 
 
-class ChatMessageOut(Shape):
-    role: str
-    content: str
+class ChatCompletionData(ChatCompletion):
+    """A chat job's result as sent: the chat.completion object and the job it came from."""
 
-
-class ChatChoice(Shape):
-    index: int
-    message: ChatMessageOut
-    finish_reason: str
-
-
-class TokenUsage(Shape):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
-class ChatCompletionData(Shape):
-    id: str
-    object: Literal["chat.completion"]
-    created: int
-    model: str
-    choices: list[ChatChoice]
-    usage: TokenUsage
     job_id: str
 
 
 class GeneratedImage(Shape):
-    url: str | None = None
+    url: str | None = None  # our signed link once stored, DashScope's until then
     stored: bool | None = None
     upstream_url: str | None = None
     size: int | None = None
@@ -89,8 +67,10 @@ class GenerationOutput(Shape):
 
 
 class GenerationData(Shape):
+    """An image job's result as sent: DashScope's task output with links to our copies."""
+
     output: GenerationOutput
-    usage: dict[str, int] | None
+    usage: ImageUsage | None
     job_id: str
 
 
@@ -99,7 +79,7 @@ class JobError(Shape):
     message: str | None
 
 
-class JobUsage(Shape):
+class JobUsageData(Shape):
     input_tokens: int
     output_tokens: int
     total_tokens: int
@@ -126,9 +106,9 @@ class JobData(Shape):
     finished_at: str | None
     deadline_at: str
     attempts: int
-    result: dict[str, Any] | None
+    result: ChatCompletionData | GenerationData | None
     error: JobError | None
-    usage: JobUsage | None
+    usage: JobUsageData | None
     cost: JobCost | None
     links: JobLinks
 

@@ -1,9 +1,10 @@
-"""Waiting for a job inside a request: a Redis pub/sub wake-up, then a read of the job row.
+"""Waiting for a job inside a request: a Redis pub/sub wake-up, and the job it carries.
 
 One listener thread per web process holds a single subscription and wakes whichever requests
 wait for the announced job, so a thousand waiting requests cost one Redis connection, not a
-thousand. Wake-ups are hints: waiters re-read the row on a short timer too, so a lost message
-or a Redis blip only delays an answer.
+thousand. A wake-up that carries the job (common/jobs/events.py) is answered from memory; one
+that does not, a lost message or a Redis blip only means a read of the row, which waiters also
+make on a short timer.
 """
 
 from __future__ import annotations
@@ -12,60 +13,79 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import redis
 
-from common.jobs.events import JOB_EVENTS_CHANNEL
+from common.jobs import events
+from common.jobs.views import JobView
 
 logger = logging.getLogger(__name__)
 
 FALLBACK_POLL_SECONDS = 1.0
 
 
+class Waiting:
+    """One request waiting for one job: set when the job is announced, with the job as the
+    announcement carried it (if it did)."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        self.event = threading.Event()
+        self._announced: str | None = None
+
+    def wake(self, view_json: str | None) -> None:
+        self._announced = view_json
+        self.event.set()
+
+    def take(self) -> JobView | None:
+        """The job as last announced, once (None when the announcement carried no job)."""
+        self.event.clear()  # first: a wake-up that lands meanwhile sets it again
+        raw, self._announced = self._announced, None
+        return None if raw is None else events.parse_view(raw)
+
+
 class JobWaiter:
     def __init__(self, redis_client: redis.Redis) -> None:
         self._redis = redis_client
         self._lock = threading.Lock()
-        self._waiting: dict[str, list[threading.Event]] = {}
+        self._waiting: dict[str, list[Waiting]] = {}
         self._thread: threading.Thread | None = None
         self._subscribed = threading.Event()
 
     @contextlib.contextmanager
-    def listening(self, job_id: str) -> Iterator[threading.Event]:
-        """An event set whenever `job_id` is announced, for the duration of the block. Enter
-        it before the job can finish (before it is published), so no wake-up is missed."""
+    def listening(self, job_id: str) -> Iterator[Waiting]:
+        """Be woken whenever `job_id` is announced, for the duration of the block. Enter it
+        before the job can finish (before it is published), so no wake-up is missed."""
         self._ensure_listener()
-        event = threading.Event()
+        waiting = Waiting(job_id)
         with self._lock:
-            self._waiting.setdefault(job_id, []).append(event)
+            self._waiting.setdefault(job_id, []).append(waiting)
         try:
-            yield event
+            yield waiting
         finally:
             with self._lock:
-                events = self._waiting.get(job_id, [])
-                if event in events:
-                    events.remove(event)
-                if not events:
+                waiters = self._waiting.get(job_id, [])
+                if waiting in waiters:
+                    waiters.remove(waiting)
+                if not waiters:
                     self._waiting.pop(job_id, None)
 
-    def wait_until(self, event: threading.Event, is_finished, timeout: float, *,
-                   check_first: bool = True) -> bool:
-        """Block until `is_finished()` is true or `timeout` passes; True when it finished.
-        `check_first=False` skips the read before the first wait (for a job just published,
-        which the wake-up will announce)."""
+    def wait(self, waiting: Waiting, read: Callable[[], JobView], timeout: float, *,
+             check_first: bool = True) -> JobView | None:
+        """The job once it is settled, or the latest known state when `timeout` passes (None
+        if it was never read). `read` reads the row; `check_first=False` skips the read
+        before the first wait (for a job just published, which the wake-up will announce)."""
         deadline = time.monotonic() + timeout
-        if not check_first:
-            event.wait(min(timeout, FALLBACK_POLL_SECONDS))
-            event.clear()
-        while True:
-            if is_finished():
-                return True
+        latest = read() if check_first else None
+        while latest is None or not latest.settled:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return False
-            event.wait(min(remaining, FALLBACK_POLL_SECONDS))
-            event.clear()
+                break
+            woken = waiting.event.wait(min(remaining, FALLBACK_POLL_SECONDS))
+            announced = waiting.take() if woken else None
+            latest = announced or read()
+        return latest
 
     def _ensure_listener(self) -> None:
         if self._thread is not None and self._thread.is_alive():
@@ -82,7 +102,7 @@ class JobWaiter:
         while True:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
-                pubsub.subscribe(JOB_EVENTS_CHANNEL)
+                pubsub.subscribe(events.JOB_EVENTS_CHANNEL)
                 self._subscribed.set()
                 while True:
                     message = pubsub.get_message(timeout=5.0)
@@ -95,8 +115,9 @@ class JobWaiter:
                 with contextlib.suppress(redis.RedisError):
                     pubsub.close()
 
-    def _wake(self, job_id: str) -> None:
+    def _wake(self, message: str) -> None:
+        job_id, view_json = events.split(message)
         with self._lock:
-            events = list(self._waiting.get(job_id, ()))
-        for event in events:
-            event.set()
+            waiters = list(self._waiting.get(job_id, ()))
+        for waiting in waiters:
+            waiting.wake(view_json)

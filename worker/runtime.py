@@ -11,9 +11,11 @@ from common.infra.db import Database, database_from_settings
 from common.infra.redis_client import redis_from_settings
 from common.infra.settings import Settings, get_settings
 from common.infra.storage import image_store
+from common.jobs.chat import ChatJobs
 from common.jobs.image import ImageJobs
+from common.jobs.image_copies import ImageCopies
+from common.jobs.lifecycle import JobLifecycle
 from common.upstream.backends import backends
-from common.upstream.interface import AIBackend
 
 
 @dataclasses.dataclass
@@ -21,20 +23,30 @@ class Runtime:
     settings: Settings
     database: Database
     redis: redis.Redis
-    backends: dict[str, AIBackend]
+    lifecycle: JobLifecycle
+    chat: ChatJobs
     images: ImageJobs
+    image_copies: ImageCopies
 
 
 @functools.cache
 def get() -> Runtime:
+    from worker.celery_app import app  # the worker publishes with its own app
+
     settings = get_settings()
     database = database_from_settings(settings)
     redis_client = redis_from_settings(settings)
     available = backends(settings)
-    images = ImageJobs(database=database, backends=available, redis_client=redis_client,
-                       settings=settings, store=image_store(settings))
-    return Runtime(settings=settings, database=database, redis=redis_client,
-                   backends=available, images=images)
+    lifecycle = JobLifecycle.of(settings=settings, database=database,
+                                redis_client=redis_client, celery=app)
+    return Runtime(
+        settings=settings, database=database, redis=redis_client, lifecycle=lifecycle,
+        chat=ChatJobs(lifecycle=lifecycle, backends=available, redis_client=redis_client,
+                      settings=settings),
+        images=ImageJobs(lifecycle=lifecycle, database=database, backends=available,
+                         redis_client=redis_client, settings=settings),
+        image_copies=ImageCopies(lifecycle=lifecycle, database=database, settings=settings,
+                                 store=image_store(settings)))
 
 
 def reset() -> None:

@@ -1,4 +1,9 @@
-"""Thin tasks: decode arguments, call a service in `common`, decide retry. Nothing else."""
+"""Thin tasks: decode arguments, call a use case in `common`. Nothing else.
+
+Upstream faults are retried by the job services themselves (the lifecycle publishes the retry
+as the job's next step); Celery's own retry covers only an unreachable database, Redis or
+broker, bounded by max_retries and, above all, by the job's deadline.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import redis
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from common.infra.log import bind_log_context
-from common.jobs import chat, sweeper
+from common.jobs import sweeper
 from common.jobs.queue import (
     CANCEL_IMAGE,
     CORRELATION_HEADER,
@@ -17,77 +22,60 @@ from common.jobs.queue import (
     STORE_IMAGES,
     SUBMIT_IMAGE,
     SWEEP,
-    BrokerUnavailable,
-    publish_step,
 )
 from worker import runtime
 from worker.celery_app import app
 
 logger = logging.getLogger(__name__)
 
-# The database or Redis is unreachable: try the same task again later (bounded by max_retries
-# and, above all, by the job's own deadline).
 INFRASTRUCTURE_ERRORS = (OperationalError, InterfaceError, redis.ConnectionError,
-                         redis.TimeoutError, BrokerUnavailable)
+                         redis.TimeoutError)
+JOB_TASK = {"bind": True, "max_retries": 50, "autoretry_for": INFRASTRUCTURE_ERRORS,
+            "retry_backoff": True, "retry_backoff_max": 60, "retry_jitter": True}
 
 
-@app.task(name=RUN_CHAT, bind=True, max_retries=50, autoretry_for=INFRASTRUCTURE_ERRORS,
-          retry_backoff=True, retry_backoff_max=60, retry_jitter=True)
+@app.task(name=RUN_CHAT, **JOB_TASK)
 def run_chat(self, job_id: str) -> None:
-    bind_log_context(job_id=job_id, request_id=_correlation_id(self.request), user_id=None)
-    rt = runtime.get()
-    retry_in = chat.run_attempt(database=rt.database, backends=rt.backends,
-                                redis_client=rt.redis, settings=rt.settings, job_id=job_id)
-    if retry_in is not None:
-        raise self.retry(countdown=retry_in)
+    _bind(self, job_id)
+    runtime.get().chat.run(job_id)
 
 
-# Image steps re-arm themselves as new messages (see common/jobs/image.py): none of them sleeps.
-IMAGE_TASK_OPTIONS = {"max_retries": 50, "autoretry_for": INFRASTRUCTURE_ERRORS,
-                      "retry_backoff": True, "retry_backoff_max": 60, "retry_jitter": True}
+@app.task(name=SUBMIT_IMAGE, **JOB_TASK)
+def submit_image(self, job_id: str) -> None:
+    _bind(self, job_id)
+    runtime.get().images.submit(job_id)
 
 
-@app.task(name=SUBMIT_IMAGE, **IMAGE_TASK_OPTIONS)
-def submit_image(job_id: str) -> None:
-    bind_log_context(job_id=job_id, request_id=None, user_id=None)
-    _then(runtime.get().images.submit(job_id))
+@app.task(name=POLL_IMAGE, **JOB_TASK)
+def poll_image(self, job_id: str, polls: int) -> None:
+    _bind(self, job_id)
+    runtime.get().images.poll(job_id, polls)
 
 
-@app.task(name=POLL_IMAGE, **IMAGE_TASK_OPTIONS)
-def poll_image(job_id: str, polls: int) -> None:
-    bind_log_context(job_id=job_id, request_id=None, user_id=None)
-    _then(runtime.get().images.poll(job_id, polls))
+@app.task(name=STORE_IMAGES, **JOB_TASK)
+def store_images(self, job_id: str) -> None:
+    _bind(self, job_id)
+    runtime.get().image_copies.store_images(job_id)
 
 
-@app.task(name=STORE_IMAGES, **IMAGE_TASK_OPTIONS)
-def store_images(job_id: str) -> None:
-    bind_log_context(job_id=job_id, request_id=None, user_id=None)
-    _then(runtime.get().images.store_images(job_id))
-
-
-@app.task(name=CANCEL_IMAGE, **IMAGE_TASK_OPTIONS)
-def cancel_image(job_id: str) -> None:
-    bind_log_context(job_id=job_id, request_id=None, user_id=None)
+@app.task(name=CANCEL_IMAGE, **JOB_TASK)
+def cancel_image(self, job_id: str) -> None:
+    _bind(self, job_id)
     runtime.get().images.cancel_upstream(job_id)
-
-
-def _then(step) -> None:
-    if step is not None and not publish_step(app, step):
-        # Broker unreachable: fail this delivery so it is retried; the sweeper also resumes it.
-        raise BrokerUnavailable(f"could not schedule {step.action} of job {step.job_id}")
 
 
 @app.task(name=SWEEP, ignore_result=True)
 def sweep() -> None:
     rt = runtime.get()
     try:
-        sweeper.sweep(database=rt.database, celery=app, redis_client=rt.redis,
-                      settings=rt.settings)
+        sweeper.sweep(lifecycle=rt.lifecycle, settings=rt.settings)
     except INFRASTRUCTURE_ERRORS as exc:
         # The next sweep, seconds away, tries again; a traceback per beat tick says nothing new.
         logger.warning("sweep skipped: %s: %s", type(exc).__name__, exc)
 
 
-def _correlation_id(request) -> str | None:
-    return getattr(request, CORRELATION_HEADER, None) or \
+def _bind(task, job_id: str) -> None:
+    request = task.request
+    correlation = getattr(request, CORRELATION_HEADER, None) or \
         (getattr(request, "headers", None) or {}).get(CORRELATION_HEADER)
+    bind_log_context(job_id=job_id, request_id=correlation, user_id=None)

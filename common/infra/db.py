@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
@@ -170,6 +170,15 @@ class Database:
             raise
         finally:
             session.close()
+
+    def transaction(self) -> contextlib.AbstractContextManager[Connection]:
+        """One transaction on a pooled connection (Core): committed when the block ends,
+        rolled back if it raises."""
+        return self.engine.begin()
+
+    def connect(self) -> Connection:
+        """A pooled connection for reads (Core); use it as a context manager."""
+        return self.engine.connect()
 
     def dispose(self) -> None:
         """Drop pooled connections (after fork, and at shutdown)."""

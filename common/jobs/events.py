@@ -1,7 +1,10 @@
-"""Wake-ups: a finished job is announced on Redis pub/sub so waiting requests read its row.
+"""Wake-ups: a change a waiting request may care about is announced on Redis pub/sub, with the
+job as its owner may see it when the announcer has that at hand, so the waiter can answer
+without reading the row.
 
 Best effort by design: the row is the truth, and waiters re-read it on a timer, so a lost
-message only costs latency.
+message only costs latency. A message is `<job id>` or `<job id> <JobView as JSON>`; a
+listener reads past the id only when somebody waits for that job.
 """
 
 from __future__ import annotations
@@ -10,13 +13,26 @@ import logging
 
 import redis
 
+from common.jobs.views import JobView
+
 logger = logging.getLogger(__name__)
 
-JOB_EVENTS_CHANNEL = "bailian:job-finished"
+JOB_EVENTS_CHANNEL = "bailian:job-events"
 
 
-def announce_job_finished(client: redis.Redis, job_id: str) -> None:
+def announce(client: redis.Redis, job_id: str, view: JobView | None = None) -> None:
+    message = job_id if view is None else f"{job_id} {view.model_dump_json()}"
     try:
-        client.publish(JOB_EVENTS_CHANNEL, job_id)
+        client.publish(JOB_EVENTS_CHANNEL, message)
     except redis.RedisError as exc:
         logger.warning("wake-up not published job_id=%s error=%s", job_id, exc)
+
+
+def split(message: str) -> tuple[str, str | None]:
+    """The job id of a wake-up, and its view (still JSON) if it carries one."""
+    job_id, _, view = message.partition(" ")
+    return job_id, view or None
+
+
+def parse_view(raw: str) -> JobView:
+    return JobView.model_validate_json(raw)

@@ -5,15 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from decimal import Decimal
-from typing import TYPE_CHECKING
 
 from sqlalchemy import JSON, ForeignKey, Index, Integer, Numeric, String, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column
 
 from common.infra.orm import Base, BigId, Timestamp, string_enum, utcnow
-
-if TYPE_CHECKING:
-    from common.billing.models import UsageRecord
 
 
 class JobKind(enum.StrEnum):
@@ -38,7 +34,7 @@ ACTIVE_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING)
 
 
 class Job(Base):
-    """One unit of AI work and its whole history; its own outbox (see lifecycle.py)."""
+    """One unit of AI work and its whole history; its own outbox (see transitions.py)."""
 
     __tablename__ = "jobs"
     __table_args__ = (
@@ -87,6 +83,3 @@ class Job(Base):
     finished_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
     updated_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow,
                                                     onupdate=utcnow)
-
-    # Loaded on demand: the worker never needs it; the jobs API joins it in.
-    usage: Mapped[UsageRecord | None] = relationship("UsageRecord", viewonly=True)

@@ -1,11 +1,12 @@
-"""The Celery app both sides share, and publishing of jobs by stable task name.
+"""The Celery app both sides share, its queues and task names, and the steps a job is owed.
 
-The web process builds the same app without importing `worker`, and enqueues by name, so the
-web image needs no worker code.
+The web process builds the same app without importing `worker` and publishes by task name, so
+the web image needs no worker code.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from celery import Celery
@@ -28,14 +29,31 @@ POLL_IMAGE = "jobs.poll_image"
 STORE_IMAGES = "jobs.store_images"
 CANCEL_IMAGE = "jobs.cancel_image"
 SWEEP = "jobs.sweep"
-TASK_FOR_KIND = {JobKind.CHAT: (RUN_CHAT, CHAT_QUEUE), JobKind.IMAGE: (SUBMIT_IMAGE, IMAGE_QUEUE)}
-IMAGE_TASKS = {"submit": SUBMIT_IMAGE, "poll": POLL_IMAGE, "store": STORE_IMAGES}
+QUEUE_OF = {RUN_CHAT: CHAT_QUEUE, SUBMIT_IMAGE: IMAGE_QUEUE, POLL_IMAGE: IMAGE_QUEUE,
+            STORE_IMAGES: IMAGE_QUEUE, CANCEL_IMAGE: IMAGE_QUEUE, SWEEP: MAINTENANCE_QUEUE}
+FIRST_TASK = {JobKind.CHAT: RUN_CHAT, JobKind.IMAGE: SUBMIT_IMAGE}
 # Not "correlation_id": Celery uses that message property for the task id.
 CORRELATION_HEADER = "bailian_correlation_id"
 
 
-class BrokerUnavailable(Exception):
-    """A message could not be published; the caller should be retried."""
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """A message a job is owed: the task to run next, when, and for a poll the poll number the
+    message may claim (so a duplicate message never starts a second polling chain)."""
+
+    task: str
+    job_id: str
+    countdown: float = 0.0
+    polls: int | None = None
+    correlation_id: str | None = None
+
+    @property
+    def args(self) -> list:
+        return [self.job_id] if self.polls is None else [self.job_id, self.polls]
+
+
+def first_step(kind: JobKind, job_id: str, correlation_id: str | None = None) -> Step:
+    return Step(FIRST_TASK[kind], job_id, correlation_id=correlation_id)
 
 
 def celery_config(settings: Settings) -> dict:
@@ -80,11 +98,7 @@ def celery_config(settings: Settings) -> dict:
         "task_default_queue": CHAT_QUEUE,
         "task_default_exchange": CHAT_QUEUE,
         "task_default_routing_key": CHAT_QUEUE,
-        "task_routes": {
-            RUN_CHAT: {"queue": CHAT_QUEUE},
-            **{name: {"queue": IMAGE_QUEUE} for name in (*IMAGE_TASKS.values(), CANCEL_IMAGE)},
-            SWEEP: {"queue": MAINTENANCE_QUEUE},
-        },
+        "task_routes": {task: {"queue": queue} for task, queue in QUEUE_OF.items()},
         # Task events cost publishes on every task, so workers send them only while someone
         # watches: Flower switches them on (enable_events) as long as it runs.
         "worker_send_task_events": False,
@@ -108,41 +122,20 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-def publish_job(celery: Celery, *, job_id: str, kind: JobKind,
-                correlation_id: str | None = None) -> bool:
-    """Send the job's first task; False (logged) when the broker is unreachable.
+class Publisher:
+    """Sends steps to the broker. A failed publish is logged and reported, never raised: the
+    job row records what the job is owed, and the sweeper publishes it again."""
 
-    The job row is committed before this is called, so a failed publish loses nothing: the
-    sweeper publishes it later.
-    """
-    name, queue = TASK_FOR_KIND[kind]
-    try:
-        celery.send_task(name, args=[job_id], queue=queue,
-                         headers={CORRELATION_HEADER: correlation_id} if correlation_id else None)
-    except (BrokerError, ConnectionError, OSError) as exc:
-        logger.warning("publish failed job_id=%s kind=%s error=%s", job_id, kind.value, exc)
-        return False
-    return True
+    def __init__(self, celery: Celery) -> None:
+        self.celery = celery
 
-
-def publish_step(celery: Celery, step) -> bool:
-    """Schedule an image job's next step (a `common.images.Step`)."""
-    args = [step.job_id, step.polls] if step.action == "poll" else [step.job_id]
-    try:
-        celery.send_task(IMAGE_TASKS[step.action], args=args, queue=IMAGE_QUEUE,
-                         countdown=step.countdown or None)
-    except (BrokerError, ConnectionError, OSError) as exc:
-        logger.warning("publish failed job_id=%s step=%s error=%s", step.job_id, step.action,
-                       exc)
-        return False
-    return True
-
-
-def publish_cancel(celery: Celery, job_id: str) -> bool:
-    """Ask a worker to cancel a job's upstream task (only a worker talks to DashScope)."""
-    try:
-        celery.send_task(CANCEL_IMAGE, args=[job_id], queue=IMAGE_QUEUE)
-    except (BrokerError, ConnectionError, OSError) as exc:
-        logger.warning("publish failed job_id=%s step=cancel error=%s", job_id, exc)
-        return False
-    return True
+    def publish(self, step: Step) -> bool:
+        headers = {CORRELATION_HEADER: step.correlation_id} if step.correlation_id else None
+        try:
+            self.celery.send_task(step.task, args=step.args, queue=QUEUE_OF[step.task],
+                                  countdown=step.countdown or None, headers=headers)
+        except (BrokerError, ConnectionError, OSError) as exc:
+            logger.warning("publish failed job_id=%s task=%s error=%s", step.job_id, step.task,
+                           exc)
+            return False
+        return True

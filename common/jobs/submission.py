@@ -1,38 +1,100 @@
-"""Submitting work: commit the job, then publish it (the order that loses nothing)."""
+"""Submitting work: commit the job, then publish it (the order that loses nothing).
+
+A broker outage does not fail a submission: the committed job waits for the sweeper. The same
+Idempotency-Key with the same request answers with the job it made; with another request it
+is a Conflict; a key older than its TTL is released and makes a new job.
+"""
 
 from __future__ import annotations
 
-import logging
+import datetime as dt
+import hashlib
+import json
+import uuid
+from decimal import Decimal
 
-from celery import Celery
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, select, update
+from sqlalchemy.exc import IntegrityError
 
-from common.infra.metrics import JOBS_SUBMITTED
+from common.errors import Conflict
+from common.infra.orm import utcnow
 from common.infra.settings import Settings
-from common.jobs import lifecycle as jobs
-from common.jobs.models import Job, JobKind
-from common.jobs.queue import publish_job
+from common.jobs import queries, transitions
+from common.jobs.effects import Change
+from common.jobs.lifecycle import JobLifecycle
+from common.jobs.models import JobKind, JobStatus
+from common.jobs.queue import Step, first_step
+from common.jobs.views import JobView
 
-logger = logging.getLogger(__name__)
+jobs = transitions.jobs
 
 
-def submit_job(*, session: Session, celery: Celery, settings: Settings, user_id: int,
-               kind: JobKind, model: str, request: dict, idempotency_key: str | None,
-               correlation_id: str | None, job_id: str | None = None) -> tuple[Job, bool]:
-    """Create (or replay) a job and publish it. Returns (job, created).
+def fingerprint(kind: JobKind, model: str, request: dict) -> str:
+    canonical = json.dumps({"kind": kind.value, "model": model, "request": request},
+                           sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
-    A broker outage does not fail the submission: the committed job waits for the sweeper.
-    """
+
+def submit(*, lifecycle: JobLifecycle, settings: Settings, user_id: int, kind: JobKind,
+           model: str, request: dict, idempotency_key: str | None = None,
+           correlation_id: str | None = None, job_id: str | None = None
+           ) -> tuple[JobView, bool]:
+    """Commit a queued job (or find the one this idempotency key made) and publish it.
+    Returns (job, created). `job_id` lets a caller know the id before the job exists, to
+    listen for its wake-up."""
+    digest = fingerprint(kind, model, request)
     deadline = (settings.image_job_deadline_seconds if kind == JobKind.IMAGE
                 else settings.job_deadline_seconds)
-    job, created = jobs.submit(
-        session=session, user_id=user_id, kind=kind, model=model, request=request,
-        deadline_seconds=deadline, idempotency_key=idempotency_key,
-        path=settings.path_for(kind.value),
-        idempotency_ttl_seconds=settings.idempotency_ttl_seconds, correlation_id=correlation_id,
-        job_id=job_id)
-    if created:
-        JOBS_SUBMITTED.labels(kind.value).inc()
-        if not publish_job(celery, job_id=job.id, kind=kind, correlation_id=correlation_id):
-            jobs.mark_unpublished(session=session, job_id=job.id)
-    return job, created
+    job_id = job_id or str(uuid.uuid4())
+
+    def work(conn: Connection):
+        now = utcnow()
+        if idempotency_key:
+            existing = _replay(conn, user_id, idempotency_key, digest, now,
+                               settings.idempotency_ttl_seconds)
+            if existing is not None:
+                return existing, []
+        view = JobView(id=job_id, user_id=user_id, kind=kind, model=model,
+                       status=JobStatus.QUEUED, created_at=now,
+                       deadline_at=now + dt.timedelta(seconds=deadline))
+        # enqueued_at is set optimistically: the publish follows the commit, and a failed one
+        # clears it again (mark_unpublished).
+        transitions.insert_job(conn, {
+            "id": job_id, "user_id": user_id, "kind": kind, "model": model,
+            "status": JobStatus.QUEUED, "request": request, "attempts": 0, "polls": 0,
+            "idempotency_key": idempotency_key, "request_fingerprint": digest,
+            "correlation_id": correlation_id, "created_at": now, "updated_at": now,
+            "enqueued_at": now, "path": settings.path_for(kind.value),
+            "compute_cost": Decimal(0), "deadline_at": view.deadline_at})
+        step = first_step(kind, job_id, correlation_id)
+        return view, [Change(job_id, kind, submitted=True, follow_ups=(step,))]
+
+    unsent: list[Step] = []
+    try:
+        view = lifecycle.commit(work, unsent=unsent)
+    except IntegrityError:
+        if not idempotency_key:
+            raise
+        # A concurrent request with the same key won the insert: answer with its job.
+        view = lifecycle.commit(work, unsent=unsent)
+    if unsent:  # the broker is unreachable: the sweeper publishes the job once it is back
+        with lifecycle.database.transaction() as conn:
+            transitions.mark_unpublished(conn, job_id)
+    return view, view.id == job_id
+
+
+def _replay(conn: Connection, user_id: int, key: str, digest: str, now: dt.datetime,
+            ttl_seconds: int) -> JobView | None:
+    row = conn.execute(select(jobs.c.id, jobs.c.created_at, jobs.c.request_fingerprint)
+                       .where(jobs.c.user_id == user_id, jobs.c.idempotency_key == key)
+                       ).one_or_none()
+    if row is None:
+        return None
+    if row.created_at < now - dt.timedelta(seconds=ttl_seconds):
+        # Expired: the key may start a new job.
+        conn.execute(update(jobs).where(jobs.c.id == row.id).values(idempotency_key=None))
+        return None
+    if row.request_fingerprint != digest:
+        raise Conflict("Idempotency-Key was already used with a different request",
+                       code="idempotency_key_reused")
+    return queries.find(conn, row.id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from common.infra.settings import Settings
 from common.upstream.dashscope_backend import DashScopeBackend
+from common.upstream.failures import BACKEND_NOT_CONFIGURED, UpstreamError
 from common.upstream.function_compute import FunctionComputeBackend
 from common.upstream.interface import AIBackend
 
@@ -21,3 +22,12 @@ def backends(settings: Settings) -> dict[str, AIBackend]:
             price_per_request=settings.fc_price_per_request,
             price_per_second=settings.fc_price_per_second)
     return available
+
+
+def backend_for(available: dict[str, AIBackend], path: str) -> AIBackend:
+    """The backend of the path a job was submitted for; never another one."""
+    backend = available.get(path)
+    if backend is None:
+        raise UpstreamError(code=BACKEND_NOT_CONFIGURED, status=None, retryable=False,
+                            message=f"This worker has no {path!r} backend configured")
+    return backend

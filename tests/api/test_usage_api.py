@@ -9,28 +9,30 @@ import pytest
 
 from common.billing.pricing import Usage, cost_of
 from common.infra.orm import utcnow
-from common.jobs import lifecycle as jobs
+from common.jobs import submission
+from common.jobs.lifecycle import Billed
 from common.jobs.models import JobKind
+from common.jobs.results import ChatCompletion
+from common.upstream.interface import ChatResult
 
 
-def _billed_job(database, settings, user_id: int, model: str, tokens: tuple[int, int]) -> None:
-    with database.session() as session:
-        job, _ = jobs.submit(session=session, user_id=user_id, kind=JobKind.CHAT, model=model,
-                             request={"messages": []}, deadline_seconds=60)
-        jobs.claim(session=session, job_id=job.id, lease_seconds=60, max_attempts=3)
-        usage = Usage(input_tokens=tokens[0], output_tokens=tokens[1],
-                      total_tokens=sum(tokens))
-        jobs.finish(session=session, job_id=job.id, user_id=user_id, model=model,
-                    kind=JobKind.CHAT, created_at=job.created_at, result={}, usage=usage,
-                    cost=cost_of(settings.prices, model, usage), currency="CNY",
-                    path="dashscope")
+def _billed_job(lifecycle, settings, user_id: int, model: str, tokens: tuple[int, int]) -> None:
+    job, _ = submission.submit(lifecycle=lifecycle, settings=settings, user_id=user_id,
+                               kind=JobKind.CHAT, model=model, request={"messages": []})
+    claim = lifecycle.claim(job.id, lease_seconds=60)
+    usage = Usage(input_tokens=tokens[0], output_tokens=tokens[1], total_tokens=sum(tokens))
+    answer = ChatResult(message={"role": "assistant", "content": "ok"}, finish_reason="stop",
+                        usage=usage)
+    lifecycle.finish(claim, Billed(
+        result=ChatCompletion.of(job_id=job.id, model=model, answer=answer), usage=usage,
+        cost=cost_of(settings.prices, model, usage), currency="CNY"))
 
 
-def test_totals_and_groups_for_the_caller(client, accounts, database, settings):
+def test_totals_and_groups_for_the_caller(client, accounts, lifecycle, settings):
     account, headers = accounts.headers()
-    _billed_job(database, settings, account["id"], "qwen-plus", (1000, 500))
-    _billed_job(database, settings, account["id"], "qwen-plus", (200, 100))
-    _billed_job(database, settings, account["id"], "qwen-max", (1000, 1000))
+    _billed_job(lifecycle, settings, account["id"], "qwen-plus", (1000, 500))
+    _billed_job(lifecycle, settings, account["id"], "qwen-plus", (200, 100))
+    _billed_job(lifecycle, settings, account["id"], "qwen-max", (1000, 1000))
 
     report = client.get("/api/usage?group_by=model", headers=headers).json["data"]
     assert report["currency"] == "CNY"
@@ -47,9 +49,9 @@ def test_totals_and_groups_for_the_caller(client, accounts, database, settings):
     assert by_day == [{**by_day[0], "day": utcnow().date().isoformat()}]
 
 
-def test_window_excludes_other_periods(client, accounts, database, settings):
+def test_window_excludes_other_periods(client, accounts, lifecycle, settings):
     account, headers = accounts.headers()
-    _billed_job(database, settings, account["id"], "qwen-turbo", (10, 10))
+    _billed_job(lifecycle, settings, account["id"], "qwen-turbo", (10, 10))
     tomorrow = (utcnow() + dt.timedelta(days=1)).date().isoformat()
     later = client.get(f"/api/usage?start={tomorrow}", headers=headers)
     assert later.status_code == 400  # start after the default end (now)
@@ -57,10 +59,10 @@ def test_window_excludes_other_periods(client, accounts, database, settings):
     assert future.json["data"]["totals"]["requests"] == 0
 
 
-def test_users_cannot_see_others_but_admins_can(client, accounts, database, settings):
+def test_users_cannot_see_others_but_admins_can(client, accounts, lifecycle, settings):
     alice, _alice_headers = accounts.headers()
     _, admin_headers = accounts.headers("admin")
-    _billed_job(database, settings, alice["id"], "qwen-plus", (10, 10))
+    _billed_job(lifecycle, settings, alice["id"], "qwen-plus", (10, 10))
     _, bob_headers = accounts.headers()
     assert client.get(f"/api/usage?user_id={alice['id']}",
                       headers=bob_headers).status_code == 403

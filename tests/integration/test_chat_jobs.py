@@ -3,6 +3,7 @@ DashScope emulator driven through the real SDK."""
 
 from __future__ import annotations
 
+import datetime as dt
 import signal
 import time
 import uuid
@@ -11,7 +12,8 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select
 
-from common.jobs import lifecycle as jobs
+from common.infra.orm import utcnow
+from common.jobs import transitions
 from common.jobs.models import Job, JobKind, JobStatus
 from emulator import text as upstream_text
 from tests.support import processes
@@ -251,19 +253,22 @@ def test_redis_down_at_submit_is_a_503_that_creates_nothing(settings, accounts, 
         proxy.close()
 
 
-def test_sweeper_publishes_a_job_whose_message_never_left(accounts, database, emulator):
+def test_sweeper_publishes_a_job_whose_message_never_left(accounts, database, lifecycle):
     """A web process that died between commit and publish leaves only the row behind."""
     account = accounts.create()
     marker = directive()
-    with database.session() as session:
-        job, _ = jobs.submit(session=session, user_id=account["id"], kind=JobKind.CHAT,
-                             model="qwen-turbo", deadline_seconds=120, request={
-                                 "messages": [{"role": "user", "content": f"orphan {marker}"}],
-                                 "parameters": {}})
-        jobs.mark_unpublished(session=session, job_id=job.id)
-    finished = wait_for_job(database, job.id, timeout=30)
+    job_id = str(uuid.uuid4())
+    with database.transaction() as conn:  # the commit, and nothing after it
+        transitions.insert_job(conn, {
+            "id": job_id, "user_id": account["id"], "kind": JobKind.CHAT,
+            "model": "qwen-turbo", "status": JobStatus.QUEUED, "attempts": 0, "polls": 0,
+            "request": {"messages": [{"role": "user", "content": f"orphan {marker}"}],
+                        "parameters": {}},
+            "request_fingerprint": "0" * 64, "created_at": utcnow(), "updated_at": utcnow(),
+            "deadline_at": utcnow() + dt.timedelta(seconds=120), "path": "dashscope"})
+    finished = wait_for_job(database, job_id, timeout=30)
     assert finished.status == JobStatus.SUCCEEDED
-    assert len(usage_rows(database, job.id)) == 1
+    assert len(usage_rows(database, job_id)) == 1
 
 
 def test_database_outage_while_persisting_keeps_the_result_without_a_second_call(

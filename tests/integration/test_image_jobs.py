@@ -13,9 +13,8 @@ from decimal import Decimal
 import pytest
 import requests
 
-from common.jobs import lifecycle as jobs
+from common.jobs import submission
 from common.jobs.models import Job, JobKind, JobStatus
-from common.jobs.queue import publish_job
 from tests.support import processes
 from tests.support.jobs import directive, usage_rows, wait_for_job, wait_until
 
@@ -163,18 +162,13 @@ def test_cancel_while_running_hides_results_but_records_what_dashscope_bills(
 
 
 def test_deadline_fails_the_job_and_cancels_the_upstream_task(accounts, database, emulator,
-                                                              platform):
-    from common.jobs.queue import make_celery
-    from tests.conftest import settings_from_env
-
-    settings = settings_from_env(platform.env)
+                                                              lifecycle, settings):
     account = accounts.create()
-    with database.session() as session:
-        job, _ = jobs.submit(session=session, user_id=account["id"], kind=JobKind.IMAGE,
-                             model="wanx-v1", deadline_seconds=4, request={
-                                 "prompt": f"slow {directive(pending_s=60)}",
-                                 "negative_prompt": None, "parameters": {"n": 1}})
-    publish_job(make_celery(settings), job_id=job.id, kind=JobKind.IMAGE)
+    job, _ = submission.submit(
+        lifecycle=lifecycle, settings=settings.model_copy(update={
+            "image_job_deadline_seconds": 4}), user_id=account["id"], kind=JobKind.IMAGE,
+        model="wanx-v1", request={"prompt": f"slow {directive(pending_s=60)}",
+                                  "negative_prompt": None, "parameters": {"n": 1}})
     failed = wait_for_job(database, job.id, timeout=30)
     assert (failed.status, failed.error_code) == (JobStatus.FAILED, "deadline_exceeded")
     wait_until(lambda: _task_of(emulator, _reload(database, job.id))["status"] == "CANCELED",

@@ -7,14 +7,15 @@ import email.utils
 
 import pytest
 
-from common.infra.settings import Settings
-from common.jobs.chat import retry_delay
-from common.jobs.models import Job, JobStatus
-from common.upstream.failures import UpstreamError, is_retryable_status, retry_after_seconds
-from web.serializers import failure_status
+from common.upstream.failures import (
+    RetryPolicy,
+    UpstreamError,
+    http_status_for,
+    is_retryable_status,
+    retry_after_seconds,
+)
 
-SETTINGS = Settings(_env_file=None, app_env="development", upstream_retry_base_seconds=1,
-                    upstream_retry_max_seconds=30)
+POLICY = RetryPolicy(base_seconds=1, max_seconds=30, max_attempts=5)
 
 
 def error(retry_after=None) -> UpstreamError:
@@ -32,14 +33,14 @@ def test_retryable_statuses(status, retryable):
 @pytest.mark.parametrize("attempt", [1, 2, 3, 4, 5, 6, 10])
 def test_backoff_grows_with_jitter_and_is_capped(attempt):
     ceiling = min(30, 2 ** (attempt - 1))
-    delays = [retry_delay(error(), attempt, SETTINGS) for _ in range(200)]
+    delays = [POLICY.delay(error(), attempt) for _ in range(200)]
     assert all(ceiling * 0.5 <= d <= ceiling for d in delays)
     assert len(set(delays)) > 1  # jittered
 
 
 def test_retry_after_is_a_floor_but_never_beyond_the_cap():
-    assert retry_delay(error(retry_after=7), 1, SETTINGS) >= 7
-    assert retry_delay(error(retry_after=3600), 1, SETTINGS) <= 30
+    assert POLICY.delay(error(retry_after=7), 1) >= 7
+    assert POLICY.delay(error(retry_after=3600), 1) <= 30
 
 
 def test_retry_after_parses_seconds_and_http_dates():
@@ -58,8 +59,12 @@ def test_retry_after_parses_seconds_and_http_dates():
     ("Throttling.RateQuota", 503), ("ModelUnavailable", 503),
     ("deadline_exceeded", 504), ("UpstreamTimeout", 504)])
 def test_failed_jobs_map_to_honest_http_statuses(code, status):
-    assert failure_status(Job(status=JobStatus.FAILED, error_code=code)) == status
+    assert http_status_for(code) == status
 
 
-def test_canceled_job_is_a_conflict():
-    assert failure_status(Job(status=JobStatus.CANCELED)) == 409
+def test_a_failure_is_final_when_not_retryable_out_of_attempts_or_past_the_deadline():
+    assert POLICY.next_attempt_in(error(), 1, seconds_left=600) is not None
+    permanent = UpstreamError(code="InvalidApiKey", message="", status=401, retryable=False)
+    assert POLICY.next_attempt_in(permanent, 1, seconds_left=600) is None
+    assert POLICY.next_attempt_in(error(), 5, seconds_left=600) is None  # the fifth attempt
+    assert POLICY.next_attempt_in(error(retry_after=20), 1, seconds_left=10) is None

@@ -10,8 +10,9 @@ from web.authentication import admin_required
 from web.context import db_session, services
 from web.envelope import ok
 from web.openapi import ERROR, documented
-from web.request_models import CreateUserRequest, UpdateUserRequest, UserOut
+from web.request_models import CreateUserRequest, UpdateUserRequest
 from web.response_models import UserData
+from web.serializers import user_data
 from web.validation import parse_body
 
 bp = Blueprint("admin", __name__, url_prefix="/api/admin")
@@ -27,14 +28,14 @@ def create_user():
     user = users.create_user(session=session, username=body.username, password=body.password,
                              email=body.email, role=body.role)
     session.commit()
-    return ok(UserOut.of(user), "User created", status=201)
+    return ok(user_data(user), "User created", status=201)
 
 
 @bp.get("/users")
 @documented(summary="List users", tag="admin", responses={200: list[UserData], 403: ERROR})
 @admin_required
 def list_users():
-    return ok([UserOut.of(u) for u in users.list_users(session=db_session())])
+    return ok([user_data(u) for u in users.list_users(session=db_session())])
 
 
 @bp.patch("/users/<int:user_id>")
@@ -47,4 +48,4 @@ def update_user(user_id: int):
     user = users.change_user(session=db_session(), auth_state=services().auth_state,
                              user_id=user_id, actor_id=current_user.id, role=body.role,
                              is_active=body.active)
-    return ok(UserOut.of(user), "User updated")
+    return ok(user_data(user), "User updated")

@@ -17,8 +17,9 @@ from web.authentication import (
 from web.context import db_session, services
 from web.envelope import ok
 from web.openapi import ERROR, documented
-from web.request_models import LoginRequest, UserOut
+from web.request_models import LoginRequest
 from web.response_models import LoginData, RefreshData, UserData
+from web.serializers import user_data
 from web.validation import parse_body
 
 bp = Blueprint("auth", __name__, url_prefix="/api/auth")
@@ -73,4 +74,4 @@ def logout():
 @login_required
 def me():
     user = db_session().get(User, current_user.id)
-    return ok(UserOut.of(user))
+    return ok(user_data(user))

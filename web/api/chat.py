@@ -4,20 +4,17 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from common.jobs.models import Job, JobKind
+from common.jobs.models import JobKind
 from web.authentication import login_required
 from web.context import services
 from web.job_submission import submit_and_answer
 from web.openapi import ERROR, documented
 from web.request_models import ChatCompletionRequest
 from web.response_models import ChatCompletionData, JobData
+from web.serializers import chat_completion_data
 from web.validation import parse_body
 
 bp = Blueprint("chat", __name__, url_prefix="/api/bailian")
-
-
-def _completion(job: Job) -> dict:
-    return {**job.result, "job_id": job.id}
 
 
 @bp.post("/chat/completions")
@@ -35,4 +32,4 @@ def _completion(job: Job) -> dict:
 def chat_completions():
     body = parse_body(ChatCompletionRequest, {"chat_models": services().settings.chat_models})
     return submit_and_answer(kind=JobKind.CHAT, model=body.model,
-                             job_request=body.job_request(), render_result=_completion)
+                             job_request=body.job_request(), render_result=chat_completion_data)

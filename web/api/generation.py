@@ -5,28 +5,17 @@ from __future__ import annotations
 from flask import Blueprint
 
 from common.errors import ValidationFailed
-from common.jobs.models import Job, JobKind, JobStatus
+from common.jobs.models import JobKind
 from web.authentication import login_required
 from web.context import services
-from web.image_links import render_generation
 from web.job_submission import submit_and_answer
 from web.openapi import ERROR, documented
 from web.request_models import GenerationRequest
 from web.response_models import GenerationData, JobData
+from web.serializers import generation_data
 from web.validation import parse_body
 
 bp = Blueprint("generation", __name__, url_prefix="/api/bailian")
-
-
-def images_settled(job: Job) -> bool:
-    """Finished, and (when it succeeded) a first attempt made at copying each image: a waiting
-    client gets our links, or DashScope's while a failed copy is being retried."""
-    if not job.status.is_terminal:
-        return False
-    if job.status != JobStatus.SUCCEEDED or job.next_action_at is None:
-        return True
-    images = [entry for entry in job.result["output"]["results"] if "upstream_url" in entry]
-    return all(entry.get("stored") or entry.get("storage_error") for entry in images)
 
 
 @bp.post("/generation")
@@ -43,5 +32,4 @@ def generation():
     if errors := body.rule_errors():
         raise ValidationFailed(errors=errors)
     return submit_and_answer(kind=JobKind.IMAGE, model=body.model,
-                             job_request=body.job_request(), render_result=render_generation,
-                             settled=images_settled)
+                             job_request=body.job_request(), render_result=generation_data)

@@ -1,4 +1,4 @@
-"""The jobs API: one job, the caller's jobs, cancel."""
+"""The jobs API: one job, the caller's jobs, cancel, stored images."""
 
 from __future__ import annotations
 
@@ -6,25 +6,25 @@ from flask import Blueprint, Response, redirect
 from flask_jwt_extended import current_user
 
 from common.errors import NotFound
-from common.jobs import lifecycle as jobs
-from common.jobs.events import announce_job_finished
+from common.jobs import queries
 from common.jobs.models import JobStatus
-from common.jobs.queue import publish_cancel
+from common.jobs.results import GeneratedImage, ImageResult
+from common.jobs.views import JobView
 from web.authentication import authenticate, login_required
-from web.context import db_session, services
+from web.context import services
 from web.envelope import ok
 from web.image_links import signed_request_valid
 from web.openapi import ERROR, Raw, documented
 from web.request_models import JobListQuery
 from web.response_models import JobData, JobPage
-from web.serializers import serialize_job
+from web.serializers import job_data
 from web.validation import parse_query
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/jobs")
 
 
-def _owner() -> jobs.Owner:
-    return jobs.Owner(user_id=current_user.id, is_admin=current_user.is_admin)
+def _owner() -> queries.Owner:
+    return queries.Owner(user_id=current_user.id, is_admin=current_user.is_admin)
 
 
 @bp.get("/<job_id>")
@@ -32,9 +32,10 @@ def _owner() -> jobs.Owner:
             responses={200: JobData, 404: ERROR})
 @login_required
 def get_job(job_id: str):
-    job = jobs.get(session=db_session(), job_id=job_id, owner=_owner())
+    with services().database.connect() as conn:
+        view = queries.get(conn, job_id, _owner())
     # An unfinished job tells its poller when to ask again, like the 202 that announced it.
-    return ok(serialize_job(job), headers={} if job.status.is_terminal else {"Retry-After": "1"})
+    return ok(job_data(view), headers={} if view.status.is_terminal else {"Retry-After": "1"})
 
 
 @bp.get("")
@@ -43,9 +44,10 @@ def get_job(job_id: str):
 @login_required
 def list_jobs():
     query = parse_query(JobListQuery)
-    page, next_cursor = jobs.list_jobs(session=db_session(), owner=_owner(), status=query.status,
-                                       kind=query.kind, cursor=query.cursor, limit=query.limit)
-    return ok({"items": [serialize_job(job) for job in page], "next_cursor": next_cursor})
+    with services().database.connect() as conn:
+        views, next_cursor = queries.page(conn, _owner(), status=query.status, kind=query.kind,
+                                          cursor=query.cursor, limit=query.limit)
+    return ok(JobPage(items=[job_data(view) for view in views], next_cursor=next_cursor))
 
 
 @bp.post("/<job_id>/cancel")
@@ -53,11 +55,7 @@ def list_jobs():
             responses={200: JobData, 404: ERROR, 409: ERROR})
 @login_required
 def cancel_job(job_id: str):
-    job = jobs.cancel(session=db_session(), job_id=job_id, owner=_owner())
-    announce_job_finished(services().redis, job.id)
-    if job.upstream_task_id:
-        publish_cancel(services().celery, job.id)  # a worker asks DashScope to stop the task
-    return ok(serialize_job(job), "Job canceled")
+    return ok(job_data(services().lifecycle.cancel(job_id, _owner())), "Job canceled")
 
 
 @bp.get("/<job_id>/images/<int:index>")
@@ -68,27 +66,27 @@ def cancel_job(job_id: str):
                 401: ERROR, 404: ERROR, 503: ERROR})
 def job_image(job_id: str, index: int):
     """A stored image: by signed link, or for the owner (or an admin) with a token."""
-    if signed_request_valid():
-        job = jobs.find(session=db_session(), job_id=job_id)
-    else:
-        authenticate()
-        job = jobs.get(session=db_session(), job_id=job_id, owner=_owner())
-    entry = _stored_image(job, index)
     svc = services()
-    direct = svc.image_store.presigned_url(entry["key"], svc.settings.image_url_ttl_seconds)
+    signed = signed_request_valid()
+    if not signed:
+        authenticate()
+    with svc.database.connect() as conn:
+        view = queries.find(conn, job_id) if signed else queries.get(conn, job_id, _owner())
+    image = _stored_image(view, index)
+    direct = svc.image_store.presigned_url(image.key, svc.settings.image_url_ttl_seconds)
     if direct:
         return redirect(direct)
-    data = svc.image_store.get(entry["key"])
+    data = svc.image_store.get(image.key)
     if data is None:
         raise NotFound("Image not found", code="image_not_found")
-    response = Response(data, mimetype=entry["content_type"])
+    response = Response(data, mimetype=image.content_type)
     response.headers["Cache-Control"] = "private, max-age=3600"
     return response
 
 
-def _stored_image(job, index: int) -> dict:
-    results = ((job.result or {}).get("output") or {}).get("results") or [] \
-        if job and job.status == JobStatus.SUCCEEDED else []
-    if not 0 <= index < len(results) or not results[index].get("stored"):
+def _stored_image(view: JobView | None, index: int) -> GeneratedImage:
+    results = view.result.output.results if view is not None \
+        and view.status == JobStatus.SUCCEEDED and isinstance(view.result, ImageResult) else []
+    if not 0 <= index < len(results) or not getattr(results[index], "stored", False):
         raise NotFound("Image not found", code="image_not_found")
     return results[index]

@@ -1,0 +1,127 @@
+"""What a succeeded job produced: one type per job kind, built by the worker, stored as the job
+row's `result` JSON, read back by the web tier. The stored JSON keeps the shape it always had,
+so rows written before these types existed read the same."""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from common.jobs.models import JobKind
+from common.upstream.interface import ChatResult, ImageTask
+
+
+class Result(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ChatCompletionMessage(Result):
+    role: str
+    content: str
+
+
+class ChatCompletionChoice(Result):
+    index: int
+    message: ChatCompletionMessage
+    finish_reason: str
+
+
+class CompletionUsage(Result):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletion(Result):
+    """A chat job's result: OpenAI's chat.completion object."""
+
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatCompletionChoice]
+    usage: CompletionUsage
+
+    @classmethod
+    def of(cls, *, job_id: str, model: str, answer: ChatResult) -> ChatCompletion:
+        usage = answer.usage
+        return cls(
+            id=f"chatcmpl-{job_id}", created=int(time.time()), model=model,
+            choices=[ChatCompletionChoice(index=0, finish_reason=answer.finish_reason,
+                                          message=ChatCompletionMessage(**answer.message))],
+            usage=CompletionUsage(prompt_tokens=usage.input_tokens,
+                                  completion_tokens=usage.output_tokens,
+                                  total_tokens=usage.total_tokens))
+
+
+class GeneratedImage(Result):
+    """One image DashScope generated: its URL (valid for 24 hours), and our copy once stored."""
+
+    upstream_url: str
+    stored: bool = False
+    key: str | None = None
+    size: int | None = None
+    content_type: str | None = None
+    sha256: str | None = None
+    storage_error: str | None = None
+
+    @property
+    def settled(self) -> bool:
+        """Copied, or a copy attempted and failed (the client gets DashScope's URL meanwhile)."""
+        return self.stored or self.storage_error is not None
+
+
+class FailedImage(Result):
+    """An image of a partly successful task that DashScope could not generate."""
+
+    code: str | None = None
+    message: str | None = None
+
+
+class ImageTaskOutput(Result):
+    task_id: str
+    task_status: str
+    results: list[GeneratedImage | FailedImage]
+
+
+class ImageUsage(Result):
+    image_count: int
+
+
+class ImageResult(Result):
+    """An image job's result: DashScope's task output, its images copied or being copied."""
+
+    output: ImageTaskOutput
+    usage: ImageUsage
+
+    @classmethod
+    def of(cls, task: ImageTask) -> ImageResult:
+        results: list[GeneratedImage | FailedImage] = [
+            GeneratedImage(upstream_url=item["url"]) if item.get("url")
+            else FailedImage(code=item.get("code"), message=item.get("message"))
+            for item in task.results]
+        return cls(output=ImageTaskOutput(task_id=task.task_id, task_status=task.status,
+                                          results=results),
+                   usage=ImageUsage(image_count=task.image_count))
+
+    @property
+    def images(self) -> list[tuple[int, GeneratedImage]]:
+        """The generated images with their index in the task's results."""
+        return [(index, entry) for index, entry in enumerate(self.output.results)
+                if isinstance(entry, GeneratedImage)]
+
+    @property
+    def settled(self) -> bool:
+        return all(image.settled for _, image in self.images)
+
+
+JobResult = ChatCompletion | ImageResult
+RESULT_TYPES: dict[JobKind, type[JobResult]] = {JobKind.CHAT: ChatCompletion,
+                                                JobKind.IMAGE: ImageResult}
+
+
+def parse_result(kind: JobKind, raw: dict | None) -> JobResult | None:
+    """A stored result as its kind's type."""
+    return None if raw is None else RESULT_TYPES[kind].model_validate(raw)
