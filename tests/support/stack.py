@@ -21,12 +21,12 @@ MYSQL_PASSWORD = os.environ.get("TEST_MYSQL_PASSWORD", "")
 REDIS_HOST = os.environ.get("TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("TEST_REDIS_PORT", "6379"))
 EMULATOR_KEY = "sk-emulator-test-key"
-# The suite's Redis databases: six in a row from TEST_REDIS_FIRST_DB (default 7, i.e. 7-12), so
-# a second run can go beside the first on another range (TEST_REDIS_FIRST_DB=0: 0-5). Each is
-# flushed by the tests that use it.
+# The suite's Redis databases: seven in a row from TEST_REDIS_FIRST_DB (default 7, i.e. 7-13),
+# so a second run can go beside the first on another range (TEST_REDIS_FIRST_DB=0: 0-6). Each
+# is flushed by the tests that use it.
 FIRST_REDIS_DB = int(os.environ.get("TEST_REDIS_FIRST_DB", "7"))
 _REDIS_ROLES = ("compose_app", "compose_broker", "conformance_broker", "observability_broker",
-                "app", "broker")
+                "app", "broker", "service_broker")
 
 
 def redis_db(role: str) -> int:
