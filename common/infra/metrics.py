@@ -16,6 +16,7 @@ expose them through common/infra/prometheus.py.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 
 from prometheus_client import Counter, Histogram
 
@@ -77,6 +78,7 @@ def model_label(model: str | None) -> str:
     return model if model in _known_models else OTHER
 
 
+@functools.lru_cache(maxsize=512)  # statements repeat: compiled once, counted every time
 def sql_operation(statement: str) -> str:
     verb = statement.lstrip().split(None, 1)[0].lower() if statement.strip() else ""
     return verb if verb in ("select", "insert", "update", "delete") else OTHER

@@ -70,7 +70,10 @@ class Claim(BaseModel):
 
     @classmethod
     def of(cls, row) -> Claim:
-        return cls(**{**row._asdict(), "attempt": row.attempts})
+        # The row's own values, typed by their columns: nothing to validate.
+        values = row._asdict()
+        values["attempt"] = values.pop("attempts")
+        return cls.model_construct(**values)
 
     def seconds_left(self, now: dt.datetime | None = None) -> float:
         return (self.deadline_at - (now or utcnow())).total_seconds()

@@ -13,6 +13,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 from kombu.exceptions import OperationalError as BrokerError
 
+from common.infra import broker
 from common.infra.settings import Settings
 from common.jobs.models import JobKind
 
@@ -70,6 +71,8 @@ def celery_config(settings: Settings) -> dict:
     }
     return {
         "broker_url": settings.broker_url,
+        **({"broker_transport": broker.TRANSPORT}
+           if settings.broker_url.startswith("redis://") else {}),
         "broker_transport_options": transport,
         "broker_connection_retry_on_startup": True,
         "broker_connection_timeout": 3,
@@ -132,8 +135,12 @@ class Publisher:
     def publish(self, step: Step) -> bool:
         headers = {CORRELATION_HEADER: step.correlation_id} if step.correlation_id else None
         try:
+            # argsrepr and add_to_parent: Celery would otherwise saferepr() the arguments and
+            # look for a calling task on every publish; a step's arguments are ids.
             self.celery.send_task(step.task, args=step.args, queue=QUEUE_OF[step.task],
-                                  countdown=step.countdown or None, headers=headers)
+                                  countdown=step.countdown or None, headers=headers,
+                                  argsrepr=repr(step.args), kwargsrepr="{}",
+                                  add_to_parent=False)
         except (BrokerError, ConnectionError, OSError) as exc:
             logger.warning("publish failed job_id=%s task=%s error=%s", step.job_id, step.task,
                            exc)

@@ -29,7 +29,9 @@ from common.upstream.failures import UpstreamStatus
 jobs = Job.__table__
 usage_records = UsageRecord.__table__
 c = jobs.c
-ACTIVE = list(ACTIVE_STATUSES)
+# Not `status IN (...)`: an IN list is rendered again at every execution (SQLAlchemy's
+# "expanding" parameters), two comparisons are compiled once.
+IS_ACTIVE = or_(*(c.status == status for status in ACTIVE_STATUSES))
 
 # What a worker needs of a job it took: who, what, where it runs, and how far it got.
 CLAIM_COLUMNS = (c.id, c.user_id, c.kind, c.model, c.request, c.path, c.correlation_id,
@@ -39,7 +41,7 @@ CLAIM_COLUMNS = (c.id, c.user_id, c.kind, c.model, c.request, c.path, c.correlat
 # Bound parameter names may not repeat column names in an UPDATE's SET clause: hence `p_`.
 _TAKE_LEASE = (
     update(jobs)
-    .where(c.id == bindparam("p_id"), c.status.in_(ACTIVE),
+    .where(c.id == bindparam("p_id"), IS_ACTIVE,
            or_(c.lease_until.is_(None), c.lease_until < bindparam("p_now")))
     .values(status=JobStatus.RUNNING, attempts=c.attempts + 1, updated_at=bindparam("p_now"),
             lease_until=bindparam("p_lease"),
@@ -84,7 +86,7 @@ def stop(conn: Connection, job_ids: list[str], *, now: dt.datetime, status: JobS
     """End unfinished jobs (canceled, or failed by the platform); returns how many moved.
     Upstream state is left alone: a task still running is still polled, for its bill."""
     return conn.execute(
-        update(jobs).where(c.id.in_(job_ids), c.status.in_(ACTIVE))
+        update(jobs).where(c.id.in_(job_ids), IS_ACTIVE)
         .values(status=status, error_code=code and code[:64],
                 error_message=message and message[:1024], finished_at=now, lease_until=None,
                 updated_at=now)).rowcount
@@ -123,7 +125,7 @@ def fail(conn: Connection, job_id: str, *, now: dt.datetime, code: str, message:
     if upstream_status:
         values["upstream_status"] = upstream_status
     moved = conn.execute(
-        update(jobs).where(c.id == job_id, c.status.in_(ACTIVE))
+        update(jobs).where(c.id == job_id, IS_ACTIVE)
         .values(status=JobStatus.FAILED, error_code=code[:64], error_message=message[:1024],
                 finished_at=now, lease_until=None, updated_at=now, **values)).rowcount
     if not moved:
@@ -137,7 +139,7 @@ def end_canceled_upstream(conn: Connection, job_id: str, *, now: dt.datetime,
     values = {"compute_cost": c.compute_cost + add_compute_cost, "next_action_at": None,
               "upstream_status": UpstreamStatus.CANCELED.value}
     moved = conn.execute(
-        update(jobs).where(c.id == job_id, c.status.in_(ACTIVE))
+        update(jobs).where(c.id == job_id, IS_ACTIVE)
         .values(status=JobStatus.CANCELED, finished_at=now, lease_until=None, updated_at=now,
                 **values)).rowcount
     if not moved:

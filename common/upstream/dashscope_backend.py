@@ -18,11 +18,11 @@ import dashscope
 import requests
 from dashscope import Generation, ImageSynthesis
 from dashscope.v2 import errors as v2_errors
-from requests.adapters import HTTPAdapter
 
 from common.billing.pricing import Usage
 from common.infra.metrics import AI_TOKENS, model_label
 from common.upstream.failures import UpstreamError, is_retryable_status, retry_after_seconds
+from common.upstream.http_session import pooled_session
 from common.upstream.instrumentation import upstream_call
 from common.upstream.interface import ChatRequest, ChatResult, ImageRequest, ImageTask
 
@@ -41,10 +41,7 @@ class DashScopeBackend:
         self.timeout = timeout
         # One pooled session for the process: keep-alive connections to DashScope, sized for
         # the worker's concurrency so threads never queue for (or discard) a connection.
-        self.http = requests.Session()
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
-        self.http.mount("http://", adapter)
-        self.http.mount("https://", adapter)
+        self.http = pooled_session(self.base_url, pool_size=pool_size)
         self.tasks = dashscope.Client(api_key=api_key, base_url=self.base_url, protocol="native",
                                       timeout=timeout, max_retries=0)
 

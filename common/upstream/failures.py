@@ -46,7 +46,7 @@ class UpstreamError(Exception):
         self.request_id = request_id
 
 
-class UpstreamStatus(enum.StrEnum):
+class UpstreamStatus(str, enum.Enum):  # noqa: UP042 - fc/ runs this on Python 3.10
     """An upstream task's state as DashScope reports it, plus UNREACHABLE: we stopped asking
     because no query could ever succeed (e.g. the API key was revoked)."""
 
@@ -57,6 +57,9 @@ class UpstreamStatus(enum.StrEnum):
     CANCELED = "CANCELED"
     UNKNOWN = "UNKNOWN"
     UNREACHABLE = "UNREACHABLE"
+
+    def __str__(self) -> str:  # the value, as StrEnum would give (drivers bind str(value))
+        return self.value
 
     @property
     def is_terminal(self) -> bool:

@@ -23,11 +23,11 @@ from decimal import Decimal
 from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
 
 from common.billing.pricing import Usage
 from common.infra.metrics import AI_TOKENS, FC_INVOCATIONS, model_label
 from common.upstream.failures import UpstreamError, is_retryable_status, retry_after_seconds
+from common.upstream.http_session import pooled_session
 from common.upstream.instrumentation import upstream_call
 from common.upstream.interface import ChatRequest, ChatResult, ImageRequest, ImageTask
 
@@ -45,10 +45,8 @@ class FunctionComputeBackend:
         self.timeout = timeout
         self.price_per_request = price_per_request
         self.price_per_second = price_per_second
-        self.http = requests.Session()
-        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool_size)
-        self.http.mount("http://", adapter)
-        self.http.mount("https://", adapter)
+        self.http = {function: pooled_session(endpoint, pool_size=pool_size)
+                     for function, endpoint in self.endpoints.items() if endpoint}
 
     # --- the AI backend interface ---------------------------------------------------------
 
@@ -117,8 +115,9 @@ class FunctionComputeBackend:
         payload["correlation_id"] = correlation
         started = time.perf_counter()
         try:
-            response = self.http.post(endpoint, json=payload, timeout=self.timeout, headers={
-                "Authorization": f"Bearer {self.token}", CORRELATION_HEADER: correlation})
+            response = self.http[function].post(
+                endpoint, json=payload, timeout=self.timeout, headers={
+                    "Authorization": f"Bearer {self.token}", CORRELATION_HEADER: correlation})
         except requests.exceptions.Timeout as exc:
             raise self._error(function, "FunctionTimeout", None, True, started,
                               f"Function Compute did not answer within {self.timeout:g}s"

@@ -148,6 +148,12 @@ def test_forged_tokens_are_401_not_422(client, settings, make_token):
     assert response.json["code"] == 401
 
 
+def test_an_expired_token_says_so(client, settings):
+    expired = _forge(settings, payload={"exp": int(time.time()) - 10})
+    response = client.get("/api/auth/me", headers=_bearer(expired))
+    assert (response.status_code, response.json["message"]) == (401, "Token has expired")
+
+
 def test_tampered_payload_is_401(client, accounts):
     token = accounts.login(accounts.create())["access_token"]
     header, _payload, signature = token.split(".")
