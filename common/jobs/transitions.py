@@ -11,8 +11,9 @@ Delivery is at-least-once, so every transition is a conditional UPDATE only one 
   attempt, `next_action_at` a poll or image copy the job is owed (see outbox.py).
 
 Core statements, not ORM units of work: the hot path reads and writes only the columns it
-needs (PyMySQL parses every column of a full-row read in Python). The statements run inside
-the caller's transaction and never commit; the lifecycle's use cases do.
+needs (PyMySQL parses every column of a full-row read in Python), and the statements every job
+runs are `FastStatement`s (common/infra/statements.py). They run inside the caller's
+transaction and never commit; the lifecycle's use cases do.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from decimal import Decimal
 from sqlalchemy import Connection, Row, bindparam, func, insert, or_, select, update
 
 from common.billing.models import UsageRecord
+from common.infra.statements import FastStatement
 from common.jobs.models import ACTIVE_STATUSES, Job, JobStatus
 from common.upstream.failures import UpstreamStatus
 
@@ -39,15 +41,15 @@ CLAIM_COLUMNS = (c.id, c.user_id, c.kind, c.model, c.request, c.path, c.correlat
                  c.upstream_status, c.polls, c.compute_cost)
 
 # Bound parameter names may not repeat column names in an UPDATE's SET clause: hence `p_`.
-_TAKE_LEASE = (
+_TAKE_LEASE = FastStatement(
     update(jobs)
     .where(c.id == bindparam("p_id"), IS_ACTIVE,
            or_(c.lease_until.is_(None), c.lease_until < bindparam("p_now")))
     .values(status=JobStatus.RUNNING, attempts=c.attempts + 1, updated_at=bindparam("p_now"),
             lease_until=bindparam("p_lease"),
             started_at=func.coalesce(c.started_at, bindparam("p_now"))))
-_CLAIMED = select(*CLAIM_COLUMNS).where(c.id == bindparam("p_id"))
-_SUCCEED = (
+_CLAIMED = FastStatement(select(*CLAIM_COLUMNS).where(c.id == bindparam("p_id")))
+_SUCCEED = FastStatement(
     update(jobs)
     .where(c.id == bindparam("p_id"), c.status == JobStatus.RUNNING)
     .values(status=JobStatus.SUCCEEDED, result=bindparam("p_result", type_=jobs.c.result.type),
@@ -65,20 +67,20 @@ _BILL_ONLY = (
                 bindparam("p_upstream_status", type_=c.upstream_status.type), c.upstream_status),
             next_action_at=None))
 _STATUS = select(c.status).where(c.id == bindparam("p_id"))
-_INSERT_USAGE = insert(usage_records)
-_INSERT_JOB = insert(jobs)
+_INSERT_USAGE = FastStatement(insert(usage_records))
+_INSERT_JOB = FastStatement(insert(jobs))
 
 
 def take_lease(conn: Connection, job_id: str, *, now: dt.datetime,
                lease_until: dt.datetime) -> bool:
     """Start an attempt: only a queued job, or a running one whose lease has expired."""
-    return bool(conn.execute(_TAKE_LEASE, {"p_id": job_id, "p_now": now,
+    return bool(_TAKE_LEASE.execute(conn, {"p_id": job_id, "p_now": now,
                                            "p_lease": lease_until}).rowcount)
 
 
 def claimed(conn: Connection, job_id: str) -> Row:
     """The claimed job's working columns (READ COMMITTED sees this transaction's own claim)."""
-    return conn.execute(_CLAIMED, {"p_id": job_id}).one()
+    return _CLAIMED.execute(conn, {"p_id": job_id}).one()
 
 
 def stop(conn: Connection, job_ids: list[str], *, now: dt.datetime, status: JobStatus,
@@ -98,7 +100,7 @@ def succeed(conn: Connection, job_id: str, *, now: dt.datetime, result: dict,
     """A running job succeeds with its result; False when it had ended meanwhile, in which case
     only its bill and upstream state are kept (the result stays unseen)."""
     values = {"p_id": job_id, "p_cost": add_compute_cost, "p_upstream_status": upstream_status}
-    if conn.execute(_SUCCEED, {**values, "p_now": now, "p_result": result,
+    if _SUCCEED.execute(conn, {**values, "p_now": now, "p_result": result,
                                "p_next": next_action_at}).rowcount:
         return True
     conn.execute(_BILL_ONLY, values)
@@ -111,11 +113,11 @@ def status_of(conn: Connection, job_id: str) -> JobStatus | None:
 
 def insert_usage(conn: Connection, values: dict) -> None:
     """The job's one usage row; a second one for the same job raises IntegrityError."""
-    conn.execute(_INSERT_USAGE, values)
+    _INSERT_USAGE.execute(conn, values)
 
 
 def insert_job(conn: Connection, values: dict) -> None:
-    conn.execute(_INSERT_JOB, values)
+    _INSERT_JOB.execute(conn, values)
 
 
 def fail(conn: Connection, job_id: str, *, now: dt.datetime, code: str, message: str,

@@ -265,7 +265,8 @@ def test_sweeper_publishes_a_job_whose_message_never_left(accounts, database, li
             "request": {"messages": [{"role": "user", "content": f"orphan {marker}"}],
                         "parameters": {}},
             "request_fingerprint": "0" * 64, "created_at": utcnow(), "updated_at": utcnow(),
-            "deadline_at": utcnow() + dt.timedelta(seconds=120), "path": "dashscope"})
+            "deadline_at": utcnow() + dt.timedelta(seconds=120), "path": "dashscope",
+            "compute_cost": Decimal(0)})
     finished = wait_for_job(database, job_id, timeout=30)
     assert finished.status == JobStatus.SUCCEEDED
     assert len(usage_rows(database, job_id)) == 1

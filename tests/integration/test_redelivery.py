@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from decimal import Decimal
 
 import pytest
 import redis as redis_lib
@@ -78,7 +79,7 @@ def test_a_job_whose_message_was_published_and_then_lost_is_run(accounts, databa
             "request": {"messages": [{"role": "user", "content": f"lost {marker}"}],
                         "parameters": {}},
             "request_fingerprint": "0" * 64, "created_at": long_ago, "updated_at": long_ago,
-            "enqueued_at": long_ago, "path": "dashscope",
+            "enqueued_at": long_ago, "path": "dashscope", "compute_cost": Decimal(0),
             "deadline_at": utcnow() + dt.timedelta(seconds=120)})
     job = wait_for_job(database, job_id, timeout=30)
     assert job.status == JobStatus.SUCCEEDED
