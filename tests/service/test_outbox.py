@@ -16,12 +16,14 @@ GRACE, STALE = 10, 300
 
 def republish(lifecycle) -> tuple[int, int]:
     return outbox.republish_unsent(database=lifecycle.database, effects=lifecycle.effects,
-                                   grace_seconds=GRACE, republish_after_seconds=STALE)
+                                   grace_seconds=GRACE, republish_after_seconds=STALE,
+                                   limit=100_000)  # every due row of the session, ours too
 
 
 def resume(lifecycle) -> int:
     return outbox.resume_owed_actions(database=lifecycle.database, effects=lifecycle.effects,
-                                      grace_seconds=GRACE, retry_after_seconds=STALE)
+                                      grace_seconds=GRACE, retry_after_seconds=STALE,
+                                      limit=100_000)
 
 
 def ago(seconds: float) -> dt.datetime:
@@ -87,3 +89,26 @@ def test_a_lost_poll_or_copy_is_resumed_and_its_due_time_moves_on(service_lifecy
         assert row(database, job_id).next_action_at > utcnow() + dt.timedelta(seconds=STALE - 5)
     resume(service_lifecycle)
     assert not {polling, copying} & {s.args[0] for s in broker.drain()}
+
+
+def test_a_job_whose_first_publish_failed_is_marked_for_the_next_sweep(
+        service_settings, service_lifecycle, database, accounts, broker):
+    """The broker refused the first publish: the job is accepted all the same, and its row
+    says so, so the sweeper publishes it once the grace period is over rather than
+    REPUBLISH_QUEUED_AFTER_SECONDS after the failed publish."""
+    from common.infra.redis_client import redis_from_settings
+    from common.jobs import submission
+    from common.jobs.lifecycle import JobLifecycle
+    from common.jobs.queue import make_celery
+
+    down = service_settings.model_copy(update={"celery_broker_url": "redis://127.0.0.1:1/0"})
+    unreachable = JobLifecycle.of(settings=down, database=database,
+                                  redis_client=redis_from_settings(down),
+                                  celery=make_celery(down))
+    view, created = submission.submit(lifecycle=unreachable, settings=down,
+                                      user_id=accounts.create()["id"], kind=JobKind.CHAT,
+                                      model="qwen-turbo", request={"messages": []})
+    assert created and row(database, view.id).enqueued_at is None
+    backdate(database, view.id, created_at=ago(GRACE + 1))
+    republish(service_lifecycle)
+    assert [s.args for s in broker.steps_for(view.id)] == [[view.id]]
