@@ -12,7 +12,7 @@ from sqlalchemy import func, select, text
 from common.accounts import users
 from common.accounts.models import Role
 from common.infra.db import Database
-from common.jobs.lifecycle import encode_cursor
+from common.jobs.queries import encode_cursor
 from common.jobs.models import Job
 from tests.support.stack import (
     REDIS_HOST,
