@@ -12,8 +12,8 @@ from sqlalchemy import func, select, text
 from common.accounts import users
 from common.accounts.models import Role
 from common.infra.db import Database
-from common.jobs.queries import encode_cursor
 from common.jobs.models import Job
+from common.jobs.queries import encode_cursor
 from tests.support.stack import (
     REDIS_HOST,
     REDIS_PORT,
