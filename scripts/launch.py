@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO))
 
+from common.infra import embedded_run  # noqa: E402
 from common.infra.settings import Settings  # noqa: E402
 
 EMULATOR_KEY = "sk-offline-emulator"
@@ -33,7 +34,13 @@ def main() -> int:
     settings = Settings(**{"app_env": env["APP_ENV"]})
     data_dir = settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
+    owner = embedded_run.live_owner(data_dir)
+    if owner:
+        say(f"another scripts/run (pid {owner}) is using {data_dir}; stop it, or give this one "
+            "its own DATA_DIR and --port")
+        return 2
     supervisor = Supervisor()
+    chosen: dict[str, str] = {}  # what this run decided, for processes started by hand
     # SIGTERM (docker stop, systemd, Ctrl-C in a wrapper) ends the platform in order.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
@@ -44,23 +51,31 @@ def main() -> int:
                                        "yes", "--maxmemory-policy", "noeviction",
                                        "--save", ""], env)
             wait_for_port(port)
-            env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
-            env.setdefault("CELERY_BROKER_URL", f"redis://127.0.0.1:{port}/1")
+            chosen["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+            if not env.get("CELERY_BROKER_URL"):
+                chosen["CELERY_BROKER_URL"] = f"redis://127.0.0.1:{port}/1"
+            env.update(chosen)
             say(f"embedded Redis on 127.0.0.1:{port} (data in {data_dir})")
         if not settings.dashscope_configured:
             port = free_port()
             supervisor.start("emulator", [str(BIN / "python"), "-m", "emulator", "--port",
                                           str(port), "--api-key", EMULATOR_KEY], env)
             wait_for_port(port)
-            env["QWEN_API_KEY"] = EMULATOR_KEY
-            env["DASHSCOPE_HTTP_BASE_URL"] = f"http://127.0.0.1:{port}/api/v1"
-            env.setdefault("IMAGE_DOWNLOAD_HOSTS", '["127.0.0.1"]')  # the emulator's images
+            offline = {"QWEN_API_KEY": EMULATOR_KEY,
+                       "DASHSCOPE_HTTP_BASE_URL": f"http://127.0.0.1:{port}/api/v1"}
+            if not env.get("IMAGE_DOWNLOAD_HOSTS"):
+                offline["IMAGE_DOWNLOAD_HOSTS"] = '["127.0.0.1"]'  # the emulator's images
+            chosen.update(offline)
+            env.update(offline)
             say("!" * 72)
             say("OFFLINE MODE: no QWEN_API_KEY / DASHSCOPE_API_KEY is set, so chat and images")
             say(f"are answered by the local DashScope emulator on port {port}, not by Alibaba.")
             say("!" * 72)
         if env["APP_ENV"] == "development" and not env.get("ADMIN_USERNAME"):
             env["ADMIN_USERNAME"], env["ADMIN_PASSWORD"] = "admin", dev_admin_password(data_dir)
+        if chosen:
+            chosen["APP_ENV"] = env["APP_ENV"]
+            embedded_run.write(data_dir, chosen)
         subprocess.run([str(BIN / "alembic"), "upgrade", "head"], cwd=REPO, env=env, check=True)
         supervisor.start("web", [str(BIN / "gunicorn"), "web.wsgi:app",
                                  "-b", f"{args.host}:{args.port}", "-k", "gthread",
@@ -73,15 +88,20 @@ def main() -> int:
                                   "-s", str(data_dir / "celerybeat-schedule"),
                                   "--loglevel", "INFO"], env)
         wait_for_port(args.port, host=args.host, timeout=60)
-        say(f"bailian-backend is up: http://{args.host}:{args.port}/health/ready")
+        base = f"http://{args.host}:{args.port}"
+        say(f"bailian-backend is up: {base}/health/ready")
+        say(f"API docs (Swagger UI): {base}/api/docs   OpenAPI: {base}/api/openapi.json")
         if env.get("ADMIN_USERNAME") == "admin" and env["APP_ENV"] == "development":
             say(f"development admin: admin / {env['ADMIN_PASSWORD']} "
                 f"(kept in {data_dir / 'dev-admin-password'})")
+        say("next: scripts/smoke (smoke test), scripts/users list (accounts), scripts/load")
         return supervisor.wait()
     except KeyboardInterrupt:
         return 0
     finally:
         supervisor.stop_all()
+        if chosen:
+            embedded_run.remove(data_dir)
 
 
 def parse_args() -> argparse.Namespace:

@@ -14,9 +14,15 @@ from typing import Literal
 from urllib.parse import quote
 
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from common.accounts.models import Role
+from common.infra import embedded_run
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -191,6 +197,18 @@ class Settings(BaseSettings):
     # the function's memory size. Defaults: CNY list prices for 0.5 GB (check your region).
     fc_price_per_request: Decimal = Decimal("0.00000133")
     fc_price_per_second: Decimal = Decimal("0.0000553")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings,
+                                   dotenv_settings, file_secret_settings
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Last, so it only fills what nothing else set: where a live `scripts/run` put the
+        # embedded Redis and emulator (common/infra/embedded_run.py).
+        run_file = embedded_run.live_file(embedded_run.default_data_dir(REPO_ROOT))
+        sources = (init_settings, env_settings, dotenv_settings, file_secret_settings)
+        if run_file is None:
+            return sources
+        return (*sources, DotEnvSettingsSource(settings_cls, env_file=run_file))
 
     @field_validator("rate_limits", "login_rate_limit", "login_failure_limit")
     @classmethod

@@ -1,9 +1,12 @@
 """The README's run command brings the whole platform up on the embedded default (SQLite, an
-embedded real Redis, the emulator) and serves a chat end to end; SIGTERM stops everything."""
+embedded real Redis, the emulator) and serves a chat end to end; a newcomer's next commands
+(the users CLI, the smoke test, the load test) work beside it with no extra settings; SIGTERM
+stops everything."""
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import time
@@ -53,6 +56,10 @@ def test_run_command_on_the_embedded_default(tmp_path):
                                    "messages": [{"role": "user", "content": "offline hello"}]})
         assert chat.status_code == 200, chat.text
         assert chat.json()["data"]["choices"][0]["message"]["content"] == "Echo: offline hello"
+        assert f"API docs (Swagger UI): {base}/api/docs" in output
+        assert requests.get(f"{base}/api/docs/", timeout=10).status_code == 200
+
+        _newcomer_commands(env, base, tmp_path)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -60,6 +67,42 @@ def test_run_command_on_the_embedded_default(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             raise
+    assert not (tmp_path / "run.env").exists(), "the run record outlived the run"
     time.sleep(0.5)
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True)
     assert leftovers.stdout.strip() == "", "children outlived the platform"
+
+
+def _script(name: str, *args: str, env: dict[str, str], timeout: float = 120):
+    return subprocess.run([str(REPO / "scripts" / name), *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _newcomer_commands(env: dict[str, str], base: str, data_dir) -> None:
+    """What the README tells a newcomer to run next, with nothing but DATA_DIR and PORT set."""
+    password = secrets.token_urlsafe(16)
+    created = _script("users", "create", "--username", "newbie", "--role", "premium",
+                      env={**env, "NEW_USER_PASSWORD": password})
+    assert created.returncode == 0, created.stderr[-2000:]
+    listed = _script("users", "list", env=env)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert "newbie" in listed.stdout
+    login = requests.post(f"{base}/api/auth/login", timeout=10,
+                          json={"username": "newbie", "password": password})
+    assert login.status_code == 200, login.text
+
+    smoke = _script("smoke", env=env, timeout=300)
+    assert smoke.returncode == 0, smoke.stdout[-3000:] + smoke.stderr[-2000:]
+
+    load = _script("load", "--headless", "--users", "2", "--spawn-rate", "2", "--run-time",
+                   "3s", "--only-summary", env=env, timeout=300)
+    assert load.returncode == 0, load.stdout[-2000:] + load.stderr[-2000:]
+    assert "Aggregated" in load.stdout + load.stderr
+
+
+def test_load_command_says_what_to_run_first(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in CONFIGURED}
+    env.update({"DATA_DIR": str(tmp_path), "PORT": str(free_port())})
+    load = _script("load", env=env)
+    assert load.returncode == 2
+    assert "start the platform first (scripts/run)" in load.stderr
