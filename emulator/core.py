@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import random
 import socket
@@ -45,13 +46,39 @@ def error_response(error: EmulatorError) -> web.Response:
                           "request_id": new_request_id()}, error.status, error.headers)
 
 
-def openai_error_response(error: EmulatorError) -> web.Response:
-    codes = {"InvalidApiKey": "invalid_api_key", "DataInspectionFailed": "data_inspection_failed"}
+def openai_error_body(error: EmulatorError) -> dict:
+    """Compatible mode's error object (dashscope-protocol.md §4, part 2 §1.5)."""
+    codes = {"InvalidApiKey": "invalid_api_key", "DataInspectionFailed": "data_inspection_failed",
+             "InvalidParameter": "invalid_parameter_error"}
     code = codes.get(error.code, error.code)
-    return json_response({"error": {"message": error.message, "type": "invalid_request_error"
-                                    if error.status < 500 else "server_error",
-                                    "param": None, "code": code},
-                          "request_id": new_request_id()}, error.status, error.headers)
+    return {"error": {"message": error.message, "type": "invalid_request_error"
+                      if error.status < 500 else "server_error", "param": None, "code": code},
+            "request_id": new_request_id()}
+
+
+def openai_error_response(error: EmulatorError) -> web.Response:
+    return json_response(openai_error_body(error), error.status, error.headers)
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamFault:
+    """`fault=stream-error`: event number `at` (default 2) is an error instead of a chunk.
+
+    `error=` names the error from FAULTS (default 500, InternalError); `status=` also writes
+    the `status:` line that sets the 1.x SDK's status (dashscope-protocol.md §3.5).
+    """
+
+    at: int
+    error: EmulatorError
+    explicit_status: int | None
+
+    @classmethod
+    def of(cls, found: dict[str, str]) -> StreamFault:
+        status, code, message = FAULTS.get(found.get("error", "500"), FAULTS["500"])
+        explicit = int(found["status"]) if "status" in found else None
+        return cls(at=max(1, int(found.get("at", 2))),
+                   error=EmulatorError(explicit or status, code, message),
+                   explicit_status=explicit)
 
 
 class Emulator:
@@ -106,6 +133,12 @@ class Emulator:
 
     async def delay(self, found: dict[str, str]) -> None:
         seconds = self.config.delay_seconds(self.rng) + float(found.get("latency_ms", 0)) / 1000
+        if seconds > 0:
+            await asyncio.sleep(seconds)
+
+    async def pace(self, found: dict[str, str]) -> None:
+        """The pause between two stream events (`chunk_ms=`, or the server's interval)."""
+        seconds = float(found.get("chunk_ms", self.config.chunk_interval_ms)) / 1000
         if seconds > 0:
             await asyncio.sleep(seconds)
 

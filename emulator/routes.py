@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 from aiohttp import web
 
 from emulator import directives as knobs
-from emulator import images, text
+from emulator import images, models, streams, text
 from emulator.core import (
     SSE_TYPE,
     Emulator,
+    StreamFault,
     error_response,
     json_response,
     message_texts,
     new_request_id,
+    openai_error_body,
     openai_error_response,
 )
 from emulator.errors import EmulatorError
@@ -44,13 +45,21 @@ def register(app: web.Application, emu: Emulator) -> None:
     ])
 
 
-def _sse_event(event_id: int, event: str, status: int, data: dict,
-               explicit_status: int | None = None) -> bytes:
-    lines = [f"id:{event_id}", f"event:{event}", f":HTTP_STATUS/{status}"]
-    if explicit_status is not None:
-        lines.append(f"status:{explicit_status}")
-    lines.append("data:" + json.dumps(data, ensure_ascii=False))
-    return ("\n".join(lines) + "\n\n").encode()
+# Faults that happen inside a stream (or a 200 body) rather than before the answer.
+_ANSWER_FAULTS = ("malformed", "stream-error")
+
+
+def _is_sse(request: web.Request) -> bool:
+    return request.headers.get("X-DashScope-SSE", "").lower() == "enable" or \
+        "text/event-stream" in request.headers.get("Accept", "")
+
+
+def _answer(model: models.TextModel, messages: list[dict], parameters: dict,
+            thinking: bool) -> streams.Answer:
+    content, finish = text.reply(messages, parameters.get("max_tokens"))
+    reasoning = text.reasoning(messages, parameters.get("thinking_budget")) if thinking else ""
+    return streams.Answer(reasoning=reasoning, content=content, finish=finish,
+                          input_tokens=text.input_tokens(messages), thinking=thinking)
 
 
 class NativeHandlers:
@@ -59,6 +68,7 @@ class NativeHandlers:
 
     async def generation(self, request: web.Request) -> web.StreamResponse:
         emu = self.emu
+        streaming = _is_sse(request)
         try:
             body = await emu.read_json(request)
             found = emu.directives_of(request, message_texts(body))
@@ -68,65 +78,69 @@ class NativeHandlers:
             emu.throttle("generation", emu.config.rate_limit_rps)
             await emu.delay(found)
             fault = emu.chosen_fault(found)
-            if fault not in ("malformed", "stream-error"):
+            if fault not in _ANSWER_FAULTS:
                 await emu.apply_fault(request, fault, found)
-            limit = text.check_model(body.get("model"))
-            messages = text.prompt_messages(body.get("input") or {})
+            model = models.lookup(body.get("model"))
             parameters = body.get("parameters") or {}
-            text.check_parameters(parameters, limit)
+            try:
+                messages = text.prompt_messages(body.get("input") or {})
+                text.check_parameters(parameters, model.output_limit)
+                thinking = model.thinks(parameters)
+                incremental = bool(parameters.get("incremental_output",
+                                                  model.default_incremental(thinking)))
+                models.check_streaming(model, thinking, streaming, incremental)
+            except EmulatorError as error:
+                if streaming and error.code == "InvalidParameter":
+                    # Recorded: an invalid request sent with SSE is an HTTP 200 whose only
+                    # event is the error (dashscope-protocol.md §3.5).
+                    return await self._stream(request, [], error, found)
+                raise
         except EmulatorError as error:
             return error_response(error)
         if fault == "malformed":
             # HTTP 200 without `output`: the SDK cannot parse this (it raises TypeError).
             return json_response({"request_id": new_request_id()})
-        content, finish = text.reply(messages, parameters.get("max_tokens"))
-        usage_in = text.input_tokens(messages)
-        streaming = request.headers.get("X-DashScope-SSE", "").lower() == "enable" or \
-            "text/event-stream" in request.headers.get("Accept", "")
-        message_format = parameters.get("result_format", "text") == "message"
+        answer = _answer(model, messages, parameters, thinking)
+        # Thinking mode requires result_format "message" (part 1 §3.1); a thinking answer is
+        # always given in it, since a text-format one would have nowhere for the reasoning.
+        message_format = thinking or \
+            parameters.get("result_format", model.default_result_format()) == "message"
         if not streaming:
-            out = text.count_tokens(content)
             return json_response({
-                "output": _native_output(content, finish, message_format),
-                "usage": {"total_tokens": usage_in + out, "output_tokens": out,
-                          "input_tokens": usage_in},
+                "output": streams.native_output(answer, answer.content, answer.finish,
+                                                message_format),
+                "usage": answer.native_usage(answer.reasoning, answer.content),
                 "request_id": new_request_id()})
-        return await self._stream(request, content, finish, usage_in, message_format,
-                                  bool(parameters.get("incremental_output")), fault, found)
+        request_id = new_request_id()
+        chunks = streams.native_chunks(answer, incremental, message_format, request_id)
+        stream_fault = StreamFault.of(found) if fault == "stream-error" else None
+        return await self._stream(request, chunks, stream_fault, found, request_id)
 
-    async def _stream(self, request, content, finish, usage_in, message_format, incremental,
-                      fault, found) -> web.StreamResponse:
+    async def _stream(self, request: web.Request, chunks: list[dict],
+                      failure: StreamFault | EmulatorError | None, found: dict[str, str],
+                      request_id: str | None = None) -> web.StreamResponse:
+        """Write the chunks as events, paced; `failure` replaces event `at` (or the first)."""
         response = web.StreamResponse(headers={"Content-Type": SSE_TYPE})
         await response.prepare(request)
-        request_id = new_request_id()
-        pieces = text.split_tokens(content) or [""]
-        sent = ""
-        for index, piece in enumerate(pieces, start=1):
-            sent += piece
-            if fault == "stream-error" and index == 2:
-                status = int(found.get("status", 500))
-                await response.write(_sse_event(index, "error", status, {
-                    "code": "InternalError", "message": "An internal error has occured.",
-                    "request_id": request_id},
-                    explicit_status=status if "status" in found else None))
-                await response.write_eof()
-                return response
-            done = index == len(pieces)
-            chunk_text = piece if incremental else sent
-            await response.write(_sse_event(index, "result", 200, {
-                "output": _native_output(chunk_text, finish if done else "null", message_format),
-                "usage": {"total_tokens": usage_in + index, "input_tokens": usage_in,
-                          "output_tokens": index},
-                "request_id": request_id}))
+        if isinstance(failure, EmulatorError):
+            failure = StreamFault(at=1, error=failure, explicit_status=None)
+        request_id = request_id or new_request_id()
+        # An error meant for a chunk past the end replaces the final chunk.
+        failure_at = min(failure.at, max(len(chunks), 1)) if failure else None
+        for event_id in range(1, (failure_at or len(chunks)) + 1):
+            if event_id > 1:
+                await self.emu.pace(found)
+            if event_id == failure_at:
+                error = failure.error
+                await response.write(streams.sse_event(
+                    event_id, "error", error.status,
+                    streams.native_error(error.code, error.message, request_id),
+                    failure.explicit_status))
+                break
+            await response.write(streams.sse_event(event_id, "result", 200,
+                                                   chunks[event_id - 1]))
         await response.write_eof()
         return response
-
-
-def _native_output(content: str, finish: str, message_format: bool) -> dict:
-    if message_format:
-        return {"choices": [{"finish_reason": finish,
-                             "message": {"role": "assistant", "content": content}}]}
-    return {"finish_reason": finish, "text": content}
 
 
 class CompatibleHandlers:
@@ -143,48 +157,48 @@ class CompatibleHandlers:
             emu.authorize(request)
             emu.throttle("generation", emu.config.rate_limit_rps)
             await emu.delay(found)
-            await emu.apply_fault(request, emu.chosen_fault(found), found)
-            limit = text.check_model(body.get("model"))
+            fault = emu.chosen_fault(found)
+            if fault not in _ANSWER_FAULTS:
+                await emu.apply_fault(request, fault, found)
+            model = models.lookup(body.get("model"))
             messages = text.check_messages(body.get("messages"))
-            text.check_parameters(body, limit)
+            text.check_parameters(body, model.output_limit)
+            # DashScope's extensions (enable_thinking, thinking_budget) sit at the top level.
+            thinking = model.thinks(body)
+            streaming = bool(body.get("stream"))
+            models.check_streaming(model, thinking, streaming, incremental=True)
         except EmulatorError as error:
             return openai_error_response(error)
-        content, finish = text.reply(messages, body.get("max_tokens"))
-        prompt_tokens = text.input_tokens(messages)
-        completion_tokens = text.count_tokens(content)
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                 "total_tokens": prompt_tokens + completion_tokens}
-        completion_id = f"chatcmpl-{new_request_id()}"
-        created = int(time.time())
-        common = {"object": "chat.completion", "created": created, "model": body["model"],
-                  "system_fingerprint": None, "id": completion_id}
-        if not body.get("stream"):
+        answer = _answer(model, messages, body, thinking)
+        common = {"object": "chat.completion", "created": int(time.time()),
+                  "model": body["model"], "system_fingerprint": None,
+                  "id": f"chatcmpl-{new_request_id()}"}
+        if not streaming:
             return json_response({"choices": [{
-                "message": {"role": "assistant", "content": content},
-                "finish_reason": finish, "index": 0, "logprobs": None}],
-                **common, "usage": usage})
-        return await self._stream(request, content, finish, usage, common,
-                                  bool((body.get("stream_options") or {}).get("include_usage")))
+                "message": streams.compatible_message(answer),
+                "finish_reason": answer.finish, "index": 0, "logprobs": None}],
+                **common, "usage": answer.compatible_usage()})
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        chunks = streams.compatible_chunks(answer, common, include_usage)
+        stream_fault = StreamFault.of(found) if fault == "stream-error" else None
+        return await self._stream(request, chunks, stream_fault, found)
 
-    async def _stream(self, request, content, finish, usage, common, include_usage):
+    async def _stream(self, request: web.Request, chunks: list[dict | str],
+                      failure: StreamFault | None, found: dict[str, str]) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": SSE_TYPE})
         await response.prepare(request)
-        base = {**common, "object": "chat.completion.chunk", "usage": None}
-
-        async def send(data) -> None:
-            payload = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
-            await response.write(f"data: {payload}\n\n".encode())
-
-        await send({**base, "choices": [{"delta": {"content": "", "role": "assistant"},
-                                         "index": 0, "logprobs": None, "finish_reason": None}]})
-        for piece in text.split_tokens(content):
-            await send({**base, "choices": [{"delta": {"content": piece}, "index": 0,
-                                             "logprobs": None, "finish_reason": None}]})
-        await send({**base, "choices": [{"delta": {"content": ""}, "index": 0,
-                                         "logprobs": None, "finish_reason": finish}]})
-        if include_usage:
-            await send({**base, "choices": [], "usage": usage})
-        await send("[DONE]")
+        # The error replaces at latest the last chunk before [DONE].
+        failure_at = min(failure.at, len(chunks) - 1) if failure else None
+        for number, chunk in enumerate(chunks, start=1):
+            if number > 1:
+                await self.emu.pace(found)
+            if number == failure_at:
+                # "Mid-stream errors arrive as data: {"error":…}" (§4); GUESS: no [DONE]
+                # follows, the connection closes as after a native error event.
+                await response.write(streams.compatible_event(
+                    openai_error_body(failure.error)))
+                break
+            await response.write(streams.compatible_event(chunk))
         await response.write_eof()
         return response
 

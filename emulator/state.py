@@ -20,6 +20,7 @@ class Config:
     rate_limit_retry_after: float | None = None
     fault_rates: dict[str, float] = dataclasses.field(default_factory=dict)  # fault -> share
     hang_seconds: float = 600.0
+    chunk_interval_ms: float = 0.0  # pause between stream events, so a stream stays open
     image_pending_s: float = 0.0
     image_duration_s: float = 2.0
     image_concurrency: int = 0  # running tasks per model; 0 = unlimited

@@ -8,7 +8,6 @@ import re
 from emulator.directives import strip
 from emulator.errors import EmulatorError
 
-MODEL_OUTPUT_LIMITS = {"qwen-turbo": 8192, "qwen-plus": 8192, "qwen-max": 8192}
 ROLES = {"system", "user", "assistant", "tool"}
 # A token per CJK character, per punctuation mark, and per 4 letters of a word.
 _TOKEN = re.compile(r"[\u3400-\u9fff]|[A-Za-z]+|\d|[^\sA-Za-z\d]")
@@ -39,16 +38,6 @@ def split_tokens(text: str) -> list[str]:
     return pieces
 
 
-def check_model(model) -> int:
-    if not model:
-        raise EmulatorError(400, "BadRequest.EmptyModel", "Required parameter \"model\" missing.")
-    if model in MODEL_OUTPUT_LIMITS:
-        return MODEL_OUTPUT_LIMITS[model]
-    if isinstance(model, str) and model.startswith("qwen"):
-        return 8192
-    raise EmulatorError(404, "ModelNotFound", "Model can not be found.")
-
-
 def check_messages(messages) -> list[dict]:
     if not isinstance(messages, list) or not messages:
         raise EmulatorError(400, "InvalidParameter",
@@ -72,6 +61,9 @@ def check_parameters(parameters: dict, output_limit: int) -> None:
         ("repetition_penalty", lambda v: v > 0, "repetition_penalty should be > 0"),
         ("max_tokens", lambda v: isinstance(v, int) and 0 < v <= output_limit,
          f"Range of max_tokens should be [1, {output_limit}]"),
+        # The documented maximum is the model's CoT length, not captured (part 2 §1.5).
+        ("thinking_budget", lambda v: isinstance(v, int) and v > 0,
+         "thinking_budget should be greater than 0"),
     ]
     for name, valid, message in checks:
         value = parameters.get(name)
@@ -94,10 +86,23 @@ def input_tokens(messages: list[dict]) -> int:
     return sum(count_tokens(strip(m["content"])) + MESSAGE_OVERHEAD_TOKENS for m in messages)
 
 
+def _last_user_text(messages: list[dict]) -> str:
+    return next((strip(m["content"]) for m in reversed(messages) if m["role"] == "user"), "")
+
+
+def reasoning(messages: list[dict], budget: int | None) -> str:
+    """The deterministic chain of thought; `thinking_budget` caps it exactly (§1.3 of part 2)."""
+    last_user = _last_user_text(messages)
+    thought = (f"The user wrote \"{last_user}\". I should echo it back." if last_user
+               else "There is no question. I should greet the user.")
+    if budget is not None:
+        thought = "".join(split_tokens(thought)[:max(0, budget)])
+    return thought
+
+
 def reply(messages: list[dict], max_tokens: int | None) -> tuple[str, str]:
     """The deterministic answer and its finish reason ('stop', or 'length' when cut)."""
-    last_user = next((strip(m["content"]) for m in reversed(messages) if m["role"] == "user"),
-                     "")
+    last_user = _last_user_text(messages)
     text = f"Echo: {last_user}" if last_user else "Hello! How can I help you today?"
     if max_tokens is not None:
         pieces = split_tokens(text)

@@ -65,7 +65,8 @@ def test_streaming_with_cumulative_usage(emu, incremental):
     full = "".join(texts) if incremental else texts[-1]
     assert full == "Echo: Tell me about the sea"
     usage = [c.usage.output_tokens for c in chunks]
-    assert usage == sorted(usage) and usage[-1] == len(chunks)  # cumulative, never summed
+    # Cumulative, never summed; the extra final chunk repeats the total (protocol-2 §1.3).
+    assert usage == sorted(usage) and usage[-1] == usage[-2] == len(chunks) - 1
     assert chunks[-1].output.choices[0].finish_reason == "stop"
 
 

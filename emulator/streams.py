@@ -1,0 +1,153 @@
+"""What a streamed answer looks like on the wire: native SSE events and compatible-mode chunks.
+
+Pure functions from an answer to the bytes DashScope sends; the route handlers add pacing and
+faults. Native framing and chunk shapes follow dashscope-protocol.md §3.4/§3.5 and
+dashscope-protocol-2.md §1.3; compatible mode follows dashscope-protocol.md §4.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from emulator import text
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    """One deterministic answer, streamed or not."""
+
+    reasoning: str  # "" unless the request runs in thinking mode
+    content: str
+    finish: str  # "stop" or "length"
+    input_tokens: int
+    thinking: bool
+
+    def steps(self) -> list[tuple[str, str]]:
+        """(reasoning delta, content delta) per chunk: all reasoning first, then the content."""
+        reasoning = [(piece, "") for piece in text.split_tokens(self.reasoning)]
+        return reasoning + [("", piece) for piece in text.split_tokens(self.content)]
+
+    def native_usage(self, reasoning: str, content: str) -> dict:
+        """Cumulative usage after `reasoning` and `content` were produced (part 2 §1.3)."""
+        reasoning_tokens = text.count_tokens(reasoning)
+        output = reasoning_tokens + text.count_tokens(content)
+        if not self.thinking:
+            # Part 1 §3.4's key order for models that do not think.
+            return {"total_tokens": self.input_tokens + output, "input_tokens": self.input_tokens,
+                    "output_tokens": output}
+        return {"total_tokens": self.input_tokens + output, "output_tokens": output,
+                "input_tokens": self.input_tokens,
+                "output_tokens_details": {"reasoning_tokens": reasoning_tokens}}
+
+    def compatible_usage(self) -> dict:
+        reasoning_tokens = text.count_tokens(self.reasoning)
+        completion = reasoning_tokens + text.count_tokens(self.content)
+        usage = {"prompt_tokens": self.input_tokens, "completion_tokens": completion,
+                 "total_tokens": self.input_tokens + completion}
+        if self.thinking:
+            # GUESS (part 2 §1.5): OpenAI's field name; DashScope's was not captured.
+            usage["completion_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
+        return usage
+
+
+# --- native SSE ---------------------------------------------------------------------------
+
+def sse_event(event_id: int, event: str, status: int, data: dict,
+              explicit_status: int | None = None) -> bytes:
+    """`id:N`, `event:…`, the `:HTTP_STATUS/…` comment, `data:` with no spaces, a blank line."""
+    lines = [f"id:{event_id}", f"event:{event}", f":HTTP_STATUS/{status}"]
+    if explicit_status is not None:
+        # Only this line sets the SDK's status for an error event (part 1 §0.4).
+        lines.append(f"status:{explicit_status}")
+    lines.append("data:" + json.dumps(data, ensure_ascii=False, separators=(",", ":")))
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+def native_chunks(answer: Answer, incremental: bool, message_format: bool,
+                  request_id: str) -> list[dict]:
+    """Every `data:` payload of a native stream, the final one carrying the finish reason.
+
+    With incremental output each chunk carries only its delta; without, the whole text so
+    far (part 2 §1.2). Unfinished chunks say the string "null"; the last chunk is an extra
+    one with empty text (part 2 §0.A.2), or the whole text when output is cumulative.
+    """
+    chunks, reasoning_so_far, content_so_far = [], "", ""
+    for reasoning_delta, content_delta in answer.steps():
+        reasoning_so_far += reasoning_delta
+        content_so_far += content_delta
+        chunks.append(_native_chunk(
+            answer, reasoning_delta if incremental else reasoning_so_far,
+            content_delta if incremental else content_so_far, "null", message_format,
+            answer.native_usage(reasoning_so_far, content_so_far), request_id))
+    final_reasoning, final_content = ("", "") if incremental else (reasoning_so_far,
+                                                                   content_so_far)
+    chunks.append(_native_chunk(answer, final_reasoning, final_content, answer.finish,
+                                message_format,
+                                answer.native_usage(reasoning_so_far, content_so_far),
+                                request_id))
+    return chunks
+
+
+def _native_chunk(answer: Answer, reasoning: str, content: str, finish: str,
+                  message_format: bool, usage: dict, request_id: str) -> dict:
+    return {"output": native_output(answer, content, finish, message_format, reasoning),
+            "usage": usage, "request_id": request_id}
+
+
+def native_output(answer: Answer, content: str, finish: str, message_format: bool,
+                  reasoning: str | None = None) -> dict:
+    if not message_format:
+        return {"finish_reason": finish, "text": content}
+    message = {"content": content, "role": "assistant"}
+    if answer.thinking:
+        # Part 2 §1.3's key order: content, reasoning_content, role.
+        message = {"content": content,
+                   "reasoning_content": answer.reasoning if reasoning is None else reasoning,
+                   "role": "assistant"}
+    return {"choices": [{"message": message, "finish_reason": finish}]}
+
+
+def native_error(code: str, message: str, request_id: str) -> dict:
+    return {"code": code, "message": message, "request_id": request_id}
+
+
+# --- compatible mode ----------------------------------------------------------------------
+
+def compatible_event(payload: dict | str) -> bytes:
+    """`data: …` with a space, as OpenAI and DashScope's compatible mode write it (§4)."""
+    body = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False,
+                                                               separators=(",", ":"))
+    return f"data: {body}\n\n".encode()
+
+
+def compatible_chunks(answer: Answer, common: dict, include_usage: bool) -> list[dict | str]:
+    """Every `data:` payload: the role chunk, deltas, the finish chunk, usage, `[DONE]`."""
+    base = {**common, "object": "chat.completion.chunk", "usage": None}
+
+    def chunk(delta: dict, finish: str | None = None) -> dict:
+        return {**base, "choices": [{"delta": delta, "index": 0, "logprobs": None,
+                                     "finish_reason": finish}]}
+
+    if answer.thinking:
+        # GUESS (part 2 §1.5 names only the field): content stays null while reasoning
+        # streams and reasoning_content null once content streams.
+        chunks = [chunk({"content": None, "reasoning_content": "", "role": "assistant"})]
+        for reasoning_delta, content_delta in answer.steps():
+            chunks.append(chunk({"content": None, "reasoning_content": reasoning_delta}
+                                if reasoning_delta else
+                                {"content": content_delta, "reasoning_content": None}))
+    else:
+        chunks = [chunk({"content": "", "role": "assistant"})]
+        chunks += [chunk({"content": piece}) for _, piece in answer.steps()]
+    chunks.append(chunk({"content": ""}, answer.finish))
+    if include_usage:
+        chunks.append({**base, "choices": [], "usage": answer.compatible_usage()})
+    return [*chunks, "[DONE]"]
+
+
+def compatible_message(answer: Answer) -> dict:
+    message = {"role": "assistant", "content": answer.content}
+    if answer.thinking:
+        message["reasoning_content"] = answer.reasoning
+    return message
