@@ -20,6 +20,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--api-key", default=os.environ.get("EMULATOR_API_KEY", "sk-emulator"))
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--jitter-ms", type=float, default=0.0)
+    parser.add_argument("--chunk-interval-ms", type=float, default=0.0,
+                        help="pause between stream events")
     parser.add_argument("--rate-limit-rps", type=float, default=0.0)
     parser.add_argument("--image-duration", type=float, default=2.0, help="seconds per task")
     parser.add_argument("--image-pending", type=float, default=0.0, help="seconds queued")
@@ -33,6 +35,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     config = Config(api_key=args.api_key, latency_ms=args.latency_ms, jitter_ms=args.jitter_ms,
+                    chunk_interval_ms=args.chunk_interval_ms,
                     rate_limit_rps=args.rate_limit_rps, image_duration_s=args.image_duration,
                     image_pending_s=args.image_pending,
                     image_concurrency=args.image_concurrency,

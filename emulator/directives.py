@@ -6,7 +6,12 @@ sends it), which is how end-to-end tests script one request's fate:
     fault=429|500|503|400|401|403|inspection|reset|hang|malformed|stream-error
     times=N          apply the fault to the first N requests carrying this directive only
     retry_after=S    with fault=429: send Retry-After: S
+    at=N             with fault=stream-error: event N is the error (default 2; past the end,
+                     the final chunk)
+    error=NAME       with fault=stream-error: which error, a fault name above (default 500)
+    status=S         with fault=stream-error: also write the `status:S` line the SDK reads
     latency_ms=N     answer after N ms
+    chunk_ms=N       wait N ms between stream events (holds a stream open)
     outcome=succeeded|partial|failed|unknown|canceled    (image tasks)
     duration_s=S, pending_s=S                             (image tasks)
     id=...           anything; makes an otherwise identical directive count separately
