@@ -107,9 +107,8 @@ class NativeHandlers:
             parameters.get("result_format", model.default_result_format()) == "message"
         if not streaming:
             return json_response({
-                "output": streams.native_output(answer, answer.content, answer.finish,
-                                                message_format),
-                "usage": answer.native_usage(answer.reasoning, answer.content),
+                "output": streams.native_output(answer, message_format),
+                "usage": answer.native_usage(answer.reasoning, answer.content, streamed=False),
                 "request_id": new_request_id()})
         request_id = new_request_id()
         chunks = streams.native_chunks(answer, incremental, message_format, request_id)

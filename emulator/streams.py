@@ -28,17 +28,20 @@ class Answer:
         reasoning = [(piece, "") for piece in text.split_tokens(self.reasoning)]
         return reasoning + [("", piece) for piece in text.split_tokens(self.content)]
 
-    def native_usage(self, reasoning: str, content: str) -> dict:
+    def native_usage(self, reasoning: str, content: str, streamed: bool = True) -> dict:
         """Cumulative usage after `reasoning` and `content` were produced (part 2 §1.3)."""
         reasoning_tokens = text.count_tokens(reasoning)
         output = reasoning_tokens + text.count_tokens(content)
-        if not self.thinking:
-            # Part 1 §3.4's key order for models that do not think.
+        if streamed and not self.thinking:
+            # The key order recorded for a plain stream (part 1 §3.4).
             return {"total_tokens": self.input_tokens + output, "input_tokens": self.input_tokens,
                     "output_tokens": output}
-        return {"total_tokens": self.input_tokens + output, "output_tokens": output,
-                "input_tokens": self.input_tokens,
-                "output_tokens_details": {"reasoning_tokens": reasoning_tokens}}
+        # The order recorded for answers (part 1 §3.2) and thinking streams (part 2 §1.3).
+        usage = {"total_tokens": self.input_tokens + output, "output_tokens": output,
+                 "input_tokens": self.input_tokens}
+        if self.thinking:
+            usage["output_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
+        return usage
 
     def compatible_usage(self) -> dict:
         reasoning_tokens = text.count_tokens(self.reasoning)
@@ -91,21 +94,26 @@ def native_chunks(answer: Answer, incremental: bool, message_format: bool,
 
 def _native_chunk(answer: Answer, reasoning: str, content: str, finish: str,
                   message_format: bool, usage: dict, request_id: str) -> dict:
-    return {"output": native_output(answer, content, finish, message_format, reasoning),
-            "usage": usage, "request_id": request_id}
-
-
-def native_output(answer: Answer, content: str, finish: str, message_format: bool,
-                  reasoning: str | None = None) -> dict:
     if not message_format:
-        return {"finish_reason": finish, "text": content}
-    message = {"content": content, "role": "assistant"}
+        output = {"finish_reason": finish, "text": content}
+    elif answer.thinking:
+        # The recorded chunk's key order (part 2 §1.3): content, reasoning_content, role.
+        output = {"choices": [{"message": {"content": content, "reasoning_content": reasoning,
+                                           "role": "assistant"}, "finish_reason": finish}]}
+    else:
+        output = {"choices": [{"message": {"content": content, "role": "assistant"},
+                               "finish_reason": finish}]}
+    return {"output": output, "usage": usage, "request_id": request_id}
+
+
+def native_output(answer: Answer, message_format: bool) -> dict:
+    """A non-streaming answer's `output`, in the recorded key order (part 1 §3.2/§3.3)."""
+    if not message_format:
+        return {"finish_reason": answer.finish, "text": answer.content}
+    message = {"role": "assistant", "content": answer.content}
     if answer.thinking:
-        # Part 2 §1.3's key order: content, reasoning_content, role.
-        message = {"content": content,
-                   "reasoning_content": answer.reasoning if reasoning is None else reasoning,
-                   "role": "assistant"}
-    return {"choices": [{"message": message, "finish_reason": finish}]}
+        message["reasoning_content"] = answer.reasoning
+    return {"choices": [{"finish_reason": answer.finish, "message": message}]}
 
 
 def native_error(code: str, message: str, request_id: str) -> dict:

@@ -82,6 +82,19 @@ def test_events_are_framed_byte_for_byte_as_recorded(emu):
     assert "[DONE]" not in body
 
 
+def test_non_streaming_answer_keeps_the_recorded_key_order(emu):
+    response = requests.post(
+        f"{emu.api_base}/services/aigc/text-generation/generation",
+        json={"model": "qwen-plus", "parameters": {"result_format": "message"},
+              "input": {"messages": MESSAGES}},
+        headers={"Authorization": f"Bearer {EMULATOR_KEY}"}, timeout=10).json()
+    assert list(response) == ["output", "usage", "request_id"]
+    assert response["output"]["choices"][0] == {
+        "finish_reason": "stop", "message": {"role": "assistant", "content": ANSWER}}
+    assert list(response["output"]["choices"][0]) == ["finish_reason", "message"]
+    assert list(response["usage"]) == ["total_tokens", "output_tokens", "input_tokens"]
+
+
 def test_incremental_deltas_end_with_the_non_streaming_usage(emu):
     whole = call(emu)
     chunks = stream(emu, incremental_output=True)
