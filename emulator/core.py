@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import random
 import socket
@@ -58,27 +57,6 @@ def openai_error_body(error: EmulatorError) -> dict:
 
 def openai_error_response(error: EmulatorError) -> web.Response:
     return json_response(openai_error_body(error), error.status, error.headers)
-
-
-@dataclasses.dataclass(frozen=True)
-class StreamFault:
-    """`fault=stream-error`: event number `at` (default 2) is an error instead of a chunk.
-
-    `error=` names the error from FAULTS (default 500, InternalError); `status=` also writes
-    the `status:` line that sets the 1.x SDK's status (dashscope-protocol.md §3.5).
-    """
-
-    at: int
-    error: EmulatorError
-    explicit_status: int | None
-
-    @classmethod
-    def of(cls, found: dict[str, str]) -> StreamFault:
-        status, code, message = FAULTS.get(found.get("error", "500"), FAULTS["500"])
-        explicit = int(found["status"]) if "status" in found else None
-        return cls(at=max(1, int(found.get("at", 2))),
-                   error=EmulatorError(explicit or status, code, message),
-                   explicit_status=explicit)
 
 
 class Emulator:
@@ -141,6 +119,24 @@ class Emulator:
         seconds = float(found.get("chunk_ms", self.config.chunk_interval_ms)) / 1000
         if seconds > 0:
             await asyncio.sleep(seconds)
+
+    async def send_stream(self, request: web.Request, events: list[bytes],
+                          found: dict[str, str], ends_in_error: bool) -> web.StreamResponse:
+        """Write the events, paced, and count how the stream ended (for tests' assertions)."""
+        response = web.StreamResponse(headers={"Content-Type": SSE_TYPE})
+        await response.prepare(request)
+        try:
+            for number, event in enumerate(events):
+                if number:
+                    await self.pace(found)
+                await response.write(event)
+            await response.write_eof()
+        except ConnectionResetError:
+            # The client went away mid-stream; DashScope just stops generating for it.
+            self.stats.streams["disconnected"] += 1
+            return response
+        self.stats.streams["failed" if ends_in_error else "completed"] += 1
+        return response
 
     async def apply_fault(self, request: web.Request, fault: str | None,
                           found: dict[str, str]) -> None:

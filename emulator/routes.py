@@ -9,14 +9,11 @@ from aiohttp import web
 from emulator import directives as knobs
 from emulator import images, models, streams, text
 from emulator.core import (
-    SSE_TYPE,
     Emulator,
-    StreamFault,
     error_response,
     json_response,
     message_texts,
     new_request_id,
-    openai_error_body,
     openai_error_response,
 )
 from emulator.errors import EmulatorError
@@ -93,7 +90,9 @@ class NativeHandlers:
                 if streaming and error.code == "InvalidParameter":
                     # Recorded: an invalid request sent with SSE is an HTTP 200 whose only
                     # event is the error (dashscope-protocol.md §3.5).
-                    return await self._stream(request, [], error, found)
+                    return await emu.send_stream(request, streams.native_events(
+                        [], streams.StreamFault(at=1, error=error), new_request_id()),
+                        found, ends_in_error=True)
                 raise
         except EmulatorError as error:
             return error_response(error)
@@ -112,34 +111,9 @@ class NativeHandlers:
                 "request_id": new_request_id()})
         request_id = new_request_id()
         chunks = streams.native_chunks(answer, incremental, message_format, request_id)
-        stream_fault = StreamFault.of(found) if fault == "stream-error" else None
-        return await self._stream(request, chunks, stream_fault, found, request_id)
-
-    async def _stream(self, request: web.Request, chunks: list[dict],
-                      failure: StreamFault | EmulatorError | None, found: dict[str, str],
-                      request_id: str | None = None) -> web.StreamResponse:
-        """Write the chunks as events, paced; `failure` replaces event `at` (or the first)."""
-        response = web.StreamResponse(headers={"Content-Type": SSE_TYPE})
-        await response.prepare(request)
-        if isinstance(failure, EmulatorError):
-            failure = StreamFault(at=1, error=failure, explicit_status=None)
-        request_id = request_id or new_request_id()
-        # An error meant for a chunk past the end replaces the final chunk.
-        failure_at = min(failure.at, max(len(chunks), 1)) if failure else None
-        for event_id in range(1, (failure_at or len(chunks)) + 1):
-            if event_id > 1:
-                await self.emu.pace(found)
-            if event_id == failure_at:
-                error = failure.error
-                await response.write(streams.sse_event(
-                    event_id, "error", error.status,
-                    streams.native_error(error.code, error.message, request_id),
-                    failure.explicit_status))
-                break
-            await response.write(streams.sse_event(event_id, "result", 200,
-                                                   chunks[event_id - 1]))
-        await response.write_eof()
-        return response
+        failure = streams.StreamFault.of(found) if fault == "stream-error" else None
+        return await emu.send_stream(request, streams.native_events(chunks, failure, request_id),
+                                     found, ends_in_error=failure is not None)
 
 
 class CompatibleHandlers:
@@ -179,27 +153,9 @@ class CompatibleHandlers:
                 **common, "usage": answer.compatible_usage()})
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         chunks = streams.compatible_chunks(answer, common, include_usage)
-        stream_fault = StreamFault.of(found) if fault == "stream-error" else None
-        return await self._stream(request, chunks, stream_fault, found)
-
-    async def _stream(self, request: web.Request, chunks: list[dict | str],
-                      failure: StreamFault | None, found: dict[str, str]) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": SSE_TYPE})
-        await response.prepare(request)
-        # The error replaces at latest the last chunk before [DONE].
-        failure_at = min(failure.at, len(chunks) - 1) if failure else None
-        for number, chunk in enumerate(chunks, start=1):
-            if number > 1:
-                await self.emu.pace(found)
-            if number == failure_at:
-                # "Mid-stream errors arrive as data: {"error":…}" (§4); GUESS: no [DONE]
-                # follows, the connection closes as after a native error event.
-                await response.write(streams.compatible_event(
-                    openai_error_body(failure.error)))
-                break
-            await response.write(streams.compatible_event(chunk))
-        await response.write_eof()
-        return response
+        failure = streams.StreamFault.of(found) if fault == "stream-error" else None
+        return await emu.send_stream(request, streams.compatible_events(chunks, failure), found,
+                                     ends_in_error=failure is not None)
 
 
 class TaskHandlers:

@@ -50,6 +50,8 @@ class Stats:
         self.submits_per_second: collections.Counter[int] = collections.Counter()
         self.log: collections.deque[dict] = collections.deque(maxlen=2000)
         self.directive_hits: collections.Counter[str] = collections.Counter()
+        # How streams ended: completed, failed (an error event), disconnected (by the client).
+        self.streams: collections.Counter[str] = collections.Counter()
 
     def record(self, endpoint: str, *, model: str | None = None, headers=None,
                directive: str | None = None) -> None:
@@ -75,6 +77,7 @@ class Stats:
             "task_queries_per_second": {str(k): v for k, v in
                                         sorted(self.task_queries_per_second.items())},
             "max_submits_per_second": max(self.submits_per_second.values(), default=0),
+            "streams": dict(self.streams),
             "log": list(self.log),
         }
 

@@ -11,6 +11,29 @@ import dataclasses
 import json
 
 from emulator import text
+from emulator.core import FAULTS, openai_error_body
+from emulator.errors import EmulatorError
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamFault:
+    """`fault=stream-error`: event number `at` (default 2) is an error instead of a chunk.
+
+    `error=` names the error from FAULTS (default 500, InternalError); `status=` also writes
+    the `status:` line that sets the 1.x SDK's status (dashscope-protocol.md §3.5).
+    """
+
+    at: int
+    error: EmulatorError
+    explicit_status: int | None = None
+
+    @classmethod
+    def of(cls, found: dict[str, str]) -> StreamFault:
+        status, code, message = FAULTS.get(found.get("error", "500"), FAULTS["500"])
+        explicit = int(found["status"]) if "status" in found else None
+        return cls(at=max(1, int(found.get("at", 2))),
+                   error=EmulatorError(explicit or status, code, message),
+                   explicit_status=explicit)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,8 +139,19 @@ def native_output(answer: Answer, message_format: bool) -> dict:
     return {"choices": [{"finish_reason": answer.finish, "message": message}]}
 
 
-def native_error(code: str, message: str, request_id: str) -> dict:
-    return {"code": code, "message": message, "request_id": request_id}
+def native_events(chunks: list[dict], failure: StreamFault | None,
+                  request_id: str) -> list[bytes]:
+    """The stream's events; a failure replaces event `at`, or the final chunk if past it."""
+    if failure is None:
+        return [sse_event(n, "result", 200, chunk) for n, chunk in enumerate(chunks, start=1)]
+    failure_at = min(failure.at, max(len(chunks), 1))
+    events = [sse_event(n, "result", 200, chunk)
+              for n, chunk in enumerate(chunks[:failure_at - 1], start=1)]
+    error = failure.error
+    # Every error event needs `code` and `message` (part 1 §0.6).
+    return [*events, sse_event(failure_at, "error", error.status,
+                               {"code": error.code, "message": error.message,
+                                "request_id": request_id}, failure.explicit_status)]
 
 
 # --- compatible mode ----------------------------------------------------------------------
@@ -152,6 +186,17 @@ def compatible_chunks(answer: Answer, common: dict, include_usage: bool) -> list
     if include_usage:
         chunks.append({**base, "choices": [], "usage": answer.compatible_usage()})
     return [*chunks, "[DONE]"]
+
+
+def compatible_events(chunks: list[dict | str], failure: StreamFault | None) -> list[bytes]:
+    """The stream's events; a failure replaces event `at`, at latest the last before [DONE]."""
+    if failure is None:
+        return [compatible_event(chunk) for chunk in chunks]
+    failure_at = min(failure.at, len(chunks) - 1)
+    # "Mid-stream errors arrive as data: {"error":…}" (§4); GUESS: no [DONE] follows, the
+    # connection closes as after a native error event.
+    return [*(compatible_event(chunk) for chunk in chunks[:failure_at - 1]),
+            compatible_event(openai_error_body(failure.error))]
 
 
 def compatible_message(answer: Answer) -> dict:

@@ -14,7 +14,7 @@ import requests
 from dashscope import Generation
 
 from emulator.models import INCREMENTAL_ONLY, NON_STREAMING_THINKING
-from tests.support.jobs import directive
+from tests.support.jobs import directive, wait_until
 from tests.support.stack import EMULATOR_KEY
 
 MESSAGES = [{"role": "user", "content": "Tell me about the sea"}]
@@ -267,3 +267,17 @@ def test_chunk_interval_holds_a_stream_open(emu):
     started = time.monotonic()
     assert len(stream(emu, prompt="one two", messages=None)) == 5  # Echo, :, one, two, end
     assert time.monotonic() - started >= 0.4
+
+
+def test_stats_count_how_streams_ended(emu):
+    stream(emu, incremental_output=True)
+    stream(emu, prompt=f"x {directive(fault='stream-error')}", messages=None)
+    prompt = f"Tell me about the sea {directive(chunk_ms=100)}"
+    with requests.post(f"{emu.api_base}/services/aigc/text-generation/generation",
+                       json={"model": "qwen-plus", "input": {"prompt": prompt}},
+                       headers={"Authorization": f"Bearer {EMULATOR_KEY}",
+                                "X-DashScope-SSE": "enable"}, stream=True, timeout=10) as held:
+        assert next(held.iter_lines()) == b"id:1"
+    # The emulator notices the hang-up at its next write.
+    wait_until(lambda: emu.stats()["streams"] == {"completed": 1, "failed": 1,
+                                                  "disconnected": 1}, timeout=5)
