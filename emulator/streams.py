@@ -1,8 +1,9 @@
 """What a streamed answer looks like on the wire: native SSE events and compatible-mode chunks.
 
-Pure functions from an answer to the bytes DashScope sends; the route handlers add pacing and
-faults. Native framing and chunk shapes follow dashscope-protocol.md §3.4/§3.5 and
-dashscope-protocol-2.md §1.3; compatible mode follows dashscope-protocol.md §4.
+Pure functions from an answer (and an optional in-stream fault) to the events DashScope sends;
+`Emulator.send_stream` writes them, paced. Native framing and chunk shapes follow
+dashscope-protocol.md §3.4/§3.5 and dashscope-protocol-2.md §1.3; compatible mode follows
+dashscope-protocol.md §4.
 """
 
 from __future__ import annotations
