@@ -86,6 +86,7 @@ class NativeHandlers:
                 incremental = bool(parameters.get("incremental_output",
                                                   model.default_incremental(thinking)))
                 models.check_streaming(model, thinking, streaming, incremental)
+                failure = streams.StreamFault.of(found) if fault == "stream-error" else None
             except EmulatorError as error:
                 if streaming and error.code == "InvalidParameter":
                     # Recorded: an invalid request sent with SSE is an HTTP 200 whose only
@@ -111,7 +112,6 @@ class NativeHandlers:
                 "request_id": new_request_id()})
         request_id = new_request_id()
         chunks = streams.native_chunks(answer, incremental, message_format, request_id)
-        failure = streams.StreamFault.of(found) if fault == "stream-error" else None
         return await emu.send_stream(request, streams.native_events(chunks, failure, request_id),
                                      found, ends_in_error=failure is not None)
 
@@ -140,6 +140,7 @@ class CompatibleHandlers:
             thinking = model.thinks(body)
             streaming = bool(body.get("stream"))
             models.check_streaming(model, thinking, streaming, incremental=True)
+            failure = streams.StreamFault.of(found) if fault == "stream-error" else None
         except EmulatorError as error:
             return openai_error_response(error)
         answer = _answer(model, messages, body, thinking)
@@ -153,7 +154,6 @@ class CompatibleHandlers:
                 **common, "usage": answer.compatible_usage()})
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         chunks = streams.compatible_chunks(answer, common, include_usage)
-        failure = streams.StreamFault.of(found) if fault == "stream-error" else None
         return await emu.send_stream(request, streams.compatible_events(chunks, failure), found,
                                      ends_in_error=failure is not None)
 

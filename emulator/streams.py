@@ -30,7 +30,11 @@ class StreamFault:
 
     @classmethod
     def of(cls, found: dict[str, str]) -> StreamFault:
-        status, code, message = FAULTS.get(found.get("error", "500"), FAULTS["500"])
+        name = found.get("error", "500")
+        if name not in FAULTS:
+            # A mistyped knob must not pass as the default error.
+            raise EmulatorError(400, "InvalidParameter", f"unknown emulator error={name}")
+        status, code, message = FAULTS[name]
         explicit = int(found["status"]) if "status" in found else None
         return cls(at=max(1, int(found.get("at", 2))),
                    error=EmulatorError(explicit or status, code, message),

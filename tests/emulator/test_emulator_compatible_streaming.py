@@ -35,9 +35,9 @@ def create(client, **kwargs):
     return client.chat.completions.create(**kwargs)
 
 
-def raw_lines(emu, body: dict) -> list[str]:
+def raw_lines(emu, body: dict, messages=MESSAGES) -> list[str]:
     response = requests.post(f"{emu.base}/compatible-mode/v1/chat/completions",
-                             json={"model": "qwen-plus", "messages": MESSAGES, **body},
+                             json={"model": "qwen-plus", "messages": messages, **body},
                              headers={"Authorization": f"Bearer {EMULATOR_KEY}"}, timeout=10)
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/event-stream")
@@ -140,3 +140,13 @@ def test_in_stream_error_raises_with_dashscope_code_after_the_first_chunks(clien
     assert received == ["", "Echo"]
     assert raised.value.code == "data_inspection_failed"
     assert raised.value.message == "Input data may contain inappropriate content."
+
+
+def test_in_stream_error_is_a_data_error_event_and_the_stream_ends(emu):
+    prompt = f"Tell me about the sea {directive(fault='stream-error', at=2)}"
+    events = raw_lines(emu, {"stream": True}, messages=[{"role": "user", "content": prompt}])
+    assert len(events) == 2 and "[DONE]" not in events[-1]
+    error = json.loads(events[-1].removeprefix("data: "))["error"]
+    assert error == {"message": "An internal error has occured, please try again later or "
+                     "contact service support.", "type": "server_error", "param": None,
+                     "code": "InternalError"}

@@ -246,6 +246,13 @@ def test_in_stream_error_status_line_sets_the_sdk_status(emu):
     assert events(body)[-1][:3] == (2, "error", 429) and "\nstatus:429\n" in body
 
 
+def test_unknown_in_stream_error_name_is_refused(emu):
+    [only] = stream(emu, prompt=f"x {directive(fault='stream-error', error='oops')}",
+                    messages=None)
+    assert (only.status_code, only.code) == (400, "InvalidParameter")
+    assert "error=oops" in only.message
+
+
 def test_in_stream_error_past_the_end_replaces_the_final_chunk(emu):
     prompt = f"Hi {directive(fault='stream-error', at=99)}"
     chunks = stream(emu, prompt=prompt, messages=None, incremental_output=True)
