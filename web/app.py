@@ -24,6 +24,7 @@ from web import (
     openapi,
     rate_limits,
     request_id,
+    validation,
 )
 from web.api import register_blueprints
 from web.context import Services
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     http_metrics.init_app(app, settings)
     access_log.init_app(app)
     error_handlers.init_app(app)
+    validation.init_app(app)
     authentication.init_app(app, settings)
     register_blueprints(app)
     openapi.init_app(app)
