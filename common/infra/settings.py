@@ -185,6 +185,10 @@ class Settings(BaseSettings):
     # Observability
     metrics_enabled: bool = True
     worker_metrics_port: int = Field(default=9808, ge=0, le=65535)  # 0: not served
+    # Where the worker's metrics and Flower listen: loopback unless told otherwise; compose and
+    # Kubernetes set 0.0.0.0, where the container's network is the boundary.
+    worker_metrics_address: str = "127.0.0.1"
+    flower_address: str = "127.0.0.1"
     # Flower's basic auth, "user:password" (several separated by commas); required outside
     # development, because Flower shows task arguments.
     flower_basic_auth: SecretStr | None = None
