@@ -53,3 +53,34 @@ def test_deep_json_is_a_400_on_every_body_route(app, client, accounts, caplog, s
         assert "nested" in response.json["message"], (method, path, response.json)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert _server_errors() == errors_before
+
+
+def test_a_body_over_the_size_limit_is_a_413_on_every_body_route(app, client, settings):
+    oversized = "[" + "1," * settings.max_content_length + "1]"
+    for method, path in _body_routes(app):
+        response = client.open(path, method=method, data=oversized,
+                               headers={"Content-Type": "application/json"})
+        assert response.status_code == 413, (method, path, response.status_code)
+        assert response.json["code"] == 413
+
+
+def test_deep_json_through_gunicorn_threads_is_a_400(base_env, log_dir):
+    """The same answer from gunicorn's worker threads, whose stacks are not the main thread's."""
+    import requests
+
+    from tests.support import processes
+
+    port = processes.free_port()
+    web = processes.gunicorn(base_env, log_dir, port, name="deep-json-web", workers=1)
+    try:
+        offset = len(web.log())
+        for body in BODIES.values():
+            for path in ("/api/auth/login", "/api/admin/users"):
+                response = requests.post(f"http://127.0.0.1:{port}{path}", data=body,
+                                         headers={"Content-Type": "application/json"},
+                                         timeout=10)
+                assert response.status_code == 400, (path, response.text[:200])
+                assert response.json()["message"] == "Request body is nested too deeply"
+        assert '"level": "ERROR"' not in web.log()[offset:]
+    finally:
+        web.stop()
