@@ -44,8 +44,8 @@ def install(app: Celery, settings: Settings, runtime) -> None:
         pool = getattr(getattr(sender, "pool_cls", None), "__module__", "") or ""
         if settings.metrics_enabled and "prefork" in pool and \
                 not prometheus.multiprocess():
-            raise RuntimeError("the prefork pool needs PROMETHEUS_MULTIPROC_DIR (an empty "
-                               "directory) for correct metrics; set it, or use -P threads")
+            _refuse_to_start("the prefork pool needs PROMETHEUS_MULTIPROC_DIR (an empty "
+                             "directory) for correct metrics; set it, or use -P threads")
 
     @worker_init.connect(weak=False)
     def _serve(**_kwargs):
@@ -62,14 +62,20 @@ def install(app: Celery, settings: Settings, runtime) -> None:
             message = (f"WORKER_METRICS_PORT {port} on WORKER_METRICS_ADDRESS {address} cannot "
                        f"be served ({exc.strerror or exc}); give each worker on this host its "
                        "own WORKER_METRICS_PORT (0 serves no metrics)")
-            logger.critical(message)
-            # SystemExit, not an exception: Celery's signal dispatch logs and swallows those.
-            raise SystemExit(message) from None
+            _refuse_to_start(message)
         logger.info("worker metrics on %s:%s", address, port)
 
     @worker_process_shutdown.connect(weak=False)
     def _retire(**_kwargs):
         prometheus.retire_process()
+
+
+def _refuse_to_start(message: str) -> None:
+    """Stop the worker at worker_init, before it consumes anything (exit status 1)."""
+    logger.critical(message)
+    # SystemExit, not an exception: Celery's signal dispatch logs and swallows exceptions, so
+    # a RuntimeError here used to leave the worker running.
+    raise SystemExit(message)
 
 
 class WorkerStateCollector:

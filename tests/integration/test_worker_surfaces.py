@@ -64,3 +64,16 @@ def test_flower_listens_on_loopback_by_default(base_env, log_dir):
         assert not _answers(OTHER_ADDRESS, port, "/healthcheck")
     finally:
         flower.stop()
+
+
+def test_a_prefork_worker_without_a_multiprocess_dir_stops_at_start(base_env, log_dir):
+    env = {k: v for k, v in base_env.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    env["WORKER_METRICS_PORT"] = str(processes.free_port())
+    proc = processes.Process("prefork-no-dir", processes.worker_argv(
+        "prefork-no-dir", pool="prefork", concurrency=1), env, log_dir).start()
+    try:
+        assert proc.popen.wait(timeout=60) == 1
+        assert "PROMETHEUS_MULTIPROC_DIR" in proc.log()
+        assert "ready." not in proc.log()
+    finally:
+        proc.stop()
