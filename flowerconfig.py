@@ -10,7 +10,9 @@ from common.infra.settings import get_settings
 
 _settings = get_settings()
 port = 5555
-address = "0.0.0.0"  # noqa: S104 - inside a container; publish it on an internal network only
+# FLOWER_ADDRESS: loopback by default; compose and Kubernetes set 0.0.0.0 inside the container
+# (publish it on an internal network only).
+address = _settings.flower_address
 url_prefix = ""
 if _settings.flower_basic_auth is not None:
     basic_auth = [pair.strip() for pair in

@@ -4,8 +4,11 @@
 
 For tests and demos it can misbehave on request: `[[fc: fault=timeout|error|mismatch;
 times=N]]` anywhere in the request makes the invocation hang past the caller's timeout, crash
-(HTTP 502, as FC answers an unhandled error), or echo a wrong correlation id. It counts the
-invocations it received at GET /_runner/stats.
+(HTTP 502, as FC answers an unhandled error), or echo a wrong correlation id. `[[fc:
+shape=openai|native|native-text|broken]]` makes a chat answer's `data` take the shape a
+function written another way would return (see fc/README.md, "Accepted data shapes"), with
+its usage inside `data` instead of `token_usage`. It counts the invocations it received, and
+logs the token usage each produced, at GET /_runner/stats.
 """
 
 from __future__ import annotations
@@ -36,16 +39,47 @@ class Stats:
 STATS = Stats()
 
 
+def _knobs(text: str) -> dict[str, str]:
+    match = _FAULT.search(text)
+    if not match:
+        return {}
+    return dict(part.strip().split("=", 1) for part in match.group(1).split(";") if "=" in part)
+
+
 def chosen_fault(text: str) -> str | None:
     match = _FAULT.search(text)
     if not match:
         return None
-    knobs = dict(part.strip().split("=", 1) for part in match.group(1).split(";") if "=" in part)
+    knobs = _knobs(text)
     with STATS.lock:
         STATS.fault_hits[match.group(0)] += 1
         hits = STATS.fault_hits[match.group(0)]
     times = int(knobs.get("times", 0) or 0)
     return knobs.get("fault") if not times or hits <= times else None
+
+
+def reshaped(body: dict, shape: str) -> dict:
+    """A successful chat answer as a function returning another shape would send it: usage
+    inside `data` in that shape's own names, no `token_usage`."""
+    data, usage = body["data"], body["token_usage"]
+    choice = {"message": data["message"], "finish_reason": data["finish_reason"]}
+    if shape == "openai":  # an OpenAI chat.completion object
+        data = {"id": data["request_id"], "object": "chat.completion",
+                "created": int(time.time()), "choices": [{"index": 0, **choice}],
+                "usage": {"prompt_tokens": usage["input_tokens"],
+                          "completion_tokens": usage["output_tokens"],
+                          "total_tokens": usage["total_tokens"]}}
+    elif shape == "native":  # DashScope's own answer, result_format=message
+        data = {"request_id": data["request_id"], "output": {"choices": [choice]},
+                "usage": usage}
+    elif shape == "native-text":  # DashScope's own answer, result_format=text
+        data = {"request_id": data["request_id"], "usage": usage, "output": {
+            "text": data["message"]["content"], "finish_reason": data["finish_reason"]}}
+    elif shape == "broken":
+        data = {"choices": []}
+    else:
+        raise ValueError(f"unknown shape {shape!r}")
+    return {"success": True, "data": data}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -63,11 +97,12 @@ class Handler(BaseHTTPRequestHandler):
         if function is None:
             return self._send(404, {"error": "no such function"})
         body = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0)).decode()
-        fault = chosen_fault(body)
+        fault, shape = chosen_fault(body), _knobs(body).get("shape")
+        entry = {"function": self.path.strip("/"), "fault": fault, "shape": shape,
+                 "correlation_id": self.headers.get("X-Correlation-ID")}
         with STATS.lock:
             STATS.invocations[self.path.strip("/")] += 1
-            STATS.log.append({"function": self.path.strip("/"), "fault": fault,
-                              "correlation_id": self.headers.get("X-Correlation-ID")})
+            STATS.log.append(entry)
         if fault == "timeout":
             time.sleep(self.hang_seconds)
         if fault == "error":  # what FC answers when a handler raises
@@ -78,6 +113,10 @@ class Handler(BaseHTTPRequestHandler):
                  "headers": dict(self.headers.items()),
                  "requestContext": {"http": {"method": "POST", "path": self.path}}}
         envelope = function(json.dumps(event).encode())
+        with STATS.lock:
+            entry["token_usage"] = envelope["body"].get("token_usage")
+        if shape and envelope["body"].get("success"):
+            envelope["body"] = reshaped(envelope["body"], shape)
         if fault == "mismatch":
             envelope["headers"]["X-Correlation-ID"] = "someone-elses-request"
         self._send(envelope["statusCode"], envelope, envelope["headers"])

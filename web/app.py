@@ -24,6 +24,7 @@ from web import (
     openapi,
     rate_limits,
     request_id,
+    validation,
 )
 from web.api import register_blueprints
 from web.context import Services
@@ -39,8 +40,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask("bailian")
     app.config.update(MAX_CONTENT_LENGTH=settings.max_content_length, JSON_SORT_KEYS=False)
     app.json.sort_keys = False
-    if settings.trusted_proxies:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)
+    if settings.trusted_proxy_hops:
+        # The client address (rate limits, logs) and scheme, through that many proxies. The
+        # host is never taken from the request (links are built from PUBLIC_BASE_URL), so
+        # X-Forwarded-Host stays untrusted.
+        hops = settings.trusted_proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=0)
 
     database = database_from_settings(settings)
     redis_client = redis_from_settings(settings)
@@ -58,6 +63,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     http_metrics.init_app(app, settings)
     access_log.init_app(app)
     error_handlers.init_app(app)
+    validation.init_app(app)
     authentication.init_app(app, settings)
     register_blueprints(app)
     openapi.init_app(app)

@@ -10,6 +10,13 @@ from common.infra.storage import sign_image_path, signature_valid
 from web.context import services
 
 
+def public_url(path: str) -> str:
+    """The link to `path` a client is given: under PUBLIC_BASE_URL when set, else relative;
+    never built from the request's Host header (a client could point it anywhere)."""
+    base = services().settings.public_base_url
+    return f"{base}{path}" if base else path
+
+
 def image_path(job_id: str, index: int) -> str:
     return url_for("jobs.job_image", job_id=job_id, index=index)
 
@@ -23,7 +30,7 @@ def signed_image_url(job_id: str, index: int, key: str) -> str:
     path = image_path(job_id, index)
     expires = int(time.time()) + ttl
     signature = sign_image_path(_secret(), path, expires)
-    return f"{request.host_url.rstrip('/')}{path}?expires={expires}&signature={signature}"
+    return public_url(f"{path}?expires={expires}&signature={signature}")
 
 
 def signed_request_valid() -> bool:

@@ -22,7 +22,7 @@ import logging
 import math
 
 import redis
-from flask import Flask, g, request
+from flask import Flask, g
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from limits import parse
@@ -32,6 +32,7 @@ from common.infra.metrics import RATE_LIMIT_REJECTIONS, RATE_LIMIT_STORAGE_ERROR
 from common.infra.settings import Settings
 from common.infra.sliding_window import Decision, LocalSlidingWindow, SlidingWindow
 from web.authentication import authenticate
+from web.validation import request_json
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +165,7 @@ def add_rate_limit_headers(response):
 
 def login_attempt_key() -> str:
     """Failed logins are counted per username and client address."""
-    payload = request.get_json(force=True, silent=True)
+    payload = request_json()  # already decoded (web.validation refuses unreadable bodies)
     username = payload.get("username") if isinstance(payload, dict) else None
     if not isinstance(username, str):
         username = ""

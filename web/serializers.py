@@ -11,7 +11,7 @@ from common.jobs.results import ChatCompletion, ImageResult
 from common.jobs.results import GeneratedImage as StoredImage
 from common.jobs.views import JobView
 from common.upstream.failures import http_status_for
-from web.image_links import signed_image_url
+from web.image_links import public_url, signed_image_url
 from web.response_models import (
     ChatCompletionData,
     GeneratedImage,
@@ -31,7 +31,7 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 
 def job_url(job_id: str) -> str:
-    return f"/api/jobs/{job_id}"
+    return public_url(f"/api/jobs/{job_id}")
 
 
 def job_data(view: JobView) -> JobData:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+import json
+from typing import Any, TypeVar
 
-from flask import request
+from flask import Flask, g, request
 from pydantic import BaseModel, ValidationError
 
 from common.errors import ValidationFailed
@@ -29,9 +30,48 @@ def field_errors(exc: ValidationError) -> list[dict]:
     return errors
 
 
+def init_app(app: Flask) -> None:
+    # Every body is decoded once, before any view, limiter key or guard reads it: a body no
+    # route could read is refused in this one place, whatever the route does with it.
+    app.before_request(_refuse_unreadable_body)
+
+
+def _refuse_unreadable_body() -> None:
+    if request.method in ("POST", "PUT", "PATCH"):
+        request_json()
+
+
+def request_json() -> Any:
+    """The request's JSON body (None when there is none), decoded once per request.
+
+    Size is bounded before decoding by MAX_CONTENT_LENGTH (413). Depth is bounded by the
+    standard library's decoder, which raises RecursionError past the interpreter's recursion
+    limit (about 1,000 levels) instead of overflowing the stack; Flask's get_json(silent=True)
+    only swallows ValueError, so that RecursionError was a 500. Nothing deeper than the
+    decoder's bound can exist afterwards, and no request model has a free-form field that
+    would walk such a value, so no separate pre-parse scan (a Python loop over every byte) is
+    needed."""
+    if "json_body" in g:
+        return g.json_body
+    raw = request.get_data(cache=True)
+    payload = None
+    if raw.strip():
+        try:
+            payload = json.loads(raw)
+        except RecursionError:
+            # `from None`: the chained traceback would be a thousand frames deep.
+            raise ValidationFailed("Request body is nested too deeply", errors=[
+                {"field": "body", "message": "JSON nested too deeply"}]) from None
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
+            raise ValidationFailed("Request body is not valid JSON", errors=[
+                {"field": "body", "message": "expected a JSON object"}]) from None
+    g.json_body = payload
+    return payload
+
+
 def parse_body(model: type[M], context: dict | None = None) -> M:
     """The JSON body as `model`; malformed JSON and wrong fields are 400s, never 500s."""
-    payload = request.get_json(force=True, silent=True)
+    payload = request_json()
     if not isinstance(payload, dict):
         raise ValidationFailed("Request body must be a JSON object",
                                errors=[{"field": "body", "message": "expected a JSON object"}])

@@ -1,4 +1,5 @@
-"""Each worker serves its metrics on its own port (WORKER_METRICS_PORT), correct for its pool.
+"""Each worker serves its metrics on its own port (WORKER_METRICS_PORT, on
+WORKER_METRICS_ADDRESS), correct for its pool; a port it cannot bind stops it at start.
 
 - threads (the platform's pool): one process; its registry is served as it is.
 - prefork: children count in their own processes, so PROMETHEUS_MULTIPROC_DIR must be set
@@ -17,7 +18,7 @@ import contextlib
 import logging
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_shutdown, worker_ready
+from celery.signals import worker_init, worker_process_shutdown
 from kombu.exceptions import ChannelError
 from prometheus_client import start_http_server
 from prometheus_client.core import GaugeMetricFamily
@@ -43,25 +44,38 @@ def install(app: Celery, settings: Settings, runtime) -> None:
         pool = getattr(getattr(sender, "pool_cls", None), "__module__", "") or ""
         if settings.metrics_enabled and "prefork" in pool and \
                 not prometheus.multiprocess():
-            raise RuntimeError("the prefork pool needs PROMETHEUS_MULTIPROC_DIR (an empty "
-                               "directory) for correct metrics; set it, or use -P threads")
+            _refuse_to_start("the prefork pool needs PROMETHEUS_MULTIPROC_DIR (an empty "
+                             "directory) for correct metrics; set it, or use -P threads")
 
-    @worker_ready.connect(weak=False)
+    @worker_init.connect(weak=False)
     def _serve(**_kwargs):
+        # Bound at worker_init, before the worker consumes anything, so a port another process
+        # holds (two workers on one host with the same WORKER_METRICS_PORT) stops this worker
+        # at start, naming the setting, instead of leaving it running without metrics.
         if not settings.metrics_enabled or not settings.worker_metrics_port:
             return
         registry = prometheus.scrape_registry([WorkerStateCollector(app, runtime)])
+        address, port = settings.worker_metrics_address, settings.worker_metrics_port
         try:
-            start_http_server(settings.worker_metrics_port, registry=registry)
-        except OSError as exc:  # say so loudly: a silent failure here means no metrics
-            logger.error("worker metrics not served on port %s: %s",
-                         settings.worker_metrics_port, exc)
-            return
-        logger.info("worker metrics on port %s", settings.worker_metrics_port)
+            start_http_server(port, addr=address, registry=registry)
+        except OSError as exc:
+            message = (f"WORKER_METRICS_PORT {port} on WORKER_METRICS_ADDRESS {address} cannot "
+                       f"be served ({exc.strerror or exc}); give each worker on this host its "
+                       "own WORKER_METRICS_PORT (0 serves no metrics)")
+            _refuse_to_start(message)
+        logger.info("worker metrics on %s:%s", address, port)
 
     @worker_process_shutdown.connect(weak=False)
     def _retire(**_kwargs):
         prometheus.retire_process()
+
+
+def _refuse_to_start(message: str) -> None:
+    """Stop the worker at worker_init, before it consumes anything (exit status 1)."""
+    logger.critical(message)
+    # SystemExit, not an exception: Celery's signal dispatch logs and swallows exceptions, so
+    # a RuntimeError here used to leave the worker running.
+    raise SystemExit(message)
 
 
 class WorkerStateCollector:

@@ -11,7 +11,7 @@ import functools
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -127,7 +127,14 @@ class Settings(BaseSettings):
 
     # HTTP
     max_content_length: int = 1024 * 1024
-    trusted_proxies: int = Field(default=0, ge=0)  # X-Forwarded-For hops to trust
+    # Reverse-proxy hops whose X-Forwarded-For and X-Forwarded-Proto are believed (werkzeug's
+    # ProxyFix); 0 believes none. TRUSTED_PROXIES is the name this setting had before.
+    trusted_proxy_hops: int = Field(default=0, ge=0, validation_alias=AliasChoices(
+        "TRUSTED_PROXY_HOPS", "TRUSTED_PROXIES"))
+    # Where clients reach the API, e.g. https://api.example.com: absolute links (signed image
+    # links, Location, job links) start with it; unset, links are relative. Never the Host
+    # header, which a client chooses.
+    public_base_url: str | None = None
     health_check_timeout: float = Field(default=1.0, gt=0, le=1.8)
 
     # Chat jobs
@@ -184,6 +191,10 @@ class Settings(BaseSettings):
     # Observability
     metrics_enabled: bool = True
     worker_metrics_port: int = Field(default=9808, ge=0, le=65535)  # 0: not served
+    # Where the worker's metrics and Flower listen: loopback unless told otherwise; compose and
+    # Kubernetes set 0.0.0.0, where the container's network is the boundary.
+    worker_metrics_address: str = "127.0.0.1"
+    flower_address: str = "127.0.0.1"
     # Flower's basic auth, "user:password" (several separated by commas); required outside
     # development, because Flower shows task arguments.
     flower_basic_auth: SecretStr | None = None
@@ -225,6 +236,18 @@ class Settings(BaseSettings):
                 if missing:
                     raise ValueError(f"{endpoint} has no limit for {sorted(missing)}")
         return value
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _base_url_is_an_origin(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        url = urlsplit(value)
+        if url.scheme not in ("http", "https") or not url.hostname or url.query \
+                or url.fragment or url.username:
+            raise ValueError("PUBLIC_BASE_URL must be an http(s) URL with a host and at most a "
+                             "path, e.g. https://api.example.com")
+        return value.rstrip("/")
 
     @model_validator(mode="after")
     def _refuse_insecure_production(self) -> Settings:

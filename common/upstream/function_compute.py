@@ -9,6 +9,7 @@ Response:
      "body": {"success": true, "data": {...},
               "token_usage": {"input_tokens", "output_tokens", "total_tokens"}}}
     or "body": {"success": false, "error": {"code", "message"}} with the upstream's status.
+A chat answer's `data` may take any of three shapes (chat_answer below, fc/README.md).
 
 Every invocation is priced (FC_PRICE_PER_REQUEST + duration x FC_PRICE_PER_SECOND) and the
 cost travels with the result, or with the error, so the job's usage record can carry it.
@@ -52,19 +53,15 @@ class FunctionComputeBackend:
 
     def chat(self, request: ChatRequest) -> ChatResult:
         with upstream_call(request.model, "chat", billed=True):
-            data, usage, cost, correlation = self._invoke("qwen", {
+            data, token_usage, cost, correlation = self._invoke("qwen", {
                 "model": request.model, "prompt": None, "messages": request.messages,
                 "parameters": request.parameters, "user_id": request.user_id,
                 "correlation_id": request.correlation_id})
-            try:
-                message = {"role": data["message"]["role"], "content": data["message"]["content"]}
-                finish_reason = data["finish_reason"]
-            except (KeyError, TypeError) as exc:
-                raise _malformed(f"function data lacks {exc}", cost) from exc
+            message, finish_reason, usage, request_id = chat_answer(data, token_usage, cost)
         AI_TOKENS.labels(model_label(request.model), "input").inc(usage.input_tokens)
         AI_TOKENS.labels(model_label(request.model), "output").inc(usage.output_tokens)
         return ChatResult(message=message, finish_reason=finish_reason, usage=usage,
-                          upstream_request_id=data.get("request_id") or correlation,
+                          upstream_request_id=request_id or correlation,
                           compute_cost=cost)
 
     def submit_image(self, request: ImageRequest) -> ImageTask:
@@ -104,8 +101,8 @@ class FunctionComputeBackend:
 
     # --- one invocation -------------------------------------------------------------------
 
-    def _invoke(self, function: str, payload: dict) -> tuple[Any, Usage, Decimal, str]:
-        """POST the function request; returns (data, token usage, invocation cost, the
+    def _invoke(self, function: str, payload: dict) -> tuple[Any, Any, Decimal, str]:
+        """POST the function request; returns (data, token_usage as sent, invocation cost, the
         correlation id), or raises UpstreamError classified like a direct DashScope call."""
         endpoint = self.endpoints[function]
         if not endpoint:
@@ -156,7 +153,7 @@ class FunctionComputeBackend:
                               error.get("message") or "the function reported a failure",
                               response.headers, retry_after=error.get("retry_after"))
         FC_INVOCATIONS.labels(function, "success").inc()
-        return body.get("data") or {}, _token_usage(body.get("token_usage")), cost, correlation
+        return body.get("data") or {}, body.get("token_usage"), cost, correlation
 
     def _cost(self, started: float) -> Decimal:
         duration = Decimal(str(round(time.perf_counter() - started, 3)))
@@ -191,9 +188,52 @@ def _header(headers, name: str) -> str | None:
     return next((v for k, v in headers.items() if k.lower() == name.lower()), None)
 
 
+def chat_answer(data: Any, token_usage: Any,
+                cost: Decimal) -> tuple[dict, str, Usage, str | None]:
+    """(message, finish_reason, usage, upstream request id) of a chat function's answer.
+
+    `data` may be
+    - the contract's own shape: {"message": {"role", "content"}, "finish_reason", "request_id"};
+    - an OpenAI chat.completion (what a function written against the OpenAI-compatible chat
+      contract returns): {"id", "choices": [{"message", "finish_reason"}],
+      "usage": {"prompt_tokens", "completion_tokens", "total_tokens"}};
+    - DashScope's native answer: {"request_id", "output": {"choices": [{"message",
+      "finish_reason"}]} or {"text", "finish_reason"}, "usage": {"input_tokens", ...}}.
+    Usage is `token_usage` (the contract's field) when the function sent it, else the usage
+    inside `data` in that shape's names. Anything else is a FunctionMalformedResponse."""
+    try:
+        if not isinstance(data, dict):
+            raise ValueError("is not an object")
+        if "message" in data:
+            choice, request_id = data, data.get("request_id")
+        elif "choices" in data:
+            choice, request_id = data["choices"][0], data.get("id")
+        elif "output" in data:
+            output, request_id = data["output"], data.get("request_id")
+            choice = output["choices"][0] if output.get("choices") else {
+                "message": {"role": "assistant", "content": output["text"]},
+                "finish_reason": output.get("finish_reason")}
+        else:
+            raise ValueError("has none of message, choices[0].message, output")
+        message = {"role": choice["message"]["role"], "content": choice["message"]["content"]}
+        finish_reason = choice["finish_reason"]
+        if not isinstance(message["content"], str):
+            raise ValueError("has a message content that is not a string")
+        usage = _token_usage(token_usage if isinstance(token_usage, dict)
+                             else data.get("usage"))
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        detail = f"lacks {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise _malformed(f"function data {detail} (accepted: message, choices[0].message, "
+                         "output.choices[0].message or output.text)", cost) from exc
+    return message, finish_reason, usage, request_id
+
+
 def _token_usage(raw) -> Usage:
+    """Usage in the contract's names (input_tokens, output_tokens) or OpenAI's (prompt_tokens,
+    completion_tokens); absent counts are zero, as the contract has always read them."""
     raw = raw if isinstance(raw, dict) else {}
-    input_tokens, output_tokens = int(raw.get("input_tokens", 0)), int(raw.get("output_tokens", 0))
+    input_tokens = int(raw.get("input_tokens", raw.get("prompt_tokens", 0)))
+    output_tokens = int(raw.get("output_tokens", raw.get("completion_tokens", 0)))
     return Usage(input_tokens=input_tokens, output_tokens=output_tokens,
                  total_tokens=int(raw.get("total_tokens", input_tokens + output_tokens)))
 

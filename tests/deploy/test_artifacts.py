@@ -223,3 +223,13 @@ def test_migration_job_runs_alembic(manifests):
     job = manifests[("Job", "bailian-migrate")]
     assert job["spec"]["template"]["spec"]["containers"][0]["command"] == \
         ["alembic", "upgrade", "head"]
+
+
+def test_metrics_and_flower_listen_on_loopback_except_in_containers(compose, manifests):
+    # Outside a container nothing but this host reaches them; inside one, Prometheus and the
+    # probes come from other containers, so compose and Kubernetes open them explicitly.
+    for field in ("worker_metrics_address", "flower_address"):
+        assert Settings.model_fields[field].default == "127.0.0.1"
+    config = manifests[("ConfigMap", "bailian-config")]["data"]
+    for env in [compose["services"][name]["environment"] for name in APP_SERVICES] + [config]:
+        assert env["WORKER_METRICS_ADDRESS"] == env["FLOWER_ADDRESS"] == "0.0.0.0"

@@ -96,6 +96,45 @@ def test_chat_through_the_function_records_the_same_usage_as_the_direct_path(
     assert through_fc.json["data"]["choices"] == direct.json["data"]["choices"]
 
 
+def _runner_log(runner: str) -> list[dict]:
+    return requests.get(f"{runner}/_runner/stats", timeout=5).json()["log"]
+
+
+@pytest.mark.parametrize("shape", [None, "openai", "native", "native-text"],
+                         ids=["seed", "openai", "native", "native-text"])
+def test_each_accepted_data_shape_succeeds_with_exact_usage(fc_client, accounts, database,
+                                                            runner, shape):
+    _, headers = accounts.headers()
+    knob = f"[[fc: shape={shape}]] " if shape else ""
+    logged = len(_runner_log(runner))
+    response = _chat(fc_client, headers, f"{knob}what shape is this {directive().id}")
+    assert response.status_code == 200, response.json
+    [invocation] = [e for e in _runner_log(runner)[logged:] if e["function"] == "qwen"]
+    assert invocation["shape"] == shape
+    produced = invocation["token_usage"]  # what the function's DashScope call counted
+    assert produced["input_tokens"] > 0 and produced["output_tokens"] > 0
+
+    data = response.json["data"]
+    [choice] = data["choices"]
+    assert choice["message"]["role"] == "assistant" and choice["message"]["content"]
+    assert choice["finish_reason"] == "stop"
+    [usage] = usage_rows(database, data["job_id"])
+    assert (usage.input_tokens, usage.output_tokens, usage.total_tokens) == (
+        produced["input_tokens"], produced["output_tokens"], produced["total_tokens"])
+    assert usage.path == "fc" and usage.compute_cost > 0
+    assert usage.cost == Decimal("0.0008") * usage.input_tokens / 1000 + \
+        Decimal("0.002") * usage.output_tokens / 1000 + usage.compute_cost
+
+
+def test_data_of_no_accepted_shape_is_a_malformed_response(fc_client, accounts, database):
+    _, headers = accounts.headers()
+    response = _chat(fc_client, headers, f"[[fc: shape=broken]] {directive().id}", **ASYNC)
+    job = wait_for_job(database, response.json["data"]["id"], timeout=60)
+    assert (job.status, job.error_code) == (JobStatus.FAILED, "FunctionMalformedResponse")
+    assert "message" in job.error_message and "choices" in job.error_message
+    assert usage_rows(database, job.id) == []
+
+
 def test_generation_through_the_function(fc_client, accounts, database, runner):
     _, headers = accounts.headers()
     response = fc_client.post("/api/bailian/generation", headers=headers, json={

@@ -48,7 +48,8 @@ def test_sync_generation_returns_our_stored_images_and_bills_per_image(client, a
         assert image["stored"] is True and image["content_type"] == "image/png"
         assert "/api/jobs/" in image["url"] and "signature=" in image["url"]
         assert image["upstream_url"].startswith(emulator.base)
-        fetched = client.get(image["url"].split("localhost", 1)[1])  # no Authorization header
+        assert image["url"].startswith("/api/jobs/")  # relative: no PUBLIC_BASE_URL is set
+        fetched = client.get(image["url"])  # no Authorization header
         assert fetched.status_code == 200 and fetched.data.startswith(b"\x89PNG")
         assert len(fetched.data) == image["size"]
 
@@ -69,7 +70,7 @@ def test_images_outlive_the_upstream_urls(client, accounts, database, emulator):
     emulator.configure(images_expired=True)  # DashScope's 24-hour URLs have died
     try:
         assert requests.get(image["upstream_url"], timeout=5).status_code == 403
-        ours = client.get(image["url"].split("localhost", 1)[1])
+        ours = client.get(image["url"])
         assert ours.status_code == 200 and ours.data.startswith(b"\x89PNG")
         # The owner can also fetch it with a token; anyone else cannot.
         path = f"/api/jobs/{data['job_id']}/images/0"
@@ -80,6 +81,34 @@ def test_images_outlive_the_upstream_urls(client, accounts, database, emulator):
         assert client.get(f"{path}?expires=9999999999&signature=forged").status_code == 401
     finally:
         emulator.configure(images_expired=False)
+
+
+def test_image_links_never_carry_the_host_header(client, settings, accounts):
+    from urllib.parse import urlsplit
+
+    from web.app import create_app
+
+    evil = "evil.example"
+    hostile = {"X-Forwarded-Host": evil, "Forwarded": f"host={evil}"}
+    _, headers = accounts.headers()
+    response = client.post(URL, base_url=f"http://{evil}", headers={**headers, **hostile},
+                           json=gen(f"a harbour {directive(duration_s=0)}"))
+    assert response.status_code == 200, response.json
+    assert evil not in response.get_data(as_text=True)
+    [image] = response.json["data"]["output"]["results"]
+    assert image["url"].startswith(f"/api/jobs/{response.json['data']['job_id']}/images/0?")
+
+    # With PUBLIC_BASE_URL (and a trusted proxy hop) the link is absolute, on that origin only.
+    public = create_app(settings.model_copy(update={
+        "public_base_url": "https://api.example.com", "trusted_proxy_hops": 1})).test_client()
+    job = public.get(f"/api/jobs/{response.json['data']['job_id']}", base_url=f"http://{evil}",
+                     headers={**headers, **hostile})
+    assert evil not in job.get_data(as_text=True)
+    url = job.json["data"]["result"]["output"]["results"][0]["url"]
+    assert url.startswith("https://api.example.com/api/jobs/")
+    parts = urlsplit(url)
+    fetched = client.get(f"{parts.path}?{parts.query}")  # the signature covers the path only
+    assert fetched.status_code == 200 and fetched.data.startswith(b"\x89PNG")
 
 
 def test_partial_failure_succeeds_keeping_per_image_errors_and_bills_generated_only(

@@ -101,12 +101,17 @@ def emulator(env: dict[str, str], log_dir: Path, port: int, *extra: str) -> Proc
 def worker(env: dict[str, str], log_dir: Path, *, name: str = "worker", pool: str = "threads",
            concurrency: int = 8, metrics_port: int | None = None) -> Process:
     env = {**env, "WORKER_METRICS_PORT": str(metrics_port or free_port())}
-    proc = Process(name, [str(BIN / "celery"), "-A", "worker.celery_app", "worker",
-                          "-P", pool, "-c", str(concurrency), "-Q", "chat,images,maintenance",
-                          "-n", f"{name}-{os.getpid()}@%h", "--without-gossip",
-                          "--without-mingle", "--loglevel", "INFO"], env, log_dir).start()
+    proc = Process(name, worker_argv(name, pool=pool, concurrency=concurrency), env,
+                   log_dir).start()
     proc.wait_for_log("ready.")
     return proc
+
+
+def worker_argv(name: str, *, pool: str = "threads", concurrency: int = 8) -> list[str]:
+    return [str(BIN / "celery"), "-A", "worker.celery_app", "worker", "-P", pool,
+            "-c", str(concurrency), "-Q", "chat,images,maintenance",
+            "-n", f"{name}-{os.getpid()}@%h", "--without-gossip", "--without-mingle",
+            "--loglevel", "INFO"]
 
 
 def beat(env: dict[str, str], log_dir: Path) -> Process:
