@@ -75,6 +75,9 @@ def celery_config(settings: Settings) -> dict:
            if settings.broker_url.startswith("redis://") else {}),
         "broker_transport_options": transport,
         "broker_connection_retry_on_startup": True,
+        # Retry forever: after the default 100 attempts Celery would stop the worker, and no
+        # broker outage, however long, may end a worker process (it resumes when it returns).
+        "broker_connection_max_retries": None,
         "broker_connection_timeout": 3,
         "visibility_timeout": visibility,
         # MySQL is the record of every job; results would only be an unread copy.
