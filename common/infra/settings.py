@@ -178,6 +178,10 @@ class Settings(BaseSettings):
     # Observability
     metrics_enabled: bool = True
     worker_metrics_port: int = Field(default=9808, ge=0, le=65535)  # 0: not served
+    # The liveness file a consuming worker touches from its event loop (worker/health.py);
+    # unset, none is written. Stale for WORKER_HEALTH_MAX_AGE_SECONDS = not consuming.
+    worker_health_file: Path | None = None
+    worker_health_max_age_seconds: float = Field(default=90, gt=0)
     # Flower's basic auth, "user:password" (several separated by commas); required outside
     # development, because Flower shows task arguments.
     flower_basic_auth: SecretStr | None = None

@@ -125,6 +125,18 @@ def test_commands_are_the_applications_entry_points(compose):
     assert services["emulator"]["command"][:3] == ["python", "-m", "emulator"]
 
 
+def test_the_worker_checks_run_the_consuming_check(compose, manifests):
+    """compose, the image and Kubernetes ask worker/health.py (tested in
+    tests/integration/test_broker_faults.py), with the file the worker touches."""
+    worker = compose["services"]["worker"]
+    assert worker["healthcheck"]["test"] == ["CMD", "python", "-m", "worker.health"]
+    assert worker["environment"]["WORKER_HEALTH_FILE"]
+    probe = _container(manifests, "bailian-worker")["livenessProbe"]
+    assert probe["exec"]["command"] == ["python", "-m", "worker.health"]
+    assert manifests[("ConfigMap", "bailian-config")]["data"]["WORKER_HEALTH_FILE"]
+    assert 'CMD ["python", "-m", "worker.health"]' in (REPO / "Dockerfile.worker").read_text()
+
+
 def test_redis_keeps_work_and_volumes_keep_data(compose):
     services = compose["services"]
     command = services["redis"]["command"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import subprocess
 
 import pytest
 
@@ -18,6 +19,7 @@ from tests.support.jobs import directive, usage_rows, wait_for_job, wait_until
 URL = "/api/bailian/chat/completions"
 ASYNC = {"Prefer": "respond-async"}
 IN_FLIGHT = 20
+HEALTH_MAX_AGE = 3
 
 
 @dataclasses.dataclass
@@ -50,7 +52,9 @@ def stack(request, base_env, log_dir, tmp_path_factory, emulator):
         server = brokers.PrivateRabbit()
         overrides = {"CELERY_BROKER_URL": server.url()}
     server.start()
-    env = {**base_env, **overrides}
+    health_file = log_dir / f"consuming-{request.param}"
+    env = {**base_env, **overrides, "WORKER_HEALTH_FILE": str(health_file),
+           "WORKER_HEALTH_MAX_AGE_SECONDS": str(HEALTH_MAX_AGE)}
     worker = processes.worker(env, log_dir, name=f"worker-{request.param}",
                               concurrency=IN_FLIGHT + 4)
     beat = processes.beat(env, log_dir)
@@ -155,3 +159,33 @@ def test_an_image_job_polled_by_countdowns_finishes(stack, database, emulator):
             "list_queues", "name", "type", "--quiet", "--no-table-headers").stdout.splitlines())
         assert {queues[name] for name in ("chat", "images", "maintenance")} == {"quorum"}
         assert queues["celery_delayed_0"] == "quorum"
+
+
+def health_check(stack) -> subprocess.CompletedProcess:
+    """The compose and Kubernetes probe, run as they run it."""
+    return subprocess.run([str(processes.BIN / "python"), "-m", "worker.health"],
+                          cwd=processes.REPO, env=stack.env, capture_output=True, text=True,
+                          timeout=30)
+
+
+def test_the_health_check_fails_while_the_worker_cannot_consume_and_recovers(stack):
+    assert health_check(stack).returncode == 0
+    stack.server.stop()
+    try:
+        failed = wait_until(lambda: (r := health_check(stack)).returncode == 1 and r,
+                            timeout=HEALTH_MAX_AGE * 10, message="still healthy without broker")
+        assert "not consuming for" in failed.stderr
+        assert stack.worker.popen.poll() is None  # alive, and the check says it is useless
+    finally:
+        stack.server.start()
+    wait_until(lambda: health_check(stack).returncode == 0, timeout=60,
+               message="the check never recovered with the broker")
+
+    # A worker whose loop is stuck (here: stopped) is noticed too.
+    os.kill(stack.worker.pid, signal.SIGSTOP)
+    try:
+        wait_until(lambda: health_check(stack).returncode == 1, timeout=HEALTH_MAX_AGE * 10,
+                   message="a frozen worker still looks healthy")
+    finally:
+        os.kill(stack.worker.pid, signal.SIGCONT)
+    wait_until(lambda: health_check(stack).returncode == 0, timeout=30)
