@@ -1,6 +1,7 @@
 """Broker faults on both supported brokers (Redis, the default, and RabbitMQ): a broker restart
-with tasks in flight, a worker killed mid-call, and a burst. A real threads-pool worker and beat
-run against a private broker server that the tests stop and start."""
+with tasks in flight, a worker killed mid-call, a burst, countdown polls, and the worker's
+health check. A real threads-pool worker and beat run against a private broker server (one per
+broker, shared by the module's tests) that the tests stop and start."""
 
 from __future__ import annotations
 
