@@ -60,8 +60,9 @@ def stack(request, base_env, log_dir, tmp_path_factory, emulator):
                               concurrency=IN_FLIGHT + 4)
     beat = processes.beat(env, log_dir)
     client = create_app(settings_from_env(env)).test_client()
-    yield Stack(server, env, worker, client, log_dir)
-    worker.stop()
+    running = Stack(server, env, worker, client, log_dir)
+    yield running
+    running.worker.stop()  # the one running now: a test may have replaced the first
     beat.stop()
     if isinstance(server, brokers.PrivateRabbit):
         server.remove()
