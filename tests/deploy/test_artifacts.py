@@ -95,8 +95,9 @@ def compose(tmp_path_factory) -> dict:
 
 def test_every_service_has_a_healthcheck_and_waits_for_healthy_dependencies(compose):
     services = compose["services"]
-    assert set(services) == {"mysql", "redis", *APP_SERVICES, "prometheus", "grafana",
-                             "emulator"}
+    # docker-compose 1.x resolves every profile's services.
+    assert set(services) - {"rabbitmq"} == {"mysql", "redis", *APP_SERVICES, "prometheus",
+                                            "grafana", "emulator"}
     for name, service in services.items():
         assert "healthcheck" in service, name
         for dependency, condition in service.get("depends_on", {}).items():
@@ -122,6 +123,18 @@ def test_commands_are_the_applications_entry_points(compose):
     assert services["beat"]["command"][:4] == ["celery", "-A", "worker.celery_app", "beat"]
     assert services["flower"]["command"][:4] == ["celery", "-A", "worker.celery_app", "flower"]
     assert services["emulator"]["command"][:3] == ["python", "-m", "emulator"]
+
+
+def test_the_worker_checks_run_the_consuming_check(compose, manifests):
+    """compose, the image and Kubernetes ask worker/health.py (tested in
+    tests/integration/test_broker_faults.py), with the file the worker touches."""
+    worker = compose["services"]["worker"]
+    assert worker["healthcheck"]["test"] == ["CMD", "python", "-m", "worker.health"]
+    assert worker["environment"]["WORKER_HEALTH_FILE"]
+    probe = _container(manifests, "bailian-worker")["livenessProbe"]
+    assert probe["exec"]["command"] == ["python", "-m", "worker.health"]
+    assert manifests[("ConfigMap", "bailian-config")]["data"]["WORKER_HEALTH_FILE"]
+    assert 'CMD ["python", "-m", "worker.health"]' in (REPO / "Dockerfile.worker").read_text()
 
 
 def test_redis_keeps_work_and_volumes_keep_data(compose):
@@ -152,8 +165,33 @@ def _mounts(service: dict) -> set[tuple[str, str]]:
 def test_the_offline_profile_only_adds_the_emulator():
     raw = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     profiled = {name for name, service in raw["services"].items() if service.get("profiles")}
-    assert profiled == {"emulator"}
+    assert profiled == {"emulator", "rabbitmq"}
     assert raw["services"]["emulator"]["profiles"] == ["offline"]
+
+
+def test_the_rabbitmq_profile_runs_a_durable_rabbitmq_the_apps_use(tmp_path):
+    for name in ("docker-compose.yml", "Dockerfile.web", "Dockerfile.worker"):
+        shutil.copy(REPO / name, tmp_path / name)
+    shutil.copytree(REPO / "deploy", tmp_path / "deploy")
+    url = "amqp://bailian:rabbit-secret@rabbitmq:5672//"
+    (tmp_path / ".env").write_text((REPO / ".env.example").read_text()
+                                   + "MYSQL_ROOT_PASSWORD=root-secret\n"
+                                   + "GRAFANA_ADMIN_PASSWORD=grafana-secret\n"
+                                   + f"CELERY_BROKER_URL={url}\nRABBITMQ_PASSWORD=rabbit-secret\n")
+    env = {**os.environ, "COMPOSE_PROFILES": "rabbitmq"}
+    docker_compose = _tool("docker-compose")
+    checked = subprocess.run([docker_compose, "config", "-q"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
+    services = yaml.safe_load(subprocess.run([docker_compose, "config"], cwd=tmp_path, env=env,
+                                             capture_output=True, text=True,
+                                             check=True).stdout)["services"]
+    rabbit = services["rabbitmq"]
+    assert rabbit["environment"]["RABBITMQ_DEFAULT_PASS"] == "rabbit-secret"
+    assert ("rabbitmq-data", "/var/lib/rabbitmq") in _mounts(rabbit)
+    assert rabbit["hostname"] == "rabbitmq" and "healthcheck" in rabbit
+    for name in APP_SERVICES:
+        assert services[name]["environment"]["CELERY_BROKER_URL"] == url, name
 
 
 # --- Kubernetes -----------------------------------------------------------------------------

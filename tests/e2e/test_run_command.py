@@ -106,3 +106,67 @@ def test_load_command_says_what_to_run_first(tmp_path):
     load = _script("load", env=env)
     assert load.returncode == 2
     assert "start the platform first (scripts/run)" in load.stderr
+
+
+def _children(pid: int) -> dict[int, str]:
+    out = subprocess.run(["ps", "-ww", "-o", "pid=,args=", "--ppid", str(pid)], capture_output=True,
+                         text=True, check=False).stdout
+    return {int(line.split(None, 1)[0]): line.split(None, 1)[1] for line in out.splitlines()}
+
+
+def _worker_pid(pid: int) -> int | None:
+    return next((child for child, args in _children(pid).items()
+                 if "worker.celery_app worker" in args), None)
+
+
+def test_a_child_that_dies_is_restarted_with_backoff_and_counted(tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in CONFIGURED}
+    env.update({"DATA_DIR": str(tmp_path), "PORT": str(port),
+                "WORKER_METRICS_PORT": str(free_port())})
+    log_path = tmp_path / "run.log"
+    log = open(log_path, "wb")  # noqa: SIM115
+    proc = subprocess.Popen([str(REPO / "scripts" / "run"), "--web-workers", "1",
+                             "--worker-concurrency", "4"], cwd=REPO, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: "bailian-backend is up" in log_path.read_text(), timeout=180,
+                   interval=0.5, message="platform never came up")
+        first = wait_until(lambda: _worker_pid(proc.pid), timeout=30,
+                           message=str(_children(proc.pid)))
+        web = {child for child, args in _children(proc.pid).items() if "gunicorn" in args}
+
+        os.kill(first, signal.SIGKILL)
+        wait_until(lambda: "worker exited with -9; restarting it in 1s" in log_path.read_text(),
+                   timeout=30, message=log_path.read_text()[-3000:])
+        second = wait_until(lambda: _worker_pid(proc.pid) not in (None, first), timeout=30)
+        assert second and proc.poll() is None  # the platform kept running
+        assert {c for c, args in _children(proc.pid).items() if "gunicorn" in args} == web
+
+        def counted():
+            metrics = requests.get(f"{base}/metrics", timeout=5).text
+            return 'platform_child_restarts_total{child="worker"} 1.0' in metrics
+        wait_until(counted, timeout=10, message="the restart is not on /metrics")
+
+        # The new worker consumes: a chat completes end to end.
+        password = (tmp_path / "dev-admin-password").read_text().strip()
+        token = requests.post(f"{base}/api/auth/login", timeout=10, json={
+            "username": "admin", "password": password}).json()["data"]["access_token"]
+        chat = requests.post(f"{base}/api/bailian/chat/completions", timeout=30,
+                             headers={"Authorization": f"Bearer {token}"},
+                             json={"model": "qwen-turbo",
+                                   "messages": [{"role": "user", "content": "again"}]})
+        assert chat.status_code == 200, chat.text
+
+        # A child that dies again at once waits twice as long.
+        os.kill(_worker_pid(proc.pid), signal.SIGKILL)
+        wait_until(lambda: "worker exited with -9; restarting it in 2s" in log_path.read_text(),
+                   timeout=30, message=log_path.read_text()[-3000:])
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise

@@ -60,3 +60,30 @@ def test_the_sweeper_is_scheduled(celery_app):
 def test_tasks_are_registered_by_their_stable_names(celery_app):
     celery_app.loader.import_default_modules()
     assert {"jobs.run_chat", "jobs.sweep"} <= set(celery_app.tasks)
+
+
+def test_rabbitmq_gets_quorum_queues_on_topic_exchanges_and_publisher_confirms():
+    from common.infra.settings import Settings
+    from common.jobs.queue import celery_config
+
+    conf = celery_config(Settings(app_env="development",
+                                  celery_broker_url="amqp://guest:guest@127.0.0.1:5672//"))
+    assert "broker_transport" not in conf  # kombu's py-amqp transport
+    assert conf["broker_transport_options"] == {"confirm_publish": True}
+    assert conf["broker_native_delayed_delivery_queue_type"] == "quorum"
+    for queue in conf["task_queues"]:
+        assert queue.queue_arguments == {"x-queue-type": "quorum"}
+        assert queue.exchange.type == "topic"  # what native delayed delivery routes by
+
+
+def test_the_redis_default_keeps_its_transport_and_retries_the_broker_forever():
+    from common.infra import broker
+    from common.infra.settings import Settings
+    from common.jobs.queue import celery_config
+
+    conf = celery_config(Settings(app_env="development",
+                                  celery_broker_url="redis://127.0.0.1:6379/1"))
+    assert conf["broker_transport"] == broker.TRANSPORT
+    assert conf["broker_connection_max_retries"] is None
+    assert all(q.queue_arguments is None and q.exchange.type == "direct"
+               for q in conf["task_queues"])
