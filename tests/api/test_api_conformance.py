@@ -67,8 +67,8 @@ def fresh_token(conformance_app):
                                   password="conformance-password", role=Role.ADMIN)
 
     def mint() -> str:
-        with conformance_app.test_request_context():
-            return issue_tokens(admin)["access_token"]
+        with conformance_app.test_request_context(), services().database.session() as session:
+            return issue_tokens(session, admin)["access_token"]
     return mint
 
 
