@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import unicodedata
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -22,7 +23,23 @@ logger = logging.getLogger(__name__)
 
 
 def get_by_username(*, session: Session, username: str) -> User | None:
+    """The user the database matches to `username`. MariaDB's collation ignores case, accents
+    and trailing spaces, so `Bob`, `BOB`, `bob ` and `bób` all find `bob`."""
     return session.scalar(select(User).where(User.username == username))
+
+
+def account_id(*, session: Session, username: str) -> int | None:
+    """The id of the user a login naming `username` would log in as (see get_by_username)."""
+    return session.scalar(select(User.id).where(User.username == username))
+
+
+def canonical_username(username: str) -> str:
+    """A spelling-independent form of a name no user matches, close to what the database's
+    collation compares: compatibility-decomposed, combining marks dropped, case-folded,
+    trailing spaces removed (MariaDB's PAD SPACE)."""
+    decomposed = unicodedata.normalize("NFKD", username)
+    bare = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return bare.casefold().rstrip(" ")[:64]
 
 
 def check_password(password: str, *, role: Role, field: str = "password") -> None:

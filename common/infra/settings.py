@@ -99,7 +99,10 @@ class Settings(BaseSettings):
     jwt_secret_key: SecretStr | None = None
     jwt_access_token_expires: int = Field(default=3600, gt=0)
     jwt_refresh_token_expires: int = Field(default=30 * 24 * 3600, gt=0)
-    login_failure_limit: str = "5 per minute"
+    login_failure_limit: str = "5 per minute"  # per account and client address
+    # Per account from every address together, failures only; addresses the account logged in
+    # from successfully are exempt (web.rate_limits), so a stranger cannot lock the owner out.
+    login_account_failure_limit: str = "20 per 5 minutes"
     admin_username: str | None = None
     admin_password: SecretStr | None = None
     admin_email: str | None = None
@@ -192,7 +195,8 @@ class Settings(BaseSettings):
     fc_price_per_request: Decimal = Decimal("0.00000133")
     fc_price_per_second: Decimal = Decimal("0.0000553")
 
-    @field_validator("rate_limits", "login_rate_limit", "login_failure_limit")
+    @field_validator("rate_limits", "login_rate_limit", "login_failure_limit",
+                     "login_account_failure_limit")
     @classmethod
     def _limits_parse(cls, value):
         from limits import parse_many

@@ -30,7 +30,10 @@ bp = Blueprint("auth", __name__, url_prefix="/api/auth")
 @documented(summary="Log in: an access and a refresh token", auth=False, tag="auth",
             body=LoginRequest, responses={200: LoginData, 401: ERROR, 429: ERROR, 503: ERROR},
             description="Unknown users and wrong passwords get the same 401. Failed attempts "
-                        "per username and client, and attempts per client, are limited (429).")
+                        "per account and client, failed attempts per account from all "
+                        "clients but those it logged in from, and attempts per client are "
+                        "limited (429). Spellings the database matches to one user (case, "
+                        "accents, trailing spaces) count as that account.")
 def login():
     body = parse_body(LoginRequest)
     session = db_session()
