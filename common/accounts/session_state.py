@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable
 
 import redis
-from sqlalchemy import update
+from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
 from common.accounts.models import LoginSession, Role, User
@@ -82,9 +82,12 @@ class AuthState:
     # --- sessions ------------------------------------------------------------------------
     @staticmethod
     def open_session(session: Session, user: User, lifetime_seconds: int) -> str:
-        """Record a new login session of `user` in the caller's transaction; its id."""
+        """Record a new login session of `user` in the caller's transaction; its id. The
+        user's sessions that expired go at the same time, so the table holds live ones only."""
         session_id = str(uuid.uuid4())
         now = utcnow()
+        session.execute(delete(LoginSession).where(LoginSession.user_id == user.id,
+                                                   LoginSession.expires_at < now))
         session.add(LoginSession(id=session_id, user_id=user.id, created_at=now,
                                  expires_at=now + dt.timedelta(seconds=lifetime_seconds)))
         return session_id

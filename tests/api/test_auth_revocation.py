@@ -171,3 +171,23 @@ def test_a_warm_cache_serves_the_check_without_a_query(app, client, accounts, re
     with _counting_statements(database) as statements:
         assert _me(client, tokens["access_token"]) == 200
     assert len(statements) == 3, statements  # the session row and the user, then /me's read
+
+
+def test_a_login_removes_the_users_expired_sessions(accounts, database):
+    import datetime as dt
+
+    from sqlalchemy import select
+
+    from common.accounts.models import LoginSession
+    from common.infra.orm import utcnow
+
+    account = accounts.create()
+    with database.session() as session:
+        session.add(LoginSession(id="expired-" + account["username"][-12:],
+                                 user_id=account["id"], created_at=utcnow(),
+                                 expires_at=utcnow() - dt.timedelta(seconds=1)))
+    accounts.login(account)
+    with database.session() as session:
+        rows = session.scalars(select(LoginSession).where(
+            LoginSession.user_id == account["id"])).all()
+        assert len(rows) == 1 and rows[0].expires_at > utcnow()
