@@ -77,6 +77,10 @@ def init_app(app: Flask, settings: Settings) -> None:
         settings.login_account_failure_limit, key_func=login_account_attempt_key,
         deduct_when=_failed, exempt_when=known.is_known if known else None))
     _wrap(app, "auth.login", login_metrics.guard)
+    # A stolen access token must not buy unthrottled guesses at the current password.
+    _wrap(app, "auth.change_password", login_limiter.limit(
+        settings.login_failure_limit, key_func=password_change_key,
+        deduct_when=_wrong_password))
     if settings.rate_limits_enabled:
         tiers = TieredLimits(settings, client)
         for name, endpoint in TIERED_ENDPOINTS.items():
@@ -86,6 +90,10 @@ def init_app(app: Flask, settings: Settings) -> None:
 
 def _failed(response) -> bool:
     return response.status_code == 401
+
+
+def _wrong_password(response) -> bool:
+    return response.status_code == 403
 
 
 def _wrap(app: Flask, endpoint: str, decorator) -> None:
@@ -185,6 +193,10 @@ def add_rate_limit_headers(response):
 def login_attempt_key() -> str:
     """Failed logins are counted per account and client address..."""
     return f"login:{login_account()}:{get_remote_address()}"
+
+
+def password_change_key() -> str:
+    return f"password-change:user:{authenticate().id}"
 
 
 def login_account_attempt_key() -> str:

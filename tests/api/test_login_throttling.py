@@ -98,3 +98,18 @@ def test_guessing_from_many_addresses_is_slowed_but_the_owner_still_logs_in(guar
     assert _login(guarded_client, bob["username"].upper(), bob["password"], _address()) == 429
     # ...but the owner, from an address the account logged in from, is not locked out.
     assert _login(guarded_client, bob["username"], bob["password"], owner_address) == 200
+
+
+def test_guessing_the_current_password_with_a_stolen_token_is_throttled(client, settings,
+                                                                      accounts):
+    account = accounts.create()
+    headers = {"Authorization": f"Bearer {accounts.login(account)['access_token']}"}
+    limit = int(settings.login_failure_limit.split()[0])
+
+    def change(current: str, address: str) -> int:
+        return client.post("/api/auth/password", headers=headers, json={
+            "current_password": current, "new_password": "a-brand-new-passphrase"},
+            environ_base={"REMOTE_ADDR": address}).status_code
+
+    assert [change("guess", _address()) for _ in range(limit)] == [403] * limit
+    assert change(account["password"], _address()) == 429  # from any address

@@ -79,8 +79,10 @@ def me():
 
 @bp.post("/password")
 @documented(summary="Change your password: every session ends, this one gets new tokens",
-            tag="auth", body=ChangePasswordRequest, responses={200: LoginData, 403: ERROR},
-            description="The current password is required (403 when wrong). The new one "
+            tag="auth", body=ChangePasswordRequest,
+            responses={200: LoginData, 403: ERROR, 429: ERROR},
+            description="The current password is required (403 when wrong; failures are "
+                        "limited per user like logins, 429). The new one "
                         "follows the password policy (400 naming the rule): at least 8 "
                         "characters (12 for admins), at most 256, not a common or breached "
                         "password. All of the user's tokens, on every device, are refused "
