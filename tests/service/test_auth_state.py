@@ -8,7 +8,7 @@ import uuid
 
 import redis as redis_lib
 
-from common.accounts.session_state import SESSION_KEY, AuthState
+from common.accounts.session_state import SESSION_KEY, USER_KEY, AuthState
 
 
 class LogoutWhileReading:
@@ -39,6 +39,8 @@ def _user_with_session(database, auth: AuthState) -> tuple[int, str]:
         user = users.create_user(session=session, username=f"race_{uuid.uuid4().hex[:10]}",
                                  password="correct-horse-battery")
         session_id = auth.open_session(session, user, 3600)
+    # Other suites' databases share this Redis database and have their own user ids.
+    auth.redis.delete(USER_KEY.format(user.id))
     return user.id, session_id
 
 
