@@ -1,10 +1,10 @@
 """The whole relational schema: every domain's tables on one metadata, the one Alembic
 migrates."""
 
-from common.accounts.models import User
+from common.accounts.models import LoginSession, User
 from common.billing.models import UsageRecord
 from common.infra.orm import Base
 from common.jobs.models import Job
 
 metadata = Base.metadata
-__all__ = ["Job", "UsageRecord", "User", "metadata"]
+__all__ = ["Job", "LoginSession", "UsageRecord", "User", "metadata"]

@@ -1,8 +1,10 @@
 """JWT authentication: token issue, the shared revocation/role check, and route guards.
 
 Every authentication failure is a 401 in the envelope (flask-jwt-extended answers 422 for some
-by default). An access token carries the id and expiry of the refresh token it came from, so
-revoking either token ends the whole login session everywhere.
+by default). Both tokens of a login carry its session id (`sid`, a `login_sessions` row) and the
+user's token generation (`gen`): a logout with either token ends the session, and bumping the
+generation ends all of the user's sessions (common.accounts.session_state). Tokens without
+these claims (issued before they existed) are refused: their owners log in once more.
 """
 
 from __future__ import annotations
@@ -12,8 +14,6 @@ import datetime as dt
 import functools
 import logging
 import secrets
-import time
-import uuid
 
 import jwt as pyjwt
 from flask import Flask, g
@@ -28,6 +28,7 @@ from flask_jwt_extended import (
 from flask_jwt_extended.config import config as jwt_config
 from flask_jwt_extended.tokens import _decode_jwt as decode_verified
 from jwt import ExpiredSignatureError
+from sqlalchemy.orm import Session
 
 from common.accounts.models import Role, User
 from common.errors import PermissionDenied
@@ -107,14 +108,15 @@ def jwt_secret(settings: Settings) -> str:
     return path.read_text(encoding="utf-8").strip()
 
 
-def issue_tokens(user: User) -> dict:
-    """An access and a refresh token for one login session."""
-    refresh_jti = str(uuid.uuid4())
-    refresh_exp = int(time.time()) + services().settings.jwt_refresh_token_expires
-    claims = {"role": user.role.value, "username": user.username}
-    refresh = create_refresh_token(str(user.id), additional_claims={**claims, "jti": refresh_jti})
-    access = create_access_token(str(user.id), fresh=True, additional_claims={
-        **claims, "rjti": refresh_jti, "rexp": refresh_exp})
+def issue_tokens(session: Session, user: User) -> dict:
+    """An access and a refresh token for a new login session, recorded in the caller's
+    transaction (commit before answering)."""
+    session_id = services().auth_state.open_session(
+        session, user, services().settings.jwt_refresh_token_expires)
+    claims = {"role": user.role.value, "username": user.username, "sid": session_id,
+              "gen": int(user.token_generation or 0)}
+    refresh = create_refresh_token(str(user.id), additional_claims=claims)
+    access = create_access_token(str(user.id), fresh=True, additional_claims=claims)
     return {"access_token": access, "refresh_token": refresh}
 
 
@@ -123,16 +125,13 @@ def refreshed_access_token() -> str:
     token = get_jwt()
     return create_access_token(token["sub"], fresh=False, additional_claims={
         "role": current_user.role.value, "username": current_user.username,
-        "rjti": token["jti"], "rexp": token["exp"]})
+        "sid": token["sid"], "gen": token["gen"]})
 
 
 def revoke_current_session() -> None:
-    """Revoke the presented token and its session's refresh token."""
+    """End the presented token's login session: its access and refresh tokens alike."""
     token = get_jwt()
-    pairs = [(token["jti"], token["exp"])]
-    if token.get("rjti"):
-        pairs.append((token["rjti"], token["rexp"]))
-    services().auth_state.revoke(pairs)
+    services().auth_state.end_session(token["sid"], int(token["sub"]))
 
 
 def authenticate() -> CurrentUser:
@@ -176,11 +175,13 @@ def _unauthorized(message: str):
 @jwt.token_in_blocklist_loader
 def _is_revoked(_header: dict, payload: dict) -> bool:
     try:
-        user_id = int(payload["sub"])
+        user_id, session_id, generation = int(payload["sub"]), payload["sid"], payload["gen"]
     except (KeyError, TypeError, ValueError):
         return True
-    jtis = [payload["jti"]] + ([payload["rjti"]] if payload.get("rjti") else [])
-    check = services().auth_state.check(jtis=jtis, user_id=user_id)
+    if not isinstance(session_id, str) or type(generation) is not int:
+        return True
+    check = services().auth_state.check(session_id=session_id, user_id=user_id,
+                                        generation=generation)
     g.user_state = check.user
     return check.revoked
 

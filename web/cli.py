@@ -1,4 +1,4 @@
-"""Operator commands: `flask --app web.wsgi users create|set-password|list`."""
+"""Operator commands: `flask --app web.wsgi users create|set-password|revoke-sessions|list`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from common.accounts import users
 from common.accounts.models import Role
-from common.errors import AppError
+from common.errors import AppError, ValidationFailed
 from common.infra.db import Database
 from common.infra.settings import Settings
 from web.context import services
@@ -40,13 +40,34 @@ def create_user(username: str, email: str | None, role: str, password: str) -> N
 @click.option("--username", required=True)
 @click.password_option("--password", envvar="NEW_USER_PASSWORD")
 def set_password(username: str, password: str) -> None:
-    """Replace a user's password."""
+    """Replace a user's password (ends every session of the user)."""
     with services().database.session() as session:
         try:
-            users.set_password(session=session, username=username, password=password)
+            users.set_password(session=session, auth_state=services().auth_state,
+                               user=_user_named(session, username), password=password)
         except AppError as exc:
             raise click.ClickException(exc.message) from exc
-    click.echo(f"password changed for {username}")
+    click.echo(f"password changed for {username}; their sessions were ended")
+
+
+@users_cli.command("revoke-sessions")
+@click.option("--username", required=True)
+def revoke_sessions(username: str) -> None:
+    """End every session of a user: all their tokens are refused from the next request."""
+    with services().database.session() as session:
+        try:
+            users.revoke_sessions(session=session, auth_state=services().auth_state,
+                                  user_id=_user_named(session, username).id)
+        except AppError as exc:
+            raise click.ClickException(exc.message) from exc
+    click.echo(f"sessions of {username} ended")
+
+
+def _user_named(session, username: str):
+    user = users.get_by_username(session=session, username=username)
+    if user is None:
+        raise click.ClickException(f"no user named {username!r}")
+    return user
 
 
 @users_cli.command("list")
@@ -71,6 +92,10 @@ def bootstrap_admin_if_configured(settings: Settings, database: Database) -> Non
             users.bootstrap_admin(session=session, username=settings.admin_username,
                                   password=settings.admin_password.get_secret_value(),
                                   email=settings.admin_email)
+    except ValidationFailed as exc:
+        # Production settings refuse a weak ADMIN_PASSWORD earlier; this is the same rule for
+        # development, where the settings accept any value.
+        raise RuntimeError(f"ADMIN_PASSWORD refused: {exc.errors[0]['message']}") from exc
     except (OperationalError, ProgrammingError) as exc:
         # Readiness reports the database; the next start (or `flask users create`) retries.
         logger.warning("bootstrap_admin skipped: database not ready: %s", exc.orig)

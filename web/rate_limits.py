@@ -4,8 +4,14 @@
   are counted in an exact sliding window (`common.infra.sliding_window`) whose key does not
   depend on the limit, so a tier change applies from the next request *and* the hits already
   made this minute count against the new limit (a demotion cannot buy a fresh allowance).
-- login: per client address, plus failed attempts per username and client address
-  (Flask-Limiter, which can count only the failures).
+- login: per client address, plus failed attempts per account and client address, plus failed
+  attempts per account from all addresses together (Flask-Limiter, which can count only the
+  failures). The account is the user the name would log in as (by id, so `bob`, `BOB`, `bob `
+  and `bób` share one budget), else a canonical spelling of the name. The per-account limit
+  slows a guesser spread over many addresses; a stranger cannot use it to lock the owner out,
+  because addresses the account logged in from in the last 30 days are exempt from it, and
+  elsewhere it counts only failures in a short window, so it lifts minutes after the guessing
+  stops.
 
 Redis unreachable: "closed" (default) answers 503 with Retry-After before anything is created;
 "local" counts per process until Redis is back (limits times the number of web processes).
@@ -18,6 +24,7 @@ Redis in rate_limit_storage_errors_total{policy}, for the tiered and the login l
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import math
 
@@ -27,11 +34,13 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from limits import parse
 
+from common.accounts import users
 from common.errors import ServiceUnavailable, TooManyRequests
 from common.infra.metrics import RATE_LIMIT_REJECTIONS, RATE_LIMIT_STORAGE_ERRORS
 from common.infra.settings import Settings
 from common.infra.sliding_window import Decision, LocalSlidingWindow, SlidingWindow
 from web.authentication import authenticate
+from web.context import db_session
 from web.validation import request_json
 
 logger = logging.getLogger(__name__)
@@ -39,6 +48,8 @@ logger = logging.getLogger(__name__)
 TIERED_ENDPOINTS = {"chat": "chat.chat_completions", "generation": "generation.generation"}
 LOGIN = "login"
 LOGIN_TIER = "anonymous"  # login limits are per client address: there is no user yet
+KNOWN_ADDRESSES_KEY = "login:known:{}"
+KNOWN_ADDRESS_DAYS = 30
 
 
 def init_app(app: Flask, settings: Settings) -> None:
@@ -54,19 +65,36 @@ def init_app(app: Flask, settings: Settings) -> None:
         swallow_errors=False, in_memory_fallback_enabled=local, key_prefix="rl",
         on_breach=login_metrics.breached)
     login_metrics.limiter = login_limiter
+    client = redis.Redis.from_url(storage, socket_timeout=settings.redis_socket_timeout,
+                                  socket_connect_timeout=settings.redis_socket_timeout)
+    known = KnownAddresses(client) if settings.rate_limits_enabled else None
+    if known is not None:
+        _wrap(app, "auth.login", known.remember_on_success)
     _wrap(app, "auth.login", login_metrics.admitted)
     _wrap(app, "auth.login", login_limiter.limit(settings.login_rate_limit))
     _wrap(app, "auth.login", login_limiter.limit(
-        settings.login_failure_limit, key_func=login_attempt_key,
-        deduct_when=lambda response: response.status_code == 401))
+        settings.login_failure_limit, key_func=login_attempt_key, deduct_when=_failed))
+    _wrap(app, "auth.login", login_limiter.limit(
+        settings.login_account_failure_limit, key_func=login_account_attempt_key,
+        deduct_when=_failed, exempt_when=known.is_known if known else None))
     _wrap(app, "auth.login", login_metrics.guard)
+    # A stolen access token must not buy unthrottled guesses at the current password.
+    _wrap(app, "auth.change_password", login_limiter.limit(
+        settings.login_failure_limit, key_func=password_change_key,
+        deduct_when=_wrong_password))
     if settings.rate_limits_enabled:
-        tiers = TieredLimits(settings, redis.Redis.from_url(
-            storage, socket_timeout=settings.redis_socket_timeout,
-            socket_connect_timeout=settings.redis_socket_timeout))
+        tiers = TieredLimits(settings, client)
         for name, endpoint in TIERED_ENDPOINTS.items():
             _wrap(app, endpoint, tiers.guard(name))
         app.after_request(add_rate_limit_headers)
+
+
+def _failed(response) -> bool:
+    return response.status_code == 401
+
+
+def _wrong_password(response) -> bool:
+    return response.status_code == 403
 
 
 def _wrap(app: Flask, endpoint: str, decorator) -> None:
@@ -164,9 +192,68 @@ def add_rate_limit_headers(response):
 
 
 def login_attempt_key() -> str:
-    """Failed logins are counted per username and client address."""
-    payload = request_json()  # already decoded (web.validation refuses unreadable bodies)
-    username = payload.get("username") if isinstance(payload, dict) else None
-    if not isinstance(username, str):
-        username = ""
-    return f"login:{username.strip().lower()[:64]}:{get_remote_address()}"
+    """Failed logins are counted per account and client address..."""
+    return f"login:{login_account()}:{get_remote_address()}"
+
+
+def password_change_key() -> str:
+    return f"password-change:user:{authenticate().id}"
+
+
+def login_account_attempt_key() -> str:
+    """...and per account from every address."""
+    return f"login-account:{login_account()}"
+
+
+def login_account() -> str:
+    """The account a login attempt is about: `user:<id>` when the name finds a user the way
+    the login itself will (the database's collation), else `name:<canonical spelling>`."""
+    if "login_account" not in g:
+        payload = request_json()  # already decoded (web.validation refuses bad bodies)
+        username = payload.get("username") if isinstance(payload, dict) else None
+        if not isinstance(username, str) or not 0 < len(username) <= 64:
+            # The login refuses it with a 400 before any password is checked.
+            g.login_account = "name:"
+        else:
+            user_id = users.account_id(session=db_session(), username=username)
+            g.login_account = f"user:{user_id}" if user_id is not None \
+                else f"name:{users.canonical_username(username)}"
+    return g.login_account
+
+
+class KnownAddresses:
+    """Client addresses an account logged in from successfully, kept KNOWN_ADDRESS_DAYS (as
+    hashes: the limiter needs to recognise them, not to read them back)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+
+    @staticmethod
+    def _key_and_member() -> tuple[str, str]:
+        digest = hashlib.blake2b(get_remote_address().encode(), digest_size=16).hexdigest()
+        return KNOWN_ADDRESSES_KEY.format(login_account()), digest
+
+    def is_known(self) -> bool:
+        key, member = self._key_and_member()
+        try:
+            return bool(self.client.sismember(key, member))
+        except redis.RedisError as exc:
+            # Not exempt: the limit itself then fails closed or counts locally, per policy.
+            logger.warning("known login addresses unavailable: %s", exc)
+            return False
+
+    def remember_on_success(self, view):
+        @functools.wraps(view)
+        def remembering(*args, **kwargs):
+            response = view(*args, **kwargs)
+            if getattr(response, "status_code", None) == 200:
+                key, member = self._key_and_member()
+                try:
+                    pipe = self.client.pipeline(transaction=False)
+                    pipe.sadd(key, member)
+                    pipe.expire(key, KNOWN_ADDRESS_DAYS * 24 * 3600)
+                    pipe.execute()
+                except redis.RedisError as exc:  # the login succeeded; this is a convenience
+                    logger.warning("could not remember the login address: %s", exc)
+            return response
+        return remembering

@@ -17,13 +17,17 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from common.accounts.models import Role
+from common.accounts.passwords import MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS
 from common.infra.orm import utcnow
 from common.jobs.models import JobKind, JobStatus
 from common.upstream.wanx_models import MAX_IMAGES, NEGATIVE_PROMPT_MAX, SEED_MAX, family_of
 
 Username = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=64,
                                             pattern=r"^[A-Za-z0-9_.\-@]+$")]
-Password = Annotated[str, StringConstraints(min_length=8, max_length=256)]
+# The policy's bounds, so the schema documents them; the rest of the rule (admins' longer
+# minimum, the common-password list) is common.accounts.users.check_password.
+Password = Annotated[str, StringConstraints(min_length=MIN_PASSWORD_CHARS,
+                                            max_length=MAX_PASSWORD_CHARS)]
 
 
 class StrictModel(BaseModel):
@@ -33,7 +37,13 @@ class StrictModel(BaseModel):
 
 class LoginRequest(StrictModel):
     username: Annotated[str, StringConstraints(min_length=1, max_length=64)]
-    password: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    password: Annotated[str, StringConstraints(min_length=1, max_length=MAX_PASSWORD_CHARS)]
+
+
+class ChangePasswordRequest(StrictModel):
+    current_password: Annotated[str, StringConstraints(min_length=1,
+                                                       max_length=MAX_PASSWORD_CHARS)]
+    new_password: Password
 
 
 class CreateUserRequest(StrictModel):

@@ -1,14 +1,15 @@
-"""Users and their roles (the tiers rate limits and permissions follow)."""
+"""Users and their roles (the tiers rate limits and permissions follow), and their login
+sessions (what a logout ends, remembered by the database, not by Redis)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import enum
 
-from sqlalchemy import Boolean, DateTime, String
+from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from common.infra.orm import Base, BigId, string_enum, utcnow
+from common.infra.orm import Base, BigId, Timestamp, string_enum, utcnow
 
 
 class Role(enum.StrEnum):
@@ -26,5 +27,23 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[Role] = mapped_column(string_enum(Role, "user_role"), default=Role.DEFAULT)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Every token carries the generation it was issued in; bumping it (password change,
+    # deactivation, an admin's revoke) ends all of the user's sessions at once. A counter, not
+    # an "issued before" instant: a token's iat has whole seconds and hosts' clocks differ, so a
+    # login in the same second as a revoke would be judged wrongly either way.
+    token_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class LoginSession(Base):
+    """One login: its access and refresh tokens carry its id; a logout ends it."""
+
+    __tablename__ = "login_sessions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id", ondelete="CASCADE"),
+                                         index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(Timestamp)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)

@@ -9,6 +9,8 @@ next successful login.
 
 from __future__ import annotations
 
+import functools
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
@@ -31,3 +33,35 @@ def verify_password(password_hash: str | None, password: str) -> bool:
 
 def needs_rehash(password_hash: str) -> bool:
     return _hasher.check_needs_rehash(password_hash)
+
+
+# --- The password policy (NIST SP 800-63B, section 5.1.1.2) --------------------------------
+# Length is the rule, no composition rules; at least 8 characters, 12 for admins, whose
+# accounts are worth more; 256 at most (Argon2 takes any length, this bounds the work a login
+# costs). Passwords found in a list of common and breached ones are refused: the 30,000 most
+# common passwords of zxcvbn's bundled frequency list (from leaked password dumps), pinned in
+# requirements.txt. Compared case-folded, since "Password" is as guessable as "password".
+MIN_PASSWORD_CHARS = 8
+MIN_ADMIN_PASSWORD_CHARS = 12
+MAX_PASSWORD_CHARS = 256
+
+
+@functools.cache
+def _common_passwords() -> frozenset[str]:
+    # Loaded on first use: the module holds every zxcvbn list (~7 MB), kept only for this one.
+    from zxcvbn.frequency_lists import FREQUENCY_LISTS
+
+    return frozenset(FREQUENCY_LISTS["passwords"])
+
+
+def password_problem(password: str, *, admin: bool) -> str | None:
+    """Why `password` is refused by the policy, or None when it is acceptable."""
+    minimum = MIN_ADMIN_PASSWORD_CHARS if admin else MIN_PASSWORD_CHARS
+    if len(password) < minimum:
+        who = "an admin's password" if admin else "a password"
+        return f"{who} needs at least {minimum} characters"
+    if len(password) > MAX_PASSWORD_CHARS:
+        return f"a password has at most {MAX_PASSWORD_CHARS} characters"
+    if password.casefold() in _common_passwords():
+        return "this password is in a list of common or breached passwords; choose another"
+    return None

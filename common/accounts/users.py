@@ -3,26 +3,58 @@
 from __future__ import annotations
 
 import logging
+import unicodedata
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from common.accounts.models import Role, User
-from common.accounts.passwords import hash_password, needs_rehash, verify_password
+from common.accounts.passwords import (
+    hash_password,
+    needs_rehash,
+    password_problem,
+    verify_password,
+)
 from common.accounts.session_state import AuthState
-from common.errors import Conflict, NotFound
+from common.errors import Conflict, NotFound, ValidationFailed
 
 logger = logging.getLogger(__name__)
 
 
 def get_by_username(*, session: Session, username: str) -> User | None:
+    """The user the database matches to `username`. MariaDB's collation ignores case, accents
+    and trailing spaces, so `Bob`, `BOB`, `bob ` and `bób` all find `bob`."""
     return session.scalar(select(User).where(User.username == username))
+
+
+def account_id(*, session: Session, username: str) -> int | None:
+    """The id of the user a login naming `username` would log in as (see get_by_username)."""
+    return session.scalar(select(User.id).where(User.username == username))
+
+
+def canonical_username(username: str) -> str:
+    """A spelling-independent form of a name no user matches, close to what the database's
+    collation compares: compatibility-decomposed, combining marks dropped, case-folded,
+    trailing spaces removed (MariaDB's PAD SPACE)."""
+    decomposed = unicodedata.normalize("NFKD", username)
+    bare = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return bare.casefold().rstrip(" ")[:64]
+
+
+def check_password(password: str, *, role: Role, field: str = "password") -> None:
+    """The password policy (common.accounts.passwords) as a 400 naming the field and the rule."""
+    problem = password_problem(password, admin=role == Role.ADMIN)
+    if problem:
+        raise ValidationFailed(f"Password refused: {problem}", code="weak_password",
+                               errors=[{"field": field, "message": problem}])
 
 
 def create_user(*, session: Session, username: str, password: str, email: str | None = None,
                 role: Role = Role.DEFAULT) -> User:
-    """Insert a user and flush; raises Conflict when the username is taken."""
+    """Insert a user and flush; raises Conflict when the username is taken and
+    ValidationFailed when the password breaks the policy."""
+    check_password(password, role=role)
     user = User(username=username, email=email, password_hash=hash_password(password),
                 role=role, is_active=True)
     session.add(user)
@@ -54,9 +86,7 @@ def change_user(*, session: Session, auth_state: AuthState, user_id: int, actor_
                 role: Role | None = None, is_active: bool | None = None) -> User:
     """Change a user's role or active flag and make every process see it on its next request.
 
-    This function owns its commit because the shared copy in Redis must be dropped before the
-    commit (so no process keeps the old state) and rewritten after it (so readers refill it
-    from the committed row).
+    This function owns its commit (see `_commit_user_state`).
     """
     user = session.get(User, user_id)
     if user is None:
@@ -65,12 +95,33 @@ def change_user(*, session: Session, auth_state: AuthState, user_id: int, actor_
         raise Conflict("Admins cannot demote or disable themselves", code="self_lockout")
     if role is not None:
         user.role = role
+    if is_active is False and user.is_active:
+        # A deactivation ends every session for good: re-activating must not revive them.
+        user.token_generation += 1
     if is_active is not None:
         user.is_active = is_active
-    auth_state.forget_user(user_id)
+    _commit_user_state(session, auth_state, user)
+    return user
+
+
+def revoke_sessions(*, session: Session, auth_state: AuthState, user_id: int) -> User:
+    """End every session of the user: all their tokens are refused from the next request."""
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound("User not found", code="user_not_found")
+    user.token_generation += 1
+    _commit_user_state(session, auth_state, user)
+    return user
+
+
+def _commit_user_state(session: Session, auth_state: AuthState, user: User) -> None:
+    """Commit a change to what the per-request check reads and make every process see it.
+
+    The shared copy in Redis is dropped before the commit (so no process keeps the old state)
+    and rewritten after it (readers that miss refill it from the committed row)."""
+    auth_state.forget_user(user.id)
     session.commit()
     auth_state.remember_user(user)
-    return user
 
 
 def bootstrap_admin(*, session: Session, username: str, password: str,
@@ -97,9 +148,11 @@ def bootstrap_admin(*, session: Session, username: str, password: str,
     return user
 
 
-def set_password(*, session: Session, username: str, password: str) -> User:
-    user = get_by_username(session=session, username=username)
-    if user is None:
-        raise NotFound("User not found", code="user_not_found")
+def set_password(*, session: Session, auth_state: AuthState, user: User, password: str,
+                 field: str = "password") -> User:
+    """Replace the password and end every session of the user (commits)."""
+    check_password(password, role=Role(user.role), field=field)
     user.password_hash = hash_password(password)
+    user.token_generation += 1
+    _commit_user_state(session, auth_state, user)
     return user

@@ -27,18 +27,31 @@ from common.infra import embedded_run
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Values that appear in examples and tutorials; a deployment using one of them is not secret.
+# Every secret value in .env.example and deploy/k8s/secret.example.yaml is here (a unit test
+# reads both files to keep it so). Compared stripped and lower-cased.
 PLACEHOLDER_SECRETS = frozenset(
     {
         "change-me",
         "changeme",
+        "change-me-too",
+        "change-me-as-well",
+        "replace_me",
+        "replace-me",
         "secret",
         "super-secret",
         "your-secret-key",
         "jwt-secret",
         "replace-with-at-least-32-random-bytes",
+        "replace_me_with_at_least_32_random_bytes",
+        "replace-with-a-long-random-token",
+        "sk-your-dashscope-key",
+        "your-secret-access-key",
+        "password",
     }
 )
 MIN_SECRET_BYTES = 32
+# Machine credentials (DB_PASSWORD, Flower's passwords) are typed by nobody: they can be long.
+MIN_CREDENTIAL_CHARS = 16
 
 # China-region list prices, CNY (dashscope-protocol.md section 9; the default host is Beijing).
 # qwen-max and qwen-turbo's output price are the document's best estimates, marked UNCONFIRMED
@@ -105,7 +118,10 @@ class Settings(BaseSettings):
     jwt_secret_key: SecretStr | None = None
     jwt_access_token_expires: int = Field(default=3600, gt=0)
     jwt_refresh_token_expires: int = Field(default=30 * 24 * 3600, gt=0)
-    login_failure_limit: str = "5 per minute"
+    login_failure_limit: str = "5 per minute"  # per account and client address
+    # Per account from every address together, failures only; addresses the account logged in
+    # from successfully are exempt (web.rate_limits), so a stranger cannot lock the owner out.
+    login_account_failure_limit: str = "20 per 5 minutes"
     admin_username: str | None = None
     admin_password: SecretStr | None = None
     admin_email: str | None = None
@@ -225,7 +241,8 @@ class Settings(BaseSettings):
             return sources
         return (*sources, DotEnvSettingsSource(settings_cls, env_file=run_file))
 
-    @field_validator("rate_limits", "login_rate_limit", "login_failure_limit")
+    @field_validator("rate_limits", "login_rate_limit", "login_failure_limit",
+                     "login_account_failure_limit")
     @classmethod
     def _limits_parse(cls, value):
         from limits import parse_many
@@ -263,7 +280,50 @@ class Settings(BaseSettings):
                     f"start without a secret of at least {MIN_SECRET_BYTES} random bytes; generate "
                     "one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
                 )
+            for name, problem in self._credential_problems():
+                raise InsecureSettingsError(
+                    f"{name} {problem}. Outside development mode the platform refuses to start "
+                    "with a placeholder or a short credential; generate one with: "
+                    "python -c 'import secrets; print(secrets.token_urlsafe(24))'")
         return self
+
+    def _credential_problems(self):
+        """(setting, why it is unfit) for each weak credential that is set."""
+        from common.accounts.passwords import password_problem  # the users' policy, one place
+
+        if self.admin_password is not None and self.admin_password.get_secret_value():
+            value = self.admin_password.get_secret_value()
+            if problem := placeholder_problem(value):
+                yield "ADMIN_PASSWORD", problem
+            elif problem := password_problem(value, admin=True):
+                yield "ADMIN_PASSWORD", f"is refused: {problem}"
+        if self.flower_basic_auth is not None:
+            for pair in self.flower_basic_auth.get_secret_value().split(","):
+                if not pair.strip():
+                    continue
+                user, colon, password = pair.strip().partition(":")
+                if not (user and colon):
+                    yield "FLOWER_BASIC_AUTH", "is not a list of user:password pairs"
+                elif problem := credential_problem(password):
+                    yield "FLOWER_BASIC_AUTH", f"has a password (of {user!r}) that {problem}"
+        db_password = self._db_password()
+        # No password at all is left to the server: it may authenticate otherwise (a TLS client
+        # certificate, a socket or token plugin); a password that is set must be a real one.
+        if db_password:
+            problem = credential_problem(db_password)
+            if problem:
+                yield "DATABASE_URL" if self.database_url else "DB_PASSWORD", problem
+
+    def _db_password(self) -> str:
+        if self.database_url:
+            from sqlalchemy.engine import make_url
+            from sqlalchemy.exc import ArgumentError
+
+            try:
+                return make_url(self.database_url).password or ""
+            except ArgumentError:
+                return ""  # the database layer reports a malformed URL
+        return self.db_password.get_secret_value() if self.db_host else ""
 
     @model_validator(mode="after")
     def _check_time_budgets(self) -> Settings:
@@ -344,13 +404,28 @@ class Settings(BaseSettings):
         return self.qwen_api_key is not None and bool(self.qwen_api_key.get_secret_value())
 
 
+def placeholder_problem(value: str) -> str | None:
+    if value.strip().lower() in PLACEHOLDER_SECRETS:
+        return "is a well-known placeholder"
+    return None
+
+
+def credential_problem(value: str) -> str | None:
+    """Why a machine credential is unfit for production, or None when it is fine."""
+    if placeholder_problem(value):
+        return placeholder_problem(value)
+    if len(value) < MIN_CREDENTIAL_CHARS:
+        return f"is shorter than {MIN_CREDENTIAL_CHARS} characters"
+    return None
+
+
 def jwt_secret_problem(secret: SecretStr | None) -> str | None:
     """Why a JWT secret is unfit for production, or None when it is fine."""
     if secret is None or not secret.get_secret_value():
         return "is missing"
     value = secret.get_secret_value()
-    if value.strip().lower() in PLACEHOLDER_SECRETS:
-        return "is a well-known placeholder"
+    if placeholder_problem(value):
+        return placeholder_problem(value)
     if len(value.encode()) < MIN_SECRET_BYTES:
         return f"is shorter than {MIN_SECRET_BYTES} bytes"
     return None

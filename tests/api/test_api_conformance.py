@@ -47,6 +47,11 @@ def conformance_app(base_env, mysql_server, redis_server):
             "CELERY_BROKER_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/{BROKER_DB}"})
         app = create_app(settings)
         yield app
+    # Its users' cached session state shares the app's Redis database with the main test
+    # database, whose users have the same ids: leave none of it behind.
+    app_redis = redis.Redis.from_url(settings.redis_connection_url)
+    for key in app_redis.scan_iter("auth:*"):
+        app_redis.delete(key)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +63,7 @@ def api_schema(conformance_app):
 def fresh_token(conformance_app):
     """A new admin token per case: a generated logout must not starve the cases after it."""
     from common.accounts import users
-    from common.accounts.models import Role
+    from common.accounts.models import Role, User
     from web.authentication import issue_tokens
     from web.context import services
 
@@ -67,8 +72,9 @@ def fresh_token(conformance_app):
                                   password="conformance-password", role=Role.ADMIN)
 
     def mint() -> str:
-        with conformance_app.test_request_context():
-            return issue_tokens(admin)["access_token"]
+        with conformance_app.test_request_context(), services().database.session() as session:
+            # Reloaded: a generated revoke-sessions may have bumped its token generation.
+            return issue_tokens(session, session.get(User, admin.id))["access_token"]
     return mint
 
 

@@ -47,7 +47,7 @@ def _compose_config(workdir: Path) -> dict:
     env_file = (REPO / ".env.example").read_text() + "\n".join([
         "MYSQL_ROOT_PASSWORD=unused", "GRAFANA_ADMIN_PASSWORD=unused",
         f"JWT_SECRET_KEY={JWT}", "ADMIN_USERNAME=admin", f"ADMIN_PASSWORD={ADMIN_PASSWORD}",
-        "FLOWER_BASIC_AUTH=ops:flower-secret", "QWEN_API_KEY=sk-offline-emulator",
+        "FLOWER_BASIC_AUTH=ops:flower-secret-of-the-tests", "QWEN_API_KEY=sk-offline-emulator",
         "DASHSCOPE_HTTP_BASE_URL=http://emulator:8089/api/v1",
         'IMAGE_DOWNLOAD_HOSTS=["emulator"]', "IMAGE_DOWNLOAD_ALLOW_HTTP=true", ""])
     (workdir / ".env").write_text(env_file)

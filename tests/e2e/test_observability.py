@@ -43,7 +43,7 @@ def _tool(name: str) -> str:
 def stack(base_env, log_dir, emulator):
     redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=BROKER_DB).flushdb()
     env = {**base_env, "CELERY_BROKER_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/{BROKER_DB}",
-           "FLOWER_BASIC_AUTH": "ops:flower-secret"}
+           "FLOWER_BASIC_AUTH": "ops:flower-secret-of-the-tests"}
     web_port, worker_port, flower_port, prom_port = (processes.free_port() for _ in range(4))
     procs = [processes.gunicorn(env, log_dir, web_port, name="obs-web", workers=2),
              processes.worker(env, log_dir, name="obs-worker", metrics_port=worker_port)]
@@ -219,7 +219,7 @@ def test_every_dashboard_query_runs(stack, traffic):
 def test_flower_requires_basic_auth(stack):
     assert requests.get(stack["flower"], timeout=10).status_code == 401
     assert requests.get(stack["flower"], timeout=10,
-                        auth=("ops", "flower-secret")).status_code == 200
+                        auth=("ops", "flower-secret-of-the-tests")).status_code == 200
     assert requests.get(f"{stack['flower']}/metrics", timeout=10).status_code == 200
 
 

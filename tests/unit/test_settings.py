@@ -125,3 +125,78 @@ def test_db_tls_modes_map_to_one_shared_context():
 def test_db_ssl_mode_is_validated():
     with pytest.raises(ValidationError):
         Settings(app_env="development", db_ssl_mode="sometimes")
+
+
+def _env_example_values() -> dict[str, str]:
+    """Every NAME=value line of .env.example, the commented-out ones included."""
+    from pathlib import Path
+
+    values = {}
+    for line in (Path(__file__).parents[2] / ".env.example").read_text().splitlines():
+        name, sep, value = line.lstrip("# ").partition("=")
+        if sep and name.strip().isupper():
+            values[name.strip()] = value.strip()
+    return values
+
+
+PRODUCTION = {"app_env": "production", "jwt_secret_key": GOOD_SECRET}
+STRONG = "Kq7-vR2n-Yw9p-Lz4x"  # 18 characters, in no list
+
+
+@pytest.mark.parametrize("setting", ["ADMIN_PASSWORD", "FLOWER_BASIC_AUTH", "DB_PASSWORD",
+                                     "DATABASE_URL"])
+def test_production_refuses_the_placeholders_of_env_example(setting):
+    value = _env_example_values()[setting]
+    extra = {"db_host": "mysql"} if setting == "DB_PASSWORD" else {}
+    with pytest.raises(ValidationError, match=f"{setting} .*well-known placeholder"):
+        make(**PRODUCTION, **extra, **{setting.lower(): value})
+
+
+@pytest.mark.parametrize(("setting", "value", "why"), [
+    ("ADMIN_PASSWORD", "x", "at least 12 characters"),
+    ("ADMIN_PASSWORD", "Tr0ub4dor&3", "at least 12 characters"),
+    ("ADMIN_PASSWORD", "password1234", "common or breached"),
+    ("ADMIN_PASSWORD", "REPLACE_ME", "well-known placeholder"),  # deploy/k8s's placeholder
+    ("FLOWER_BASIC_AUTH", "operator:short-one", "shorter than 16 characters"),
+    ("FLOWER_BASIC_AUTH", f"ops:{STRONG},operator:REPLACE_ME", "well-known placeholder"),
+    ("FLOWER_BASIC_AUTH", "operator", "not a list of user:password pairs"),
+    ("DB_PASSWORD", "bailian-123", "shorter than 16 characters"),
+    ("DATABASE_URL", "mysql+pymysql://u:tiny@db/bailian", "shorter than 16 characters"),
+])
+def test_production_refuses_short_and_weak_credentials(setting, value, why):
+    extra = {"db_host": "mysql"} if setting == "DB_PASSWORD" else {}
+    with pytest.raises(ValidationError, match=f"{setting} .*{why}"):
+        make(**PRODUCTION, **extra, **{setting.lower(): value})
+
+
+def test_production_accepts_strong_credentials_and_no_database_password():
+    settings = make(**PRODUCTION, admin_password=STRONG, flower_basic_auth=f"operator:{STRONG}",
+                    db_host="mysql", db_password=STRONG)
+    assert settings.admin_password.get_secret_value() == STRONG
+    # No password at all: the server authenticates otherwise (the test suite's root user).
+    assert make(**PRODUCTION, database_url="mysql+pymysql://root:@127.0.0.1/x").app_env == \
+        "production"
+
+
+def test_development_accepts_the_placeholders():
+    values = _env_example_values()
+    assert make(app_env="development", admin_password=values["ADMIN_PASSWORD"],
+                flower_basic_auth=values["FLOWER_BASIC_AUTH"], db_host="mysql",
+                db_password=values["DB_PASSWORD"]).is_development
+
+
+def test_every_example_secret_is_a_known_placeholder():
+    """The list the production check uses covers what the example files ship."""
+    from pathlib import Path
+
+    from common.infra.settings import PLACEHOLDER_SECRETS
+
+    values = _env_example_values()
+    secrets = [values[name] for name in ("JWT_SECRET_KEY", "DB_PASSWORD", "ADMIN_PASSWORD",
+                                         "QWEN_API_KEY", "FC_AUTH_TOKEN",
+                                         "S3_SECRET_ACCESS_KEY")]
+    secrets.append(values["FLOWER_BASIC_AUTH"].partition(":")[2])
+    k8s = (Path(__file__).parents[2] / "deploy/k8s/secret.example.yaml").read_text()
+    secrets += [line.split(":", 1)[1].strip().rpartition(":")[2]
+                for line in k8s.splitlines() if "REPLACE_ME" in line]
+    assert {s.lower() for s in secrets} <= PLACEHOLDER_SECRETS, secrets

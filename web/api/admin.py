@@ -49,3 +49,13 @@ def update_user(user_id: int):
                              user_id=user_id, actor_id=current_user.id, role=body.role,
                              is_active=body.active)
     return ok(user_data(user), "User updated")
+
+
+@bp.post("/users/<int:user_id>/revoke-sessions")
+@documented(summary="End every session of a user (all their tokens are refused from now on)",
+            tag="admin", responses={200: UserData, 403: ERROR, 404: ERROR})
+@admin_required
+def revoke_sessions(user_id: int):
+    user = users.revoke_sessions(session=db_session(), auth_state=services().auth_state,
+                                 user_id=user_id)
+    return ok(user_data(user), "Sessions revoked")

@@ -7,7 +7,8 @@ from flask_jwt_extended import current_user
 
 from common.accounts import users
 from common.accounts.models import User
-from common.errors import AuthenticationFailed
+from common.accounts.passwords import verify_password
+from common.errors import AuthenticationFailed, PermissionDenied
 from web.authentication import (
     issue_tokens,
     login_required,
@@ -17,7 +18,7 @@ from web.authentication import (
 from web.context import db_session, services
 from web.envelope import ok
 from web.openapi import ERROR, documented
-from web.request_models import LoginRequest
+from web.request_models import ChangePasswordRequest, LoginRequest
 from web.response_models import LoginData, RefreshData, UserData
 from web.serializers import user_data
 from web.validation import parse_body
@@ -29,7 +30,10 @@ bp = Blueprint("auth", __name__, url_prefix="/api/auth")
 @documented(summary="Log in: an access and a refresh token", auth=False, tag="auth",
             body=LoginRequest, responses={200: LoginData, 401: ERROR, 429: ERROR, 503: ERROR},
             description="Unknown users and wrong passwords get the same 401. Failed attempts "
-                        "per username and client, and attempts per client, are limited (429).")
+                        "per account and client, failed attempts per account from all "
+                        "clients but those it logged in from, and attempts per client are "
+                        "limited (429). Spellings the database matches to one user (case, "
+                        "accents, trailing spaces) count as that account.")
 def login():
     body = parse_body(LoginRequest)
     session = db_session()
@@ -37,13 +41,9 @@ def login():
     if user is None:
         # One answer for unknown users, wrong passwords and disabled accounts: no enumeration.
         raise AuthenticationFailed("Invalid username or password", code="invalid_credentials")
-    session.commit()  # keeps a rehashed password
-    data = {
-        **issue_tokens(user),
-        "token_type": "Bearer",
-        "expires_in": services().settings.jwt_access_token_expires,
-        "user": {"id": user.id, "username": user.username, "email": user.email},
-    }
+    tokens = issue_tokens(session, user)
+    session.commit()  # the session row, and a rehashed password
+    data = _login_data(tokens, user)
     return ok(data, "Login successful")
 
 
@@ -75,3 +75,37 @@ def logout():
 def me():
     user = db_session().get(User, current_user.id)
     return ok(user_data(user))
+
+
+@bp.post("/password")
+@documented(summary="Change your password: every session ends, this one gets new tokens",
+            tag="auth", body=ChangePasswordRequest,
+            responses={200: LoginData, 403: ERROR, 429: ERROR},
+            description="The current password is required (403 when wrong; failures are "
+                        "limited per user like logins, 429). The new one "
+                        "follows the password policy (400 naming the rule): at least 8 "
+                        "characters (12 for admins), at most 256, not a common or breached "
+                        "password. All of the user's tokens, on every device, are refused "
+                        "afterwards; the answer carries a new pair for the caller.")
+@login_required
+def change_password():
+    body = parse_body(ChangePasswordRequest)
+    session = db_session()
+    user = session.get(User, current_user.id)
+    if not verify_password(user.password_hash, body.current_password):
+        raise PermissionDenied("The current password is wrong", code="wrong_password")
+    users.set_password(session=session, auth_state=services().auth_state, user=user,
+                       password=body.new_password, field="new_password")
+    tokens = issue_tokens(session, user)
+    session.commit()
+    data = _login_data(tokens, user)
+    return ok(data, "Password changed; every other session was ended")
+
+
+def _login_data(tokens: dict, user: User) -> dict:
+    return {
+        **tokens,
+        "token_type": "Bearer",
+        "expires_in": services().settings.jwt_access_token_expires,
+        "user": {"id": user.id, "username": user.username, "email": user.email},
+    }
