@@ -11,7 +11,7 @@ import functools
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -35,6 +35,7 @@ PLACEHOLDER_SECRETS = frozenset(
         "changeme",
         "change-me-too",
         "change-me-as-well",
+        "change-me-rabbit",
         "replace_me",
         "replace-me",
         "secret",
@@ -313,6 +314,13 @@ class Settings(BaseSettings):
             problem = credential_problem(db_password)
             if problem:
                 yield "DATABASE_URL" if self.database_url else "DB_PASSWORD", problem
+        # Redis and RabbitMQ often run without a password on a private network (and RabbitMQ's
+        # local `guest`); only a password copied from the examples is refused.
+        for name, password in (("REDIS_PASSWORD", self.redis_password.get_secret_value()),
+                               ("REDIS_URL", _url_password(self.redis_url)),
+                               ("CELERY_BROKER_URL", _url_password(self.celery_broker_url))):
+            if password and (problem := placeholder_problem(password)):
+                yield name, problem
 
     def _db_password(self) -> str:
         if self.database_url:
@@ -402,6 +410,13 @@ class Settings(BaseSettings):
     @property
     def dashscope_configured(self) -> bool:
         return self.qwen_api_key is not None and bool(self.qwen_api_key.get_secret_value())
+
+
+def _url_password(url: str | None) -> str:
+    try:
+        return unquote(urlsplit(url).password or "") if url else ""
+    except ValueError:  # a malformed URL is reported by the client that uses it
+        return ""
 
 
 def placeholder_problem(value: str) -> str | None:

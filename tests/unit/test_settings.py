@@ -162,6 +162,10 @@ def test_production_refuses_the_placeholders_of_env_example(setting):
     ("FLOWER_BASIC_AUTH", "operator", "not a list of user:password pairs"),
     ("DB_PASSWORD", "bailian-123", "shorter than 16 characters"),
     ("DATABASE_URL", "mysql+pymysql://u:tiny@db/bailian", "shorter than 16 characters"),
+    ("CELERY_BROKER_URL", "amqp://bailian:change-me-rabbit@rabbitmq:5672//",
+     "well-known placeholder"),
+    ("REDIS_URL", "redis://:change-me@redis:6379/0", "well-known placeholder"),
+    ("REDIS_PASSWORD", "change-me", "well-known placeholder"),
 ])
 def test_production_refuses_short_and_weak_credentials(setting, value, why):
     extra = {"db_host": "mysql"} if setting == "DB_PASSWORD" else {}
@@ -196,6 +200,7 @@ def test_every_example_secret_is_a_known_placeholder():
                                          "QWEN_API_KEY", "FC_AUTH_TOKEN",
                                          "S3_SECRET_ACCESS_KEY")]
     secrets.append(values["FLOWER_BASIC_AUTH"].partition(":")[2])
+    secrets.append(values["RABBITMQ_PASSWORD"])
     k8s = (Path(__file__).parents[2] / "deploy/k8s/secret.example.yaml").read_text()
     secrets += [line.split(":", 1)[1].strip().rpartition(":")[2]
                 for line in k8s.splitlines() if "REPLACE_ME" in line]
