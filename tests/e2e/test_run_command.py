@@ -61,16 +61,21 @@ def test_run_command_on_the_embedded_default(tmp_path):
 
         _newcomer_commands(env, base, tmp_path)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise
+        _stop(proc)
     assert not (tmp_path / "run.env").exists(), "the run record outlived the run"
     time.sleep(0.5)
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True)
     assert leftovers.stdout.strip() == "", "children outlived the platform"
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM, as an operator would; the platform must end within a minute."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
 
 
 def _script(name: str, *args: str, env: dict[str, str], timeout: float = 120):
@@ -164,9 +169,4 @@ def test_a_child_that_dies_is_restarted_with_backoff_and_counted(tmp_path):
         wait_until(lambda: "worker exited with -9; restarting it in 2s" in log_path.read_text(),
                    timeout=30, message=log_path.read_text()[-3000:])
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise
+        _stop(proc)
