@@ -1,10 +1,11 @@
 """JWT authentication: token issue, the shared revocation/role check, and route guards.
 
-Every authentication failure is a 401 in the envelope (flask-jwt-extended answers 422 for some
-by default). Both tokens of a login carry its session id (`sid`, a `login_sessions` row) and the
-user's token generation (`gen`): a logout with either token ends the session, and bumping the
-generation ends all of the user's sessions (common.accounts.session_state). Tokens without
-these claims (issued before they existed) are refused: their owners log in once more.
+Every authentication failure is a 401 in its surface's error shape (flask-jwt-extended answers
+422 for some by default). Both tokens of a login carry its session id (`sid`, a
+`login_sessions` row) and the user's token generation (`gen`): a logout with either token ends
+the session, and bumping the generation ends all of the user's sessions
+(common.accounts.session_state). Tokens without these claims (issued before they existed) are
+refused: their owners log in once more.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from common.errors import PermissionDenied
 from common.infra.log import bind_log_context
 from common.infra.settings import Settings
 from web.context import services
-from web.envelope import envelope
+from web.error_responses import error_response
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +170,7 @@ def admin_required(view):
 
 
 def _unauthorized(message: str):
-    return envelope(401, message, headers={"WWW-Authenticate": "Bearer"})
+    return error_response(401, message, headers={"WWW-Authenticate": "Bearer"})
 
 
 @jwt.token_in_blocklist_loader

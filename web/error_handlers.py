@@ -1,4 +1,5 @@
-"""Every error becomes the JSON envelope, registered once; no stack trace ever reaches a client."""
+"""Every error becomes the error response of its surface (the envelope, or OpenAI's error object on
+/v1), registered once; no stack trace ever reaches a client."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from common.errors import AppError, ServiceUnavailable
-from web.envelope import envelope
+from web.error_responses import error_response
 
 logger = logging.getLogger(__name__)
 
@@ -28,18 +29,19 @@ DEPENDENCY_ERRORS = (
 def init_app(app: Flask) -> None:
     @app.errorhandler(AppError)
     def _app_error(exc: AppError):
-        return envelope(exc.status, exc.message, errors=exc.errors, headers=exc.headers)
+        return error_response(exc.status, exc.message, code=exc.code, errors=exc.errors,
+                              headers=exc.headers)
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(exc):
         limit = app.config.get("MAX_CONTENT_LENGTH")
-        return envelope(413, f"Request body exceeds the limit of {limit} bytes")
+        return error_response(413, f"Request body exceeds the limit of {limit} bytes")
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
         headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
         message = f"Rate limit exceeded: {exc.description}" if exc.code == 429 else exc.name
-        return envelope(exc.code or 500, message, headers=headers)
+        return error_response(exc.code or 500, message, headers=headers)
 
     def _dependency_down(exc):
         logger.warning("dependency unavailable: %s: %s", type(exc).__name__, exc)
@@ -51,5 +53,5 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
         logger.exception("unhandled error")
-        return envelope(500, "Internal server error")
+        return error_response(500, "Internal server error")
 

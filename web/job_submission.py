@@ -52,8 +52,16 @@ def submit_and_answer(*, kind: JobKind, model: str, job_request: dict,
                       render_result: Callable[[JobView], BaseModel]):
     """The whole request cycle of a job-backed endpoint: a synchronous request waits until the
     job is settled or its time is up."""
+    view, headers = submit_and_wait(kind=kind, model=model, job_request=job_request,
+                                    timeout=wait_seconds())
+    return answer(view, render_result, headers)
+
+
+def submit_and_wait(*, kind: JobKind, model: str, job_request: dict,
+                    timeout: float) -> tuple[JobView, dict[str, str]]:
+    """Submit the job (or find the one its Idempotency-Key names) and wait up to `timeout`
+    seconds for it to settle; the job as it is then, and the headers every answer carries."""
     svc = services()
-    timeout = wait_seconds()
     new_id = str(uuid.uuid4())
     key = idempotency_key()
     with contextlib.ExitStack() as stack:
@@ -72,7 +80,7 @@ def submit_and_answer(*, kind: JobKind, model: str, job_request: dict,
     headers = {"X-Job-ID": view.id}
     if not created:
         headers["Idempotent-Replayed"] = "true"
-    return answer(view, render_result, headers)
+    return view, headers
 
 
 def _read(job_id: str) -> JobView:

@@ -45,7 +45,9 @@ from web.validation import request_json
 
 logger = logging.getLogger(__name__)
 
-TIERED_ENDPOINTS = {"chat": "chat.chat_completions", "generation": "generation.generation"}
+# Limit name -> the views that share its budget (/v1 chat counts with /api chat).
+TIERED_ENDPOINTS = {"chat": ("chat.chat_completions", "openai.chat_completions"),
+                    "generation": ("generation.generation",)}
 LOGIN = "login"
 LOGIN_TIER = "anonymous"  # login limits are per client address: there is no user yet
 KNOWN_ADDRESSES_KEY = "login:known:{}"
@@ -84,8 +86,9 @@ def init_app(app: Flask, settings: Settings) -> None:
         deduct_when=_wrong_password))
     if settings.rate_limits_enabled:
         tiers = TieredLimits(settings, client)
-        for name, endpoint in TIERED_ENDPOINTS.items():
-            _wrap(app, endpoint, tiers.guard(name))
+        for name, endpoints in TIERED_ENDPOINTS.items():
+            for endpoint in endpoints:
+                _wrap(app, endpoint, tiers.guard(name))
         app.after_request(add_rate_limit_headers)
 
 

@@ -158,6 +158,9 @@ class Settings(BaseSettings):
     chat_models: dict[str, int] = Field(  # allowed model -> largest max_tokens it accepts
         default={"qwen-turbo": 8192, "qwen-plus": 8192, "qwen-max": 8192})
     sync_wait_seconds: float = Field(default=25.0, ge=0)  # keep below the web server timeout
+    # How long /v1/chat/completions waits for its job (OpenAI clients cannot poll); unset: until
+    # the job's own deadline, so every answer is the job's outcome.
+    v1_wait_seconds: float | None = Field(default=None, ge=0)
     job_deadline_seconds: int = Field(default=600, gt=0)
     job_max_attempts: int = Field(default=5, ge=1)
     idempotency_ttl_seconds: int = Field(default=24 * 3600, gt=0)

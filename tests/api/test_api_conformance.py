@@ -43,7 +43,7 @@ def conformance_app(base_env, mysql_server, redis_server):
         url = mysql_url(name)
         command.upgrade(alembic_config(url), "head")
         settings = settings_from_env({
-            **base_env, "DATABASE_URL": url, "SYNC_WAIT_SECONDS": "0",
+            **base_env, "DATABASE_URL": url, "SYNC_WAIT_SECONDS": "0", "V1_WAIT_SECONDS": "0",
             "CELERY_BROKER_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/{BROKER_DB}"})
         app = create_app(settings)
         yield app
