@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from common.errors import NotFound
+from common.errors import NotFound, ValidationFailed
 from common.jobs.models import JobKind, JobStatus
 from common.jobs.results import ChatCompletion
 from common.jobs.views import JobView
@@ -47,8 +47,9 @@ def chat_completions():
     settings = services().settings
     payload = request_json()
     if not isinstance(payload, dict):
-        return error_response(400, "The request body must be a JSON object",
-                              errors=[{"field": "body", "message": "expected a JSON object"}])
+        raise ValidationFailed("Request body must be a JSON object",
+                               errors=[{"field": "body", "message": "expected a JSON object"}])
+    payload = dict(payload)  # refuse_unsupported drops the neutral values from its copy
     model = payload.get("model")
     if isinstance(model, str) and model not in settings.chat_models:
         raise _model_not_found(model)
