@@ -279,8 +279,12 @@ def test_three_hundred_tasks_in_flight_stay_within_the_query_budget(
         interval = catching - before[-1] if before else catching - task["submitted"]
         # Seen by the first query after completion, at most one poll interval later...
         assert catching - task["ended"] <= interval
-        # ...and the job turned terminal right after that query.
+        # ...and the job turned terminal right after the query that saw it (the last one: a
+        # query whose answer was lost in transport is followed by another).
         finished_at = job.finished_at.replace(tzinfo=dt.UTC).timestamp()
-        assert finished_at - catching < 2.0
+        after = [round(q - task["ended"], 2) for q in queries if q >= task["ended"]]
+        assert finished_at - queries[-1] < 2.0, \
+            f"job {job.id} finished {finished_at - queries[-1]:.1f}s after its last query; " \
+            f"queries after the task ended (s): {after}"
         slowest = max(slowest, catching - task["ended"])
     assert slowest > 0  # the check looked at real gaps
