@@ -123,13 +123,16 @@ class Emulator:
     async def send_stream(self, request: web.Request, events: list[bytes],
                           found: dict[str, str], ends_in_error: bool) -> web.StreamResponse:
         """Write the events, paced, and count how the stream ended (for tests' assertions)."""
+        from emulator.streams import Stamper
+
         response = web.StreamResponse(headers={"Content-Type": SSE_TYPE})
         await response.prepare(request)
+        stamper = Stamper()
         try:
             for number, event in enumerate(events):
                 if number:
                     await self.pace(found)
-                await response.write(event)
+                await response.write(stamper.stamp_event(event))
             await response.write_eof()
         except ConnectionResetError:
             # The client went away mid-stream; DashScope just stops generating for it.

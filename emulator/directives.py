@@ -12,6 +12,9 @@ sends it), which is how end-to-end tests script one request's fate:
     status=S         with fault=stream-error: also write the `status:S` line the SDK reads
     latency_ms=N     answer after N ms
     chunk_ms=N       wait N ms between stream events (holds a stream open)
+    stamp=1          each streamed content delta is `<t=UNIX_TIME>`, the wall-clock time the
+                     emulator wrote it (native and compatible streams; usage still counts the
+                     real answer), so a client on this machine can time every chunk's delay
     outcome=succeeded|partial|failed|unknown|canceled    (image tasks)
     duration_s=S, pending_s=S                             (image tasks)
     id=...           anything; makes an otherwise identical directive count separately

@@ -52,11 +52,12 @@ def _is_sse(request: web.Request) -> bool:
 
 
 def _answer(model: models.TextModel, messages: list[dict], parameters: dict,
-            thinking: bool) -> streams.Answer:
+            thinking: bool, found: dict[str, str]) -> streams.Answer:
     content, finish = text.reply(messages, parameters.get("max_tokens"))
     reasoning = text.reasoning(messages, parameters.get("thinking_budget")) if thinking else ""
     return streams.Answer(reasoning=reasoning, content=content, finish=finish,
-                          input_tokens=text.input_tokens(messages), thinking=thinking)
+                          input_tokens=text.input_tokens(messages), thinking=thinking,
+                          stamped=found.get("stamp", "0") not in ("", "0", "false"))
 
 
 class NativeHandlers:
@@ -100,7 +101,7 @@ class NativeHandlers:
         if fault == "malformed":
             # HTTP 200 without `output`: the SDK cannot parse this (it raises TypeError).
             return json_response({"request_id": new_request_id()})
-        answer = _answer(model, messages, parameters, thinking)
+        answer = _answer(model, messages, parameters, thinking, found)
         # Thinking mode requires result_format "message" (part 1 §3.1); a thinking answer is
         # always given in it, since a text-format one would have nowhere for the reasoning.
         message_format = thinking or \
@@ -143,7 +144,7 @@ class CompatibleHandlers:
             failure = streams.StreamFault.of(found) if fault == "stream-error" else None
         except EmulatorError as error:
             return openai_error_response(error)
-        answer = _answer(model, messages, body, thinking)
+        answer = _answer(model, messages, body, thinking, found)
         common = {"object": "chat.completion", "created": int(time.time()),
                   "model": body["model"], "system_fingerprint": None,
                   "id": f"chatcmpl-{new_request_id()}"}

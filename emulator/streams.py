@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+import time
 
 from emulator import text
 from emulator.core import FAULTS, openai_error_body
@@ -41,6 +43,12 @@ class StreamFault:
                    explicit_status=explicit)
 
 
+# `stamp=1`: the n-th streamed content delta is this mark, which `Stamper` turns into the
+# wall-clock time the event first carrying it is written; token counts stay the real answer's.
+_STAMP_MARK = "<t=@emulator-stamp-{}@>"
+_STAMP_BYTES = re.compile(rb"@emulator-stamp-(\d+)@")
+
+
 @dataclasses.dataclass(frozen=True)
 class Answer:
     """One deterministic answer, streamed or not."""
@@ -50,11 +58,16 @@ class Answer:
     finish: str  # "stop" or "length"
     input_tokens: int
     thinking: bool
+    stamped: bool = False  # `stamp=1`: streamed content deltas say when they were sent
 
     def steps(self) -> list[tuple[str, str]]:
         """(reasoning delta, content delta) per chunk: all reasoning first, then the content."""
         reasoning = [(piece, "") for piece in text.split_tokens(self.reasoning)]
         return reasoning + [("", piece) for piece in text.split_tokens(self.content)]
+
+    def shown(self, content_delta: str, number: int) -> str:
+        """What a stream carries for its `number`-th content delta: the delta, or a mark."""
+        return _STAMP_MARK.format(number) if self.stamped and content_delta else content_delta
 
     def native_usage(self, reasoning: str, content: str, streamed: bool = True) -> dict:
         """Cumulative usage after `reasoning` and `content` were produced (part 2 §1.3)."""
@@ -82,6 +95,21 @@ class Answer:
         return usage
 
 
+class Stamper:
+    """Fills one stream's stamp marks as its events are written: a mark is the time the event
+    that first carried it was written (cumulative native output repeats earlier stamps, as it
+    repeats earlier text)."""
+
+    def __init__(self) -> None:
+        self.times: dict[bytes, bytes] = {}
+
+    def stamp_event(self, event: bytes) -> bytes:
+        if b"@emulator-stamp-" not in event:
+            return event
+        now = f"{time.time():.6f}".encode()
+        return _STAMP_BYTES.sub(lambda mark: self.times.setdefault(mark[1], now), event)
+
+
 # --- native SSE ---------------------------------------------------------------------------
 
 def sse_event(event_id: int, event: str, status: int, data: dict,
@@ -103,16 +131,18 @@ def native_chunks(answer: Answer, incremental: bool, message_format: bool,
     far (part 2 §1.2). Unfinished chunks say the string "null"; the last chunk is an extra
     one with empty text (part 2 §0.A.2), or the whole text when output is cumulative.
     """
-    chunks, reasoning_so_far, content_so_far = [], "", ""
-    for reasoning_delta, content_delta in answer.steps():
+    chunks, reasoning_so_far, content_so_far, shown_so_far = [], "", "", ""
+    for number, (reasoning_delta, content_delta) in enumerate(answer.steps()):
         reasoning_so_far += reasoning_delta
         content_so_far += content_delta
+        shown = answer.shown(content_delta, number)
+        shown_so_far += shown
         chunks.append(_native_chunk(
             answer, reasoning_delta if incremental else reasoning_so_far,
-            content_delta if incremental else content_so_far, "null", message_format,
-            answer.native_usage(reasoning_so_far, content_so_far), request_id))
+            shown if incremental else shown_so_far, "null",
+            message_format, answer.native_usage(reasoning_so_far, content_so_far), request_id))
     final_reasoning, final_content = ("", "") if incremental else (reasoning_so_far,
-                                                                   content_so_far)
+                                                                   shown_so_far)
     chunks.append(_native_chunk(answer, final_reasoning, final_content, answer.finish,
                                 message_format,
                                 answer.native_usage(reasoning_so_far, content_so_far),
@@ -180,13 +210,15 @@ def compatible_chunks(answer: Answer, common: dict, include_usage: bool) -> list
         # GUESS (part 2 §1.5 names only the field): content stays null while reasoning
         # streams and reasoning_content null once content streams.
         chunks = [chunk({"content": None, "reasoning_content": "", "role": "assistant"})]
-        for reasoning_delta, content_delta in answer.steps():
+        for number, (reasoning_delta, content_delta) in enumerate(answer.steps()):
             chunks.append(chunk({"content": None, "reasoning_content": reasoning_delta}
                                 if reasoning_delta else
-                                {"content": content_delta, "reasoning_content": None}))
+                                {"content": answer.shown(content_delta, number),
+                                 "reasoning_content": None}))
     else:
         chunks = [chunk({"content": "", "role": "assistant"})]
-        chunks += [chunk({"content": piece}) for _, piece in answer.steps()]
+        chunks += [chunk({"content": answer.shown(piece, number)})
+                   for number, (_, piece) in enumerate(answer.steps())]
     chunks.append(chunk({"content": ""}, answer.finish))
     if include_usage:
         chunks.append({**base, "choices": [], "usage": answer.compatible_usage()})
