@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -32,6 +33,15 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def raise_open_file_limit(wanted: int = 65536) -> None:
+    """Open-stream scenarios hold thousands of sockets in this process, the emulator, the web
+    processes and the worker, which inherit this limit: raise the soft limit to the hard."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("scenarios", nargs="*", help=f"any of: {', '.join(SCENARIOS)}")
@@ -41,6 +51,7 @@ def main() -> int:
         parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
     chosen = args.scenarios or list(SCENARIOS)
     logging.basicConfig(level=logging.WARNING)
+    raise_open_file_limit()
     rows: list[dict] = []
     with BenchStack() as stack:
         stack.start_web()

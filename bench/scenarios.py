@@ -15,6 +15,7 @@ from sqlalchemy import func, select, update
 
 from bench.load import run_concurrently, summary_ms, throughput
 from bench.stack import WEB_THREADS, WEB_WORKERS, BenchStack
+from bench.streaming import open_streams, streaming_latency
 from common.jobs.models import Job, JobStatus
 
 CHAT = "/api/bailian/chat/completions"
@@ -482,5 +483,7 @@ SCENARIOS = {
     "wanx": wanx_in_flight,
     "ratelimit": rate_limit_overhead,
     "jobs": jobs_api_at_scale,
+    "streaming_latency": streaming_latency,
+    "open_streams": open_streams,
     "memory": peak_memory,  # last: it reports the peaks of the scenarios before it
 }
