@@ -15,6 +15,7 @@ from common.infra.settings import Settings, get_settings
 from common.infra.storage import image_store
 from common.jobs.lifecycle import JobLifecycle
 from common.jobs.queue import make_celery
+from common.jobs.streams import job_streams
 from web import (
     access_log,
     authentication,
@@ -58,6 +59,8 @@ def create_app(settings: Settings | None = None) -> Flask:
                                   redis_client=redis_client, celery=make_celery(settings)),
         waiter=JobWaiter(redis_client),
         image_store=image_store(settings),
+        streams=job_streams(settings, redis_client, reader=redis_from_settings(
+            settings, socket_timeout=settings.stream_keepalive_seconds + 5)),
     ))
     request_id.init_app(app)
     http_metrics.init_app(app, settings)
