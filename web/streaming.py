@@ -33,6 +33,7 @@ from common.jobs.views import JobView
 from web.context import Services
 from web.openai_errors import error_object
 from web.serializers import failure_status
+from web.stream_hub import Watch
 
 logger = logging.getLogger(__name__)
 
@@ -76,49 +77,56 @@ def sse_response(svc: Services, view: JobView, owner: queries.Owner, *, include_
 
 def _events(svc: Services, view: JobView, owner: queries.Owner, *, include_usage: bool,
             after: str, cancel_on_disconnect: bool) -> Iterator[str]:
+    hub = svc.stream_hub
     sent = Relayed()
     if after != START:
         # What the client had before it reconnected, so an end read from the row adds only
         # the rest. (Events Redis lost are unknown: the end then adds nothing they held.)
         try:
-            for entry in svc.streams.until(view.id, after):
+            for entry in hub.streams.until(view.id, after):
                 if entry.chunk is not None:
                     sent.note(entry.chunk)
         except redis.RedisError as exc:
             logger.warning("stream relay cannot read earlier events: %s", exc)
-    block_ms = int(svc.settings.stream_keepalive_seconds * 1000)
-    last, ended = after, False
+    keepalive = svc.settings.stream_keepalive_seconds
+    ended = False
     try:
-        while True:
-            try:
-                entries = svc.streams.read(view.id, last, block_ms=block_ms)
-            except redis.RedisError as exc:
-                logger.warning("stream relay cannot read events: %s", exc)
-                entries = None
-            ended_entry = None
-            for entry in entries or ():
-                last = entry.id
-                if entry.chunk is not None:
-                    sent.note(entry.chunk)
-                    yield f"id: {entry.id}\ndata: {entry.chunk}\n\n"
-                elif entry.ended is not None:
-                    ended_entry = entry
-                    break
-            if entries and ended_entry is None:
-                continue
-            current = _read(svc, view.id)
-            if ended_entry is None and not current.status.is_terminal:
-                if entries is None:
-                    time.sleep(ROW_POLL_SECONDS)
-                else:
-                    yield KEEP_ALIVE  # and the row was checked: nothing is lost silently
-                continue
+        with hub.watching(view.id, after) as watch:
+            yield from _relay(svc, view, watch, sent, include_usage, keepalive)
             ended = True
-            yield from _end(current, sent, include_usage)
-            return
     finally:
         if not ended and cancel_on_disconnect:
             _cancel(svc, view.id, owner)
+
+
+def _relay(svc: Services, view: JobView, watch: Watch, sent: Relayed, include_usage: bool,
+           keepalive: float) -> Iterator[str]:
+    """The job's events as they come, then its end from the row."""
+    while True:
+        try:
+            entries = svc.stream_hub.next_entries(watch, keepalive)
+        except redis.RedisError as exc:
+            logger.warning("stream relay cannot read events: %s", exc)
+            entries = None
+        ended_entry = None
+        for entry in entries or ():
+            if entry.chunk is not None:
+                sent.note(entry.chunk)
+                yield f"id: {entry.id}\ndata: {entry.chunk}\n\n"
+            elif entry.ended is not None:
+                ended_entry = entry
+                break
+        if entries and ended_entry is None:
+            continue
+        current = _read(svc, view.id)
+        if ended_entry is None and not current.status.is_terminal:
+            if entries is None:
+                time.sleep(ROW_POLL_SECONDS)
+            else:
+                yield KEEP_ALIVE  # and the row was checked: nothing is lost silently
+            continue
+        yield from _end(current, sent, include_usage)
+        return
 
 
 def _end(view: JobView, sent: Relayed, include_usage: bool) -> Iterator[str]:

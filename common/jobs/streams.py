@@ -51,10 +51,8 @@ class Entry:
 
 class JobStreams:
     def __init__(self, redis_client: redis.Redis, *, max_events: int, retention_seconds: int,
-                 open_seconds: int, reader: redis.Redis | None = None) -> None:
+                 open_seconds: int) -> None:
         self.redis = redis_client
-        # Blocking reads need a client whose socket timeout outlasts the block.
-        self.reader = reader or redis_client
         self.max_events = max_events
         self.retention_seconds = retention_seconds
         self.open_seconds = open_seconds  # a job's deadline and the retention after it
@@ -105,26 +103,27 @@ class JobStreams:
 
     # --- reading (web, worker) ---------------------------------------------------------------
 
-    def read(self, job_id: str, after: str, *, block_ms: int) -> list[Entry]:
-        """The entries after `after` (an entry id), waiting up to `block_ms` for the first."""
-        answer = self.reader.xread({KEY.format(job_id): after}, count=500, block=block_ms)
-        return [_entry(entry_id, fields) for _, entries in answer or ()
+    def read(self, job_id: str, after: str) -> list[Entry]:
+        """The entries after `after` (an entry id), without waiting. (Waiting for them is
+        web/stream_hub.py's: one blocking read per process for every watched stream.)"""
+        answer = self.redis.xread({KEY.format(job_id): after}, count=500)
+        return [entry(entry_id, fields) for _, entries in answer or ()
                 for entry_id, fields in entries]
 
     def until(self, job_id: str, last: str) -> list[Entry]:
         """The entries up to and including `last`: what a resuming client already has."""
-        return [_entry(entry_id, fields)
+        return [entry(entry_id, fields)
                 for entry_id, fields in self.redis.xrange(KEY.format(job_id), max=last)]
 
     def last_delta(self, job_id: str) -> Entry | None:
         """The last delta written (by any attempt), or None if none was."""
         for entry_id, fields in self.redis.xrevrange(KEY.format(job_id), count=50):
             if "c" in fields:
-                return _entry(entry_id, fields)
+                return entry(entry_id, fields)
         return None
 
 
-def _entry(entry_id: str, fields: dict[str, str]) -> Entry:
+def entry(entry_id: str, fields: dict[str, str]) -> Entry:
     if "e" in fields:
         return Entry(entry_id, ended=fields["e"])
     if "c" in fields:
@@ -149,9 +148,8 @@ def chunk(*, job_id: str, model: str, created: int, delta: dict, finish_reason: 
                       ensure_ascii=False, separators=(",", ":"))
 
 
-def job_streams(settings, redis_client: redis.Redis, *, reader: redis.Redis | None = None
-                ) -> JobStreams:
+def job_streams(settings, redis_client: redis.Redis) -> JobStreams:
     return JobStreams(redis_client, max_events=settings.stream_max_events,
                       retention_seconds=settings.stream_retention_seconds,
                       open_seconds=settings.job_deadline_seconds
-                      + settings.stream_retention_seconds, reader=reader)
+                      + settings.stream_retention_seconds)

@@ -11,6 +11,7 @@ import signal
 
 import openai
 import pytest
+import redis
 import requests
 
 from common.jobs.models import JobStatus
@@ -284,3 +285,22 @@ def test_another_users_job_stream_is_not_found(web, user, accounts):
     bad = requests.get(f"{web}/api/jobs/{job_id}/stream",
                        headers={**user, "Last-Event-ID": "x"}, timeout=10)
     assert bad.status_code == 400
+
+
+def test_fifty_open_streams_share_one_blocking_redis_read(web, user, database, redis_server):
+    """A watched stream holds no Redis connection of its own: the web process blocks in one
+    read for all of them (web/stream_hub.py), so open streams cannot exhaust Redis's clients.
+    """
+    redis_client = redis.Redis(*redis_server)
+    before = redis_client.info("clients")["connected_clients"]
+    responses = [post_stream(web, user, f"hold {i} {directive(chunk_ms=200)}")
+                 for i in range(50)]
+    firsts = [next(events(r)) for r in responses[:3]]  # the first jobs are streaming
+    assert all(e.json["choices"][0]["delta"]["role"] == "assistant" for e in firsts)
+    during = redis_client.info("clients")["connected_clients"]
+    assert during - before < 25, (before, during)  # 50 blocked reads would be 50 more
+    for response in responses:
+        response.close()
+    for response in responses:
+        assert wait_for_job(database, response.headers["X-Job-ID"], timeout=120).status \
+            == JobStatus.SUCCEEDED
