@@ -28,7 +28,7 @@ from common.errors import Conflict, NotFound
 from common.jobs import queries
 from common.jobs.models import JobStatus
 from common.jobs.results import ChatCompletion
-from common.jobs.streams import START, chunk
+from common.jobs.streams import START, Entry, chunk
 from common.jobs.views import JobView
 from web.context import Services
 from web.openai_errors import error_object
@@ -47,21 +47,35 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 @dataclasses.dataclass
 class Relayed:
-    """What this response has sent of the answer, so an end read from the row adds only the
-    rest."""
+    """What the client has of the answer (characters of content and reasoning), so an end
+    read from the row adds only the rest; `complete` is False once a gap was seen (events
+    Redis lost, or trimmed), when the rest cannot be known."""
 
     content: int = 0
     reasoning: int = 0
     role: bool = False
     finished: bool = False
+    complete: bool = True
 
-    def note(self, raw: str) -> None:
-        choice = json.loads(raw)["choices"][0]
+    def note(self, entry: Entry) -> None:
+        if entry.offset != (self.content, self.reasoning):
+            self.complete = False
+            self.content, self.reasoning = entry.offset
+        choice = json.loads(entry.chunk)["choices"][0]
         delta = choice["delta"]
         self.content += len(delta.get("content") or "")
         self.reasoning += len(delta.get("reasoning_content") or "")
         self.role = self.role or "role" in delta
         self.finished = self.finished or choice.get("finish_reason") is not None
+
+    @classmethod
+    def resumed(cls, last: Entry | None) -> Relayed:
+        """What a client that reconnects after `last` has."""
+        if last is None or last.chunk is None:
+            return cls(complete=last is not None, role=last is not None)
+        sent = cls(content=last.offset[0], reasoning=last.offset[1], role=True)
+        sent.note(last)
+        return sent
 
 
 def sse_response(svc: Services, view: JobView, owner: queries.Owner, *, include_usage: bool,
@@ -80,14 +94,11 @@ def _events(svc: Services, view: JobView, owner: queries.Owner, *, include_usage
     hub = svc.stream_hub
     sent = Relayed()
     if after != START:
-        # What the client had before it reconnected, so an end read from the row adds only
-        # the rest. (Events Redis lost are unknown: the end then adds nothing they held.)
         try:
-            for entry in hub.streams.until(view.id, after):
-                if entry.chunk is not None:
-                    sent.note(entry.chunk)
+            sent = Relayed.resumed(hub.streams.at(view.id, after))
         except redis.RedisError as exc:
-            logger.warning("stream relay cannot read earlier events: %s", exc)
+            logger.warning("stream relay cannot read the resumed event: %s", exc)
+            sent = Relayed.resumed(None)
     keepalive = svc.settings.stream_keepalive_seconds
     ended = False
     try:
@@ -111,7 +122,7 @@ def _relay(svc: Services, view: JobView, watch: Watch, sent: Relayed, include_us
         ended_entry = None
         for entry in entries or ():
             if entry.chunk is not None:
-                sent.note(entry.chunk)
+                sent.note(entry)
                 yield f"id: {entry.id}\ndata: {entry.chunk}\n\n"
             elif entry.ended is not None:
                 ended_entry = entry
@@ -146,9 +157,12 @@ def _rest(view: JobView, result: ChatCompletion, sent: Relayed, include_usage: b
     message = choice.message
     created = int(view.created_at.timestamp())
     delta: dict = {} if sent.role else {"role": "assistant"}
-    if len(message.content) > sent.content:
+    if not sent.complete:
+        logger.warning("stream events were lost; the client's answer may miss a part")
+    elif len(message.content) > sent.content:
         delta["content"] = message.content[sent.content:]
-    if message.reasoning_content and len(message.reasoning_content) > sent.reasoning:
+    if sent.complete and message.reasoning_content \
+            and len(message.reasoning_content) > sent.reasoning:
         delta["reasoning_content"] = message.reasoning_content[sent.reasoning:]
     if delta or not sent.finished:
         yield chunk(job_id=view.id, model=view.model, created=created, delta=delta,

@@ -113,6 +113,7 @@ class Relay:
         self.publish = publish
         self.created = int(claim.created_at.timestamp())
         self.deltas = 0
+        self.offset = (0, 0)  # characters of content and reasoning published so far
         self.usage = Usage()
         self.reported = False  # DashScope reported usage with some delta
         self._next_check = time.monotonic() + CANCEL_CHECK_SECONDS
@@ -143,8 +144,11 @@ class Relay:
         chunk = job_streams.chunk(job_id=self.claim.id, model=self.claim.model,
                                   created=self.created, delta=body,
                                   finish_reason=delta.finish_reason)
+        offset = self.offset
+        self.offset = (offset[0] + len(delta.content), offset[1] + len(delta.reasoning_content))
         try:
-            self.streams.append(self.claim.id, chunk, self.usage, first=not self.deltas)
+            self.streams.append(self.claim.id, chunk, self.usage, offset,
+                                first=not self.deltas)
         except redis.RedisError as exc:
             # The job goes on; readers end their streams from the job row.
             logger.warning("stream events lost (%s); the job continues unpublished", exc)

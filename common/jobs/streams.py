@@ -6,8 +6,10 @@ resume from `Last-Event-ID` (an entry's id), and lets a client disconnect withou
 job. Entries, in order:
 - `o`: the stream is open (written when the job is submitted, so even a job that ends before
   its first delta gets an end entry);
-- `c` + `u`: one chat.completion.chunk (OpenAI's JSON, relayed verbatim) and the cumulative
-  usage DashScope had reported with it (`input,output,total`), written by the worker;
+- `c` + `u` + `n`: one chat.completion.chunk (OpenAI's JSON, relayed verbatim), the cumulative
+  usage DashScope had reported with it (`input,output,total`), and how many characters of
+  content and reasoning came before it (`content,reasoning`: a reader sees a gap, and knows
+  what a resuming client already has), written by the worker;
 - `e`: the job ended (its status), written after the ending transaction commits, whoever ended
   it (the worker, a cancel, the sweeper).
 A cancel also sets a flag the streaming worker checks between deltas, to stop reading.
@@ -46,6 +48,7 @@ class Entry:
     id: str
     chunk: str | None = None  # a chat.completion.chunk, as JSON
     usage: Usage | None = None  # cumulative, as DashScope reported it with this chunk
+    offset: tuple[int, int] = (0, 0)  # characters of content and reasoning before this chunk
     ended: str | None = None  # the job's terminal status
 
 
@@ -66,11 +69,12 @@ class JobStreams:
         pipe.expire(KEY.format(job_id), self.open_seconds)
         pipe.execute()
 
-    def append(self, job_id: str, chunk: str, usage: Usage, *, first: bool = False) -> None:
+    def append(self, job_id: str, chunk: str, usage: Usage, offset: tuple[int, int], *,
+               first: bool = False) -> None:
         """One delta. The first of an attempt also renews the expiry, in case Redis lost the
         stream (and its expiry) since it was opened."""
         fields = {"c": chunk, "u": f"{usage.input_tokens},{usage.output_tokens},"
-                                   f"{usage.total_tokens}"}
+                                   f"{usage.total_tokens}", "n": f"{offset[0]},{offset[1]}"}
         key = KEY.format(job_id)
         if not first:
             self.redis.xadd(key, fields, maxlen=self.max_events, approximate=True)
@@ -110,10 +114,10 @@ class JobStreams:
         return [entry(entry_id, fields) for _, entries in answer or ()
                 for entry_id, fields in entries]
 
-    def until(self, job_id: str, last: str) -> list[Entry]:
-        """The entries up to and including `last`: what a resuming client already has."""
-        return [entry(entry_id, fields)
-                for entry_id, fields in self.redis.xrange(KEY.format(job_id), max=last)]
+    def at(self, job_id: str, entry_id: str) -> Entry | None:
+        """One entry (the last one a resuming client had), or None if it is gone."""
+        found = self.redis.xrange(KEY.format(job_id), min=entry_id, max=entry_id)
+        return entry(*found[0]) if found else None
 
     def last_delta(self, job_id: str) -> Entry | None:
         """The last delta written (by any attempt), or None if none was."""
@@ -127,7 +131,9 @@ def entry(entry_id: str, fields: dict[str, str]) -> Entry:
     if "e" in fields:
         return Entry(entry_id, ended=fields["e"])
     if "c" in fields:
-        return Entry(entry_id, chunk=fields["c"], usage=_usage(fields.get("u")))
+        content, reasoning = (int(x) for x in fields.get("n", "0,0").split(","))
+        return Entry(entry_id, chunk=fields["c"], usage=_usage(fields.get("u")),
+                     offset=(content, reasoning))
     return Entry(entry_id)  # the open marker
 
 

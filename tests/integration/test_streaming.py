@@ -304,3 +304,30 @@ def test_fifty_open_streams_share_one_blocking_redis_read(web, user, database, r
     for response in responses:
         assert wait_for_job(database, response.headers["X-Job-ID"], timeout=120).status \
             == JobStatus.SUCCEEDED
+
+
+def test_a_stream_whose_events_are_gone_is_ended_from_the_job_row(web, user, database,
+                                                                    redis_url):
+    """Retention passed or Redis lost the events: a replay still ends, from the row, with the
+    part of the answer the client does not have (all of it from the start; nothing it cannot
+    place after a Last-Event-ID)."""
+    accepted = post_stream(web, user, "kept only in the row", stream_options={
+        "include_usage": True}, extra_headers={"Prefer": "respond-async"})
+    job_id = accepted.json()["data"]["id"]
+    url = f"{web}/api/jobs/{job_id}/stream"
+    assert wait_for_job(database, job_id).status == JobStatus.SUCCEEDED
+    ids = [e.id for e in events(requests.get(url, headers=user, stream=True, timeout=30))
+           if e.id]
+    redis.Redis.from_url(redis_url).delete(f"bailian:job:{job_id}:events")
+
+    replay = list(events(requests.get(url, headers=user, stream=True, timeout=30)))
+    assert replay[-1].data == "[DONE]"
+    chunks = [e.json for e in replay[:-1]]
+    assert text_of(chunks) == "Echo: kept only in the row"
+    [row] = usage_rows(database, job_id)
+    assert chunks[-1]["usage"]["total_tokens"] == row.total_tokens
+
+    resumed = list(events(requests.get(url, headers={**user, "Last-Event-ID": ids[1]},
+                                       stream=True, timeout=30)))
+    assert resumed[-1].data == "[DONE]"
+    assert text_of([e.json for e in resumed[:-1]]) == ""  # it cannot know what is missing
