@@ -14,6 +14,7 @@ from common.infra.db import Database
 from common.infra.settings import Settings
 from common.infra.storage import ImageStore
 from common.jobs.lifecycle import JobLifecycle
+from web.stream_hub import StreamHub
 from web.waiter import JobWaiter
 
 
@@ -26,6 +27,7 @@ class Services:
     lifecycle: JobLifecycle
     waiter: JobWaiter
     image_store: ImageStore
+    stream_hub: StreamHub  # relays streamed jobs' events to this process's clients
 
 
 def services() -> Services:

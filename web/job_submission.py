@@ -1,7 +1,10 @@
-"""Submit a job and answer for it: wait (sync) or hand back the job to poll (async).
+"""Submit a job and answer for it: wait (sync), hand back the job to poll (async), or stream
+its deltas as they come.
 
 `Prefer: respond-async` answers 202 at once; `Prefer: wait=N` shortens the wait. A job that
-is not settled in time is answered with 202 and its job, never with a gateway timeout.
+is not settled in time is answered with 202 and its job, never with a gateway timeout. A
+streamed job is answered with its events (web/streaming.py) from the moment it is committed;
+errors found before that (validation, limits) keep their usual shape and status.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from common.jobs.views import JobView
 from web.context import services
 from web.envelope import envelope, ok
 from web.serializers import failure_status, job_data, job_url
+from web.streaming import CANCEL_ON_DISCONNECT, sse_response
 
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _WAIT = re.compile(r"\bwait\s*=\s*(\d+)")
@@ -55,6 +59,29 @@ def submit_and_answer(*, kind: JobKind, model: str, job_request: dict,
     view, headers = submit_and_wait(kind=kind, model=model, job_request=job_request,
                                     timeout=wait_seconds())
     return answer(view, render_result, headers)
+
+
+def owner() -> queries.Owner:
+    return queries.Owner(user_id=current_user.id, is_admin=current_user.is_admin)
+
+
+def submit_and_stream(*, kind: JobKind, model: str, job_request: dict):
+    """Commit the job and answer with its stream. A replayed Idempotency-Key streams the job
+    it made, from its first event."""
+    view, headers = submit_and_wait(kind=kind, model=model, job_request=job_request, timeout=0)
+    return sse_response(services(), view, owner(),
+                        include_usage=bool(job_request.get("include_usage")),
+                        cancel_on_disconnect=cancel_on_disconnect(), headers=headers)
+
+
+def cancel_on_disconnect() -> bool:
+    value = request.headers.get(CANCEL_ON_DISCONNECT)
+    if value is None:
+        return False
+    if value.lower() not in ("true", "false"):
+        raise ValidationFailed(f"Invalid {CANCEL_ON_DISCONNECT} header", errors=[{
+            "field": CANCEL_ON_DISCONNECT, "message": "true or false"}])
+    return value.lower() == "true"
 
 
 def submit_and_wait(*, kind: JobKind, model: str, job_request: dict,

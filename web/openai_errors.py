@@ -32,8 +32,9 @@ def is_openai_request() -> bool:
     return request.path.startswith(PREFIX)
 
 
-def openai_error(status: int, message: str, *, code: str | None = None,
-                 errors: list[dict] | None = None, headers: dict | None = None):
+def error_object(status: int, message: str, *, code: str | None = None,
+                 errors: list[dict] | None = None) -> dict:
+    """OpenAI's error object for an error of this HTTP status (also sent inside a stream)."""
     error_type, default_code = _BY_STATUS.get(status, ("api_error", None))
     if code in _GENERIC_CODES or code is None:
         code = default_code or ("service_unavailable" if status == 503 else None)
@@ -41,8 +42,12 @@ def openai_error(status: int, message: str, *, code: str | None = None,
     if errors:
         # One line a person can read, like OpenAI's: the first problem names the parameter.
         message = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-    response = jsonify({"error": {"message": message, "type": error_type, "param": param,
-                                  "code": code}})
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+def openai_error(status: int, message: str, *, code: str | None = None,
+                 errors: list[dict] | None = None, headers: dict | None = None):
+    response = jsonify(error_object(status, message, code=code, errors=errors))
     response.status_code = status
     if headers:
         response.headers.update(headers)

@@ -26,8 +26,6 @@ UNSUPPORTED = {
     "functions": "function calling is not offered",
     "function_call": "function calling is not offered",
     "response_format": "structured output is not offered yet",
-    "stream": "streaming is not offered yet on this deployment",
-    "stream_options": "streaming is not offered yet on this deployment",
     "audio": "audio output is not offered",
     "modalities": "only text output is offered",
     "prediction": "predicted outputs are not offered",

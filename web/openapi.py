@@ -66,6 +66,13 @@ REQUEST_HEADERS = {
                         "schema": {"type": "string", "minLength": 1, "maxLength": 255}},
     "Prefer": {"description": "`respond-async` answers 202 at once; `wait=N` waits at most N "
                "seconds", "schema": {"type": "string"}},
+    "X-Cancel-On-Disconnect": {"description": "With stream: true, `true` cancels the job when "
+                               "the client disconnects (by default it runs on and can be "
+                               "watched at GET /api/jobs/<id>/stream)",
+                               "schema": {"type": "string", "enum": ["true", "false"]}},
+    "Last-Event-ID": {"description": "Resume the stream after this event (the `id:` of the "
+                      "last event received)",
+                      "schema": {"type": "string", "pattern": r"^\d+-\d+$"}},
 }
 
 

@@ -67,6 +67,12 @@ class ChatMessage(StrictModel):
     content: Annotated[str, Field(strict=True, min_length=1)]
 
 
+class StreamOptions(StrictModel):
+    include_usage: Annotated[bool, Field(strict=True)] | None = Field(
+        default=None, description="End the stream with a chunk whose usage is the job's "
+                                  "usage row (and whose choices are empty)")
+
+
 class ChatCompletionRequest(StrictModel):
     """POST /api/bailian/chat/completions. Parameters map 1:1 to DashScope's; unknown fields are
     rejected rather than silently dropped. Needs the validation context {"chat_models": ...}."""
@@ -84,8 +90,22 @@ class ChatCompletionRequest(StrictModel):
     presence_penalty: Annotated[StrictNumber, Field(ge=-2, le=2)] | None = None
     repetition_penalty: Annotated[StrictNumber, Field(gt=0)] | None = None
     enable_search: Annotated[bool, Field(strict=True)] | None = None
-    stream: Literal[False] | None = Field(
-        default=None, description="Streaming is not offered; use Prefer: respond-async")
+    # Thinking (dashscope-protocol-2.md section 1.5): DashScope answers it only as a stream,
+    # so the worker streams it upstream whether or not the client streams.
+    enable_thinking: Annotated[bool, Field(strict=True)] | None = None
+    thinking_budget: Annotated[StrictInteger, Field(gt=0)] | None = None
+    stream: Annotated[bool, Field(strict=True)] | None = Field(
+        default=None, description="Answer as server-sent events: OpenAI chat.completion.chunk "
+                                  "objects, then [DONE] (with Prefer: respond-async, watch "
+                                  "GET /api/jobs/<id>/stream instead)")
+    stream_options: StreamOptions | None = None
+
+    @field_validator("stream_options")
+    @classmethod
+    def _only_when_streaming(cls, options, info: ValidationInfo):
+        if options is not None and not info.data.get("stream"):
+            raise PydanticCustomError("stream_options", "stream_options needs stream: true")
+        return options
 
     @field_validator("model")
     @classmethod
@@ -109,11 +129,17 @@ class ChatCompletionRequest(StrictModel):
 
     def job_request(self) -> dict:
         """What the worker needs: the messages and the upstream parameters that were set."""
-        parameters = self.model_dump(exclude={"model", "messages", "stream"}, exclude_none=True)
+        parameters = self.model_dump(exclude={"model", "messages", "stream", "stream_options"},
+                                     exclude_none=True)
         if parameters.get("temperature") == 2:
             # We accept the documented 0-2; DashScope's own range is [0, 2).
             parameters["temperature"] = 1.99
-        return {"messages": [m.model_dump() for m in self.messages], "parameters": parameters}
+        request = {"messages": [m.model_dump() for m in self.messages], "parameters": parameters}
+        if self.stream:
+            request["stream"] = True
+            request["include_usage"] = bool(self.stream_options and
+                                            self.stream_options.include_usage)
+        return request
 
 
 class JobListQuery(StrictModel):

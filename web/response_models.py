@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from common.accounts.models import Role
 from common.jobs.results import ChatCompletion, ImageUsage
@@ -84,6 +84,9 @@ class JobUsageData(Shape):
     output_tokens: int
     total_tokens: int
     image_count: int
+    estimated: bool = Field(default=False, description=(
+        "The tokens are the platform's estimate: the job's stream ended (canceled, or its "
+        "worker lost) before DashScope reported usage"))
 
 
 class JobCost(Shape):

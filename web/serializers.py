@@ -45,7 +45,8 @@ def job_data(view: JobView) -> JobData:
         error=JobError(code=view.error_code, message=view.error_message)
         if view.status == JobStatus.FAILED else None,
         usage=JobUsageData(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-                           total_tokens=usage.total_tokens, image_count=usage.image_count)
+                           total_tokens=usage.total_tokens, image_count=usage.image_count,
+                           estimated=usage.estimated)
         if usage else None,
         cost=JobCost(amount=float(usage.cost), currency=usage.currency) if usage else None,
         links=JobLinks(self=job_url(view.id), cancel=f"{job_url(view.id)}/cancel"))

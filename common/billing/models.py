@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from sqlalchemy import ForeignKey, Index, Integer, Numeric, String
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, Numeric, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from common.infra.orm import Base, BigId, Timestamp, string_enum, utcnow
@@ -30,6 +30,8 @@ class UsageRecord(Base):
     output_tokens: Mapped[int] = mapped_column(Integer, default=0)
     total_tokens: Mapped[int] = mapped_column(Integer, default=0)
     image_count: Mapped[int] = mapped_column(Integer, default=0)
+    # The tokens are our estimate, not DashScope's report (common.billing.pricing.Usage).
+    estimated: Mapped[bool] = mapped_column(Boolean, default=False)
     cost: Mapped[Decimal] = mapped_column(Numeric(18, 8), default=Decimal(0))  # all included
     compute_cost: Mapped[Decimal] = mapped_column(Numeric(18, 8), default=Decimal(0))  # FC part
     currency: Mapped[str] = mapped_column(String(3))

@@ -15,6 +15,9 @@ class Usage:
     output_tokens: int = 0
     total_tokens: int = 0
     image_count: int = 0
+    # Not what DashScope reported but our estimate (a stream that ended before DashScope
+    # reported usage): flagged on the usage row, never silently zero.
+    estimated: bool = False
 
 
 def cost_of(prices: dict[str, dict[str, Decimal]], model: str, usage: Usage) -> Decimal:

@@ -61,6 +61,8 @@ DEFAULT_PRICES: dict[str, dict[str, Decimal]] = {
     "qwen-turbo": {"input": Decimal("0.0003"), "output": Decimal("0.0006")},
     "qwen-plus": {"input": Decimal("0.0008"), "output": Decimal("0.002")},
     "qwen-max": {"input": Decimal("0.0024"), "output": Decimal("0.0096")},
+    # UNCONFIRMED (not in the protocol documents): QwQ-Plus's published list price.
+    "qwq-plus": {"input": Decimal("0.0016"), "output": Decimal("0.004")},
     "wanx-v1": {"image": Decimal("0.16")},
     "wanx2.1-t2i-turbo": {"image": Decimal("0.14")},
     "wanx2.1-t2i-plus": {"image": Decimal("0.20")},
@@ -156,7 +158,17 @@ class Settings(BaseSettings):
 
     # Chat jobs
     chat_models: dict[str, int] = Field(  # allowed model -> largest max_tokens it accepts
-        default={"qwen-turbo": 8192, "qwen-plus": 8192, "qwen-max": 8192})
+        default={"qwen-turbo": 8192, "qwen-plus": 8192, "qwen-max": 8192, "qwq-plus": 8192})
+    # Models DashScope answers only as a stream (dashscope-protocol-2.md section 1.5): the
+    # worker streams them upstream even for a request that does not stream, as it does any
+    # request with enable_thinking.
+    stream_only_chat_models: set[str] = Field(default={
+        "qwq-plus", "qwq-32b", "qwen3-235b-a22b-thinking-2507", "deepseek-r1"})
+    # A streamed job's events (common/jobs/streams.py): at most this many per job, kept this
+    # long after the job ends for replays; an idle stream gets a keep-alive this often.
+    stream_max_events: int = Field(default=10_000, ge=100)
+    stream_retention_seconds: int = Field(default=3600, gt=0)
+    stream_keepalive_seconds: float = Field(default=15.0, gt=0, le=60)
     sync_wait_seconds: float = Field(default=25.0, ge=0)  # keep below the web server timeout
     # How long /v1/chat/completions waits for its job (OpenAI clients cannot poll); unset: until
     # the job's own deadline, so every answer is the job's outcome.

@@ -3,6 +3,9 @@
 An attempt never holds a database connection during the upstream call, and a billed result
 is kept in Redis while MySQL is unreachable, so a redelivery records it instead of calling
 upstream (and paying) again.
+
+A job whose client streams, or whose model only answers streamed, reads DashScope's stream
+(common/jobs/streaming.py); the result and usage row are committed at the end all the same.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ from common.infra.settings import Settings
 from common.jobs.lifecycle import Billed, Claim, JobLifecycle
 from common.jobs.queue import RUN_CHAT
 from common.jobs.results import ChatCompletion
+from common.jobs.streaming import StreamingAttempts
 from common.upstream.backends import backend_for
 from common.upstream.failures import UpstreamError
-from common.upstream.interface import AIBackend, ChatRequest
+from common.upstream.interface import AIBackend, ChatRequest, ChatResult
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +39,7 @@ class ChatJobs:
         self.backends = backends
         self.redis = redis_client
         self.settings = settings
+        self.streaming = StreamingAttempts(self)
 
     def run(self, job_id: str) -> None:
         """Run one attempt of a chat job (a no-op for a job another delivery holds or that
@@ -49,21 +54,33 @@ class ChatJobs:
         request = ChatRequest(model=claim.model, messages=claim.request["messages"],
                               parameters=claim.request.get("parameters", {}),
                               correlation_id=claim.correlation_id, user_id=claim.user_id)
+        backend = backend_for(self.backends, claim.path)
+        if claim.streams or self._must_stream(request):
+            self.streaming.run(claim, request, backend)
+            return
         try:
-            answer = backend_for(self.backends, claim.path).chat(request)
+            answer = backend.chat(request)
         except UpstreamError as error:
             self.lifecycle.upstream_failed(claim, error, retry_task=RUN_CHAT)
             return
         logger.info("chat upstream ok attempt=%s path=%s input_tokens=%s output_tokens=%s",
                     claim.attempt, claim.path, answer.usage.input_tokens,
                     answer.usage.output_tokens)
-        self._record(claim, Billed(
+        self.record(claim, self.billed(claim, answer))
+
+    def _must_stream(self, request: ChatRequest) -> bool:
+        """DashScope answers these only as a stream (dashscope-protocol-2.md section 1.5)."""
+        return request.model in self.settings.stream_only_chat_models or bool(
+            request.parameters.get("enable_thinking"))
+
+    def billed(self, claim: Claim, answer: ChatResult) -> Billed:
+        return Billed(
             result=ChatCompletion.of(job_id=claim.id, model=claim.model, answer=answer),
             usage=answer.usage, cost=cost_of(self.settings.prices, claim.model, answer.usage),
             currency=self.settings.price_currency,
-            upstream_request_id=answer.upstream_request_id, compute_cost=answer.compute_cost))
+            upstream_request_id=answer.upstream_request_id, compute_cost=answer.compute_cost)
 
-    def _record(self, claim: Claim, billed: Billed) -> None:
+    def record(self, claim: Claim, billed: Billed) -> None:
         """Persist a billed result with its usage row; stash it first if the database fails."""
         try:
             self.lifecycle.finish(claim, billed)
@@ -86,7 +103,7 @@ class ChatJobs:
         if not raw:
             return False
         stashed = StashedResult.model_validate_json(raw)
-        self._record(stashed.claim, stashed.billed)
+        self.record(stashed.claim, stashed.billed)
         self.redis.delete(STASH_KEY.format(job_id))
         return True
 

@@ -52,6 +52,11 @@ class Change:
     follow_ups: tuple[Step, ...] = ()
     cost: Cost | None = None
     submitted: bool = False
+    # Whether the job streams its deltas (common/jobs/streams.py); None: not known here.
+    streamed: bool | None = None
+    # Ended by someone other than its worker (a cancel, the deadline): a running attempt
+    # should stop.
+    interrupts: bool = False
 
     @property
     def wakes_waiters(self) -> bool:

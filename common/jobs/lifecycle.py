@@ -32,6 +32,7 @@ from common.jobs.effects import Change, Cost, Effects
 from common.jobs.models import ACTIVE_STATUSES, JobKind, JobStatus
 from common.jobs.queue import CANCEL_IMAGE, POLL_IMAGE, STORE_IMAGES, Publisher, Step
 from common.jobs.results import ChatCompletion, ImageResult
+from common.jobs.streams import JobStreams, job_streams
 from common.jobs.views import JobUsage, JobView
 from common.upstream.failures import (
     ATTEMPTS_EXHAUSTED,
@@ -75,6 +76,11 @@ class Claim(BaseModel):
         values["attempt"] = values.pop("attempts")
         return cls.model_construct(**values)
 
+    @property
+    def streams(self) -> bool:
+        """The client asked for the job's deltas as they come (common/jobs/streams.py)."""
+        return bool(self.request.get("stream"))
+
     def seconds_left(self, now: dt.datetime | None = None) -> float:
         return (self.deadline_at - (now or utcnow())).total_seconds()
 
@@ -116,17 +122,22 @@ def attempts_exhausted(max_attempts: int) -> Stop:
 
 
 class JobLifecycle:
-    def __init__(self, *, database: Database, effects: Effects, policy: RetryPolicy) -> None:
+    def __init__(self, *, database: Database, effects: Effects, policy: RetryPolicy,
+                 streams: JobStreams | None = None) -> None:
         self.database = database
         self.effects = effects
         self.policy = policy
+        self.streams = streams
 
     @classmethod
     def of(cls, *, settings: Settings, database: Database, redis_client: redis.Redis,
            celery: Celery) -> JobLifecycle:
         """The lifecycle a web or worker process runs, from its own resources."""
+        streams = job_streams(settings, redis_client)
         return cls(database=database, policy=RetryPolicy.from_settings(settings),
-                   effects=Effects(redis_client=redis_client, publisher=Publisher(celery)))
+                   effects=Effects(redis_client=redis_client, publisher=Publisher(celery),
+                                   after_commit=[streams.after_commit]),
+                   streams=streams)
 
     def commit(self, work: Callable[[Connection], tuple[T, list[Change]]], *,
                unsent: list[Step] | None = None) -> T:
@@ -198,24 +209,16 @@ class JobLifecycle:
                 add_compute_cost=billed.compute_cost, upstream_status=upstream_status,
                 next_action_at=now if store_images else None)
             status = JobStatus.SUCCEEDED if succeeded else transitions.status_of(conn, claim.id)
-            compute_cost = claim.compute_cost + billed.compute_cost
-            total = billed.cost + compute_cost
-            usage = billed.usage
-            transitions.insert_usage(conn, {
-                "job_id": claim.id, "user_id": claim.user_id, "kind": claim.kind,
-                "model": claim.model, "input_tokens": usage.input_tokens,
-                "output_tokens": usage.output_tokens, "total_tokens": usage.total_tokens,
-                "image_count": usage.image_count, "cost": total, "compute_cost": compute_cost,
-                "currency": billed.currency, "path": claim.path,
-                "upstream_request_id": billed.upstream_request_id, "created_at": now})
+            total = _insert_usage(conn, claim, billed, now)
             change = Change(claim.id, claim.kind, at=now, created_at=claim.created_at,
-                            cost=Cost(claim.model, total, billed.currency))
+                            cost=Cost(claim.model, total, billed.currency),
+                            streamed=claim.streams)
             if succeeded:
                 change = dataclasses.replace(
                     change, ended=JobStatus.SUCCEEDED,
                     view=claim.view(JobStatus.SUCCEEDED, now, result=billed.result,
-                                    usage=JobUsage(**dataclasses.asdict(usage), cost=total,
-                                                   currency=billed.currency)),
+                                    usage=JobUsage(**dataclasses.asdict(billed.usage),
+                                                   cost=total, currency=billed.currency)),
                     follow_ups=(Step(STORE_IMAGES, claim.id),) if store_images else ())
             return status, [change]
 
@@ -225,21 +228,33 @@ class JobLifecycle:
             return None  # UNIQUE(usage_records.job_id): another delivery recorded it
 
     def fail(self, claim: Claim, *, code: str, message: str,
-             add_compute_cost: Decimal = Decimal(0), upstream_status: str | None = None
-             ) -> bool:
-        """Fail an unfinished job with an error code and message; False if it had ended."""
+             add_compute_cost: Decimal = Decimal(0), upstream_status: str | None = None,
+             billed: Billed | None = None) -> bool:
+        """Fail an unfinished job with an error code and message; False if it had ended.
+        `billed`: what DashScope billed for the failed work (a stream that broke off after
+        reporting usage), written as the job's usage row in the same transaction."""
         def work(conn):
             now = utcnow()
             if not transitions.fail(conn, claim.id, now=now, code=code, message=message,
                                     add_compute_cost=add_compute_cost,
                                     upstream_status=upstream_status):
                 return False, []
+            cost, usage = None, None
+            if billed is not None:
+                total = _insert_usage(conn, claim, billed, now)
+                cost = Cost(claim.model, total, billed.currency)
+                usage = JobUsage(**dataclasses.asdict(billed.usage), cost=total,
+                                 currency=billed.currency)
             view = claim.view(JobStatus.FAILED, now, error_code=code[:64],
-                              error_message=message[:1024])
+                              error_message=message[:1024], usage=usage)
             return True, [Change(claim.id, claim.kind, ended=JobStatus.FAILED, at=now,
-                                 created_at=claim.created_at, view=view)]
+                                 created_at=claim.created_at, view=view, cost=cost,
+                                 streamed=claim.streams)]
 
-        return self.commit(work)
+        try:
+            return self.commit(work)
+        except IntegrityError:
+            return False  # UNIQUE(usage_records.job_id): another delivery recorded it
 
     def upstream_failed(self, claim: Claim, error: UpstreamError, *, retry_task: str) -> bool:
         """The one decision for an attempt the upstream failed, whatever the job kind: retry
@@ -384,8 +399,24 @@ class JobLifecycle:
         # Every target moved: each was locked (FOR UPDATE, or the claim's own lease) and
         # unfinished when this transaction read it.
         return [Change(t.id, t.kind, ended=reason.status, created_at=t.created_at, at=now,
-                       follow_ups=(Step(CANCEL_IMAGE, t.id),) if _upstream_running(t) else ())
+                       follow_ups=(Step(CANCEL_IMAGE, t.id),) if _upstream_running(t) else (),
+                       interrupts=True)
                 for t in targets]
+
+
+def _insert_usage(conn: Connection, claim: Claim, billed: Billed, now: dt.datetime) -> Decimal:
+    """The job's one usage row (a second raises IntegrityError); returns its total cost."""
+    compute_cost = claim.compute_cost + billed.compute_cost
+    total = billed.cost + compute_cost
+    usage = billed.usage
+    transitions.insert_usage(conn, {
+        "job_id": claim.id, "user_id": claim.user_id, "kind": claim.kind,
+        "model": claim.model, "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens, "total_tokens": usage.total_tokens,
+        "image_count": usage.image_count, "estimated": usage.estimated, "cost": total,
+        "compute_cost": compute_cost, "currency": billed.currency, "path": claim.path,
+        "upstream_request_id": billed.upstream_request_id, "created_at": now})
+    return total
 
 
 _STOPPABLE = select(jobs.c.id, jobs.c.user_id, jobs.c.kind, jobs.c.created_at,

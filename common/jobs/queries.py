@@ -24,7 +24,8 @@ _VIEW_COLUMNS = (
     jobs.c.started_at, jobs.c.finished_at, jobs.c.deadline_at, jobs.c.attempts, jobs.c.result,
     jobs.c.error_code, jobs.c.error_message,
     usage.c.id.label("usage_id"), usage.c.input_tokens, usage.c.output_tokens,
-    usage.c.total_tokens, usage.c.image_count, usage.c.cost, usage.c.currency)
+    usage.c.total_tokens, usage.c.image_count, usage.c.estimated, usage.c.cost,
+    usage.c.currency)
 # Only a finished job has a usage row; the outer join costs one index lookup per job.
 _VIEWS = select(*_VIEW_COLUMNS).select_from(
     jobs.outerjoin(usage, usage.c.job_id == jobs.c.id))
@@ -53,7 +54,8 @@ def view_of(row: Row) -> JobView:
         error_message=row.error_message if row.status == JobStatus.FAILED else None,
         usage=None if row.usage_id is None else JobUsage(
             input_tokens=row.input_tokens, output_tokens=row.output_tokens,
-            total_tokens=row.total_tokens, image_count=row.image_count, cost=row.cost,
+            total_tokens=row.total_tokens, image_count=row.image_count,
+            estimated=row.estimated, cost=row.cost,
             currency=row.currency))
 
 
@@ -63,6 +65,11 @@ def find(conn: Connection, job_id: str) -> JobView | None:
         return None
     row = conn.execute(_ONE, {"p_id": job_id}).one_or_none()
     return None if row is None else view_of(row)
+
+
+def request_of(conn: Connection, job_id: str) -> dict | None:
+    """What the job was asked to do (the worker's input)."""
+    return conn.execute(select(jobs.c.request).where(jobs.c.id == job_id)).scalar_one_or_none()
 
 
 def get(conn: Connection, job_id: str, owner: Owner) -> JobView:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from common.jobs.models import JobKind
 from common.upstream.interface import ChatResult, ImageTask
@@ -20,6 +20,9 @@ class Result(BaseModel):
 class ChatCompletionMessage(Result):
     role: str
     content: str
+    # What a thinking model reasoned before answering (DashScope's and the OpenAI SDKs'
+    # `reasoning_content`); absent for models that do not think.
+    reasoning_content: str | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
 class ChatCompletionChoice(Result):

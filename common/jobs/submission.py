@@ -67,7 +67,8 @@ def submit(*, lifecycle: JobLifecycle, settings: Settings, user_id: int, kind: J
             "enqueued_at": now, "path": settings.path_for(kind.value),
             "compute_cost": Decimal(0), "deadline_at": view.deadline_at})
         step = first_step(kind, job_id, correlation_id)
-        return view, [Change(job_id, kind, submitted=True, follow_ups=(step,))]
+        return view, [Change(job_id, kind, submitted=True, follow_ups=(step,),
+                             streamed=bool(request.get("stream")))]
 
     unsent: list[Step] = []
     try:

@@ -21,6 +21,7 @@ class JobUsage(BaseModel):
     output_tokens: int = 0
     total_tokens: int = 0
     image_count: int = 0
+    estimated: bool = False
     cost: Decimal
     currency: str
 

@@ -11,6 +11,7 @@ hang on DashScope.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -24,7 +25,13 @@ from common.infra.metrics import AI_TOKENS, model_label
 from common.upstream.failures import UpstreamError, is_retryable_status, retry_after_seconds
 from common.upstream.http_session import pooled_session
 from common.upstream.instrumentation import upstream_call
-from common.upstream.interface import ChatRequest, ChatResult, ImageRequest, ImageTask
+from common.upstream.interface import (
+    ChatDelta,
+    ChatRequest,
+    ChatResult,
+    ImageRequest,
+    ImageTask,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +73,41 @@ class DashScopeBackend:
         AI_TOKENS.labels(model_label(request.model), "output").inc(usage.output_tokens)
         return ChatResult(message=message, finish_reason=finish_reason, usage=usage,
                           upstream_request_id=response.request_id)
+
+    def chat_stream(self, request: ChatRequest,
+                    on_delta: Callable[[ChatDelta], bool]) -> ChatResult:
+        content: list[str] = []
+        reasoning: list[str] = []
+        usage, finish_reason, request_id, stopped = Usage(), "stop", None, False
+        with upstream_call(request.model, "chat", billed=True):
+            chunks = self._call(
+                Generation.call, model=request.model, messages=request.messages,
+                result_format="message", stream=True, incremental_output=True,
+                headers=self._headers(request.correlation_id), **request.parameters)
+            try:
+                for response in chunks:
+                    _raise_for_status(response)
+                    request_id = response.request_id or request_id
+                    delta = _delta(response)
+                    usage = delta.usage
+                    content.append(delta.content)
+                    reasoning.append(delta.reasoning_content)
+                    if delta.finish_reason is not None:
+                        finish_reason = delta.finish_reason
+                    if not on_delta(delta):
+                        stopped = True
+                        break
+            except requests.exceptions.RequestException as exc:
+                raise _transport_error(exc, self.timeout) from exc
+            finally:
+                chunks.close()  # stops the upstream read (the SDK's response goes with it)
+        AI_TOKENS.labels(model_label(request.model), "input").inc(usage.input_tokens)
+        AI_TOKENS.labels(model_label(request.model), "output").inc(usage.output_tokens)
+        message = {"role": "assistant", "content": "".join(content)}
+        if any(reasoning):
+            message["reasoning_content"] = "".join(reasoning)
+        return ChatResult(message=message, finish_reason=finish_reason, usage=usage,
+                          upstream_request_id=request_id, stopped=stopped)
 
     def submit_image(self, request: ImageRequest) -> ImageTask:
         with upstream_call(request.model, "image_submit", billed=True):
@@ -123,34 +165,63 @@ class DashScopeBackend:
         try:
             response = fn(api_key=self.api_key, base_address=self.base_url,
                           request_timeout=self.timeout, session=self.http, **kwargs)
-        except requests.exceptions.Timeout as exc:
-            raise UpstreamError(code="UpstreamTimeout", status=None, retryable=True,
-                                message=f"DashScope did not answer within {self.timeout:g}s"
-                                ) from exc
         except requests.exceptions.RequestException as exc:
-            raise UpstreamError(code="UpstreamConnectionError", status=None, retryable=True,
-                                message=f"Connection to DashScope failed: {type(exc).__name__}"
-                                ) from exc
+            raise _transport_error(exc, self.timeout) from exc
         except (TypeError, KeyError, ValueError, AttributeError) as exc:
             # The SDK itself raises these on a 200 it cannot parse (e.g. without `output`).
             raise UpstreamError(code="UpstreamMalformedResponse", status=HTTPStatus.OK,
                                 retryable=True, message=f"Unparseable DashScope response: {exc}"
                                 ) from exc
-        if response.status_code != HTTPStatus.OK:
-            raise UpstreamError(
-                code=response.code or f"HTTP{response.status_code}",
-                message=str(response.message or "")[:1000],
-                status=response.status_code,
-                retryable=is_retryable_status(response.status_code),
-                retry_after=retry_after_seconds(response.headers),
-                request_id=response.request_id or None,
-            )
+        if kwargs.get("stream"):
+            return response  # a generator: each of its responses is checked as it comes
+        _raise_for_status(response)
         return response
 
 
-def _usage(raw: Any) -> Usage:
+def _transport_error(exc: requests.exceptions.RequestException, timeout: float
+                     ) -> UpstreamError:
+    if isinstance(exc, requests.exceptions.Timeout):
+        return UpstreamError(code="UpstreamTimeout", status=None, retryable=True,
+                             message=f"DashScope did not answer within {timeout:g}s")
+    return UpstreamError(code="UpstreamConnectionError", status=None, retryable=True,
+                         message=f"Connection to DashScope failed: {type(exc).__name__}")
+
+
+def _raise_for_status(response) -> None:
+    """A non-200 answer, or an error event inside a stream, as an UpstreamError."""
+    if response.status_code != HTTPStatus.OK:
+        raise UpstreamError(
+            code=response.code or f"HTTP{response.status_code}",
+            message=str(response.message or "")[:1000],
+            status=response.status_code,
+            retryable=is_retryable_status(response.status_code),
+            retry_after=retry_after_seconds(response.headers),
+            request_id=response.request_id or None,
+        )
+
+
+def _delta(response) -> ChatDelta:
+    """One incremental stream chunk (dashscope-protocol-2.md section 1): the new text, the
+    new reasoning, `finish_reason` ("null" until the last chunk) and the cumulative usage."""
+    try:
+        choice = response.output.choices[0]
+        message = choice.message
+        content = message.content or ""
+        reasoning = message.get("reasoning_content") or "" if hasattr(message, "get") else ""
+        finish_reason = choice.finish_reason
+    except (AttributeError, IndexError, KeyError, TypeError) as exc:
+        raise _malformed(response, exc) from exc
+    if not isinstance(content, str):
+        raise _malformed(response, "text content")
+    return ChatDelta(content=content, reasoning_content=reasoning,
+                     finish_reason=None if finish_reason in (None, "null") else finish_reason,
+                     usage=_usage(response.usage, quiet=True))
+
+
+def _usage(raw: Any, *, quiet: bool = False) -> Usage:
     if not raw:
-        logger.warning("dashscope response without usage; recording zero tokens")
+        if not quiet:
+            logger.warning("dashscope response without usage; recording zero tokens")
         return Usage()
     get = raw.get if hasattr(raw, "get") else lambda k, d=None: getattr(raw, k, d)
     input_tokens = int(get("input_tokens", 0) or 0)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -30,7 +31,7 @@ from common.infra.metrics import AI_TOKENS, FC_INVOCATIONS, model_label
 from common.upstream.failures import UpstreamError, is_retryable_status, retry_after_seconds
 from common.upstream.http_session import pooled_session
 from common.upstream.instrumentation import upstream_call
-from common.upstream.interface import ChatRequest, ChatResult, ImageRequest, ImageTask
+from common.upstream.interface import ChatDelta, ChatRequest, ChatResult, ImageRequest, ImageTask
 
 CORRELATION_HEADER = "X-Correlation-ID"
 
@@ -63,6 +64,16 @@ class FunctionComputeBackend:
         return ChatResult(message=message, finish_reason=finish_reason, usage=usage,
                           upstream_request_id=request_id or correlation,
                           compute_cost=cost)
+
+    def chat_stream(self, request: ChatRequest,
+                    on_delta: Callable[[ChatDelta], bool]) -> ChatResult:
+        """A function answers whole (its contract has no stream): the answer is one delta.
+        Models DashScope only streams need a function that streams upstream itself."""
+        answer = self.chat(request)
+        on_delta(ChatDelta(content=answer.message.get("content", ""),
+                           reasoning_content=answer.message.get("reasoning_content", ""),
+                           finish_reason=answer.finish_reason, usage=answer.usage))
+        return answer
 
     def submit_image(self, request: ImageRequest) -> ImageTask:
         with upstream_call(request.model, "image_submit", billed=True):

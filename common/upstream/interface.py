@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -26,6 +27,18 @@ class ChatResult:
     usage: Usage
     upstream_request_id: str | None = None
     compute_cost: Decimal = Decimal(0)  # Function Compute invocation, when that path ran
+    stopped: bool = False  # a stream the caller stopped reading: what arrived until then
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatDelta:
+    """One chunk of a streamed answer: only what is new in it, and the cumulative usage
+    DashScope reported with it."""
+
+    content: str
+    reasoning_content: str
+    finish_reason: str | None  # None until the last chunk
+    usage: Usage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +74,13 @@ class AIBackend(Protocol):
     name: str
 
     def chat(self, request: ChatRequest) -> ChatResult: ...
+
+    def chat_stream(self, request: ChatRequest,
+                    on_delta: Callable[[ChatDelta], bool]) -> ChatResult:
+        """The answer as a stream: `on_delta` gets each chunk and returns False to stop
+        reading (the result is then what arrived, `stopped`). Raises UpstreamError for a
+        stream that fails, before its first chunk or after it."""
+        ...
 
     def submit_image(self, request: ImageRequest) -> ImageTask:
         """Start an upstream image task; returns its first snapshot (with its task id)."""

@@ -46,7 +46,9 @@ def _jobs_of(database, user_id) -> int:
     (chat(top_p=0), {"top_p"}),
     (chat(seed=-1), {"seed"}),
     (chat(stop=[]), {"stop"}),
-    (chat(stream=True), {"stream"}),
+    (chat(stream="yes"), {"stream"}),
+    (chat(stream_options={"include_usage": True}), {"stream_options"}),
+    (chat(stream=True, stream_options={"include_usage": 1}), {"stream_options.include_usage"}),
     (chat(user_id=5, status="succeeded"), {"user_id", "status"}),
 ])
 def test_invalid_requests_get_per_field_400s_and_create_nothing(client, accounts, database,

@@ -94,13 +94,6 @@ def test_invalid_or_unsupported_parameters_are_bad_requests_naming_them(sdk, ext
     assert error["param"] == param, error
 
 
-def test_streaming_is_refused_until_offered(sdk):
-    with pytest.raises(openai.BadRequestError) as caught:
-        sdk.chat.completions.create(model="qwen-turbo", stream=True,
-                                    messages=[{"role": "user", "content": "x"}])
-    assert caught.value.body["param"] == "stream"
-
-
 def test_a_bad_message_names_the_field(sdk):
     with pytest.raises(openai.BadRequestError) as caught:
         sdk.chat.completions.create(model="qwen-turbo", messages=[{"role": "wizard",

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, redirect
+import re
+
+from flask import Blueprint, Response, redirect, request
 from flask_jwt_extended import current_user
 
-from common.errors import NotFound
+from common.errors import Conflict, NotFound, ValidationFailed
 from common.jobs import queries
-from common.jobs.models import JobStatus
+from common.jobs.models import JobKind, JobStatus
 from common.jobs.results import GeneratedImage, ImageResult
 from common.jobs.views import JobView
 from web.authentication import authenticate, login_required
@@ -18,9 +20,11 @@ from web.openapi import ERROR, Raw, documented
 from web.request_models import JobListQuery
 from web.response_models import JobData, JobPage
 from web.serializers import job_data
+from web.streaming import sse_response
 from web.validation import parse_query
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/jobs")
+_EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 
 
 def _owner() -> queries.Owner:
@@ -56,6 +60,33 @@ def list_jobs():
 @login_required
 def cancel_job(job_id: str):
     return ok(job_data(services().lifecycle.cancel(job_id, _owner())), "Job canceled")
+
+
+@bp.get("/<job_id>/stream")
+@documented(summary="A streamed job's events, replayed from the start or from Last-Event-ID",
+            tag="jobs", headers=("Last-Event-ID",),
+            description="Server-sent events while the job runs and for STREAM_RETENTION_SECONDS "
+                        "after it ends (then its final chunk from the job row): OpenAI "
+                        "chat.completion.chunk objects, the usage chunk, then [DONE]. Only "
+                        "for jobs submitted with stream: true (409 otherwise).",
+            responses={200: Raw("text/event-stream", description="The job's events"),
+                       400: ERROR, 404: ERROR, 409: ERROR})
+@login_required
+def job_stream(job_id: str):
+    svc = services()
+    after = request.headers.get("Last-Event-ID")
+    if after is not None and not _EVENT_ID.match(after):
+        raise ValidationFailed("Invalid Last-Event-ID header", errors=[{
+            "field": "Last-Event-ID", "message": "an event id from this stream, like 1-0"}])
+    with svc.database.connect() as conn:
+        view = queries.get(conn, job_id, _owner())
+        job_request = queries.request_of(conn, job_id) if view.kind == JobKind.CHAT else None
+    if not (job_request or {}).get("stream"):
+        raise Conflict("This job was not submitted with stream: true; poll GET "
+                       f"/api/jobs/{job_id} instead", code="job_not_streamed")
+    return sse_response(svc, view, _owner(), after=after,
+                        include_usage=bool(job_request.get("include_usage")),
+                        headers={"X-Job-ID": view.id})
 
 
 @bp.get("/<job_id>/images/<int:index>")

@@ -18,7 +18,7 @@ from common.jobs.views import JobView
 from web.authentication import login_required
 from web.context import services
 from web.error_responses import error_response
-from web.job_submission import submit_and_wait
+from web.job_submission import submit_and_stream, submit_and_wait
 from web.openai_models import Model, ModelList, OpenAIChatRequest, OpenAIError, refuse_unsupported
 from web.openapi import Raw, documented
 from web.request_models import ChatCompletionRequest
@@ -36,8 +36,12 @@ WAIT_MARGIN_SECONDS = 5
 
 @bp.post("/chat/completions")
 @documented(summary="Chat completion, OpenAI-compatible (the job waits until settled)",
-            tag="openai", body=OpenAIChatRequest, headers=("Idempotency-Key",),
+            tag="openai", body=OpenAIChatRequest,
+            headers=("Idempotency-Key", "X-Cancel-On-Disconnect"),
             description="OpenAI's chat.completion object; X-Job-ID names the job behind it. "
+                        "With stream: true, text/event-stream of chat.completion.chunk "
+                        "objects and [DONE] (stream_options.include_usage adds the usage "
+                        "chunk, equal to the job's usage row). "
                         "Unknown models are 404 model_not_found; parameters DashScope does "
                         "not take are 400 naming the parameter.",
             responses={200: Raw(JSON, ChatCompletion, "OpenAI's chat.completion object"),
@@ -57,6 +61,9 @@ def chat_completions():
     openai_request = validate(OpenAIChatRequest, payload)
     body = validate(ChatCompletionRequest, openai_request.platform_request(),
                     {"chat_models": settings.chat_models})
+    if body.stream:
+        return submit_and_stream(kind=JobKind.CHAT, model=body.model,
+                                 job_request=body.job_request())
     wait = settings.v1_wait_seconds
     if wait is None:
         wait = settings.job_deadline_seconds + WAIT_MARGIN_SECONDS

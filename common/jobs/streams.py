@@ -1,0 +1,161 @@
+"""A streamed job's events: a bounded, expiring Redis Stream per job, the buffer between the
+worker that reads DashScope's stream and the web processes that relay it to clients.
+
+The job row stays the truth; the stream only lets any web process relay deltas, lets a client
+resume from `Last-Event-ID` (an entry's id), and lets a client disconnect without stopping the
+job. Entries, in order:
+- `o`: the stream is open (written when the job is submitted, so even a job that ends before
+  its first delta gets an end entry);
+- `c` + `u` + `n`: one chat.completion.chunk (OpenAI's JSON, relayed verbatim), the cumulative
+  usage DashScope had reported with it (`input,output,total`), and how many characters of
+  content and reasoning came before it (`content,reasoning`: a reader sees a gap, and knows
+  what a resuming client already has), written by the worker;
+- `e`: the job ended (its status), written after the ending transaction commits, whoever ended
+  it (the worker, a cancel, the sweeper).
+A cancel also sets a flag the streaming worker checks between deltas, to stop reading.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+
+import redis
+
+from common.billing.pricing import Usage
+from common.jobs.effects import Change
+from common.jobs.models import JobKind
+
+logger = logging.getLogger(__name__)
+
+KEY = "bailian:job:{}:events"
+CANCEL_KEY = "bailian:job:{}:cancel"
+START = "0-0"
+
+# Append the end entry only to a stream that exists: a job that never streamed gets none, and
+# an expired stream is not brought back empty.
+_END = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('XADD', KEYS[1], '*', 'e', ARGV[1])
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    id: str
+    chunk: str | None = None  # a chat.completion.chunk, as JSON
+    usage: Usage | None = None  # cumulative, as DashScope reported it with this chunk
+    offset: tuple[int, int] = (0, 0)  # characters of content and reasoning before this chunk
+    ended: str | None = None  # the job's terminal status
+
+
+class JobStreams:
+    def __init__(self, redis_client: redis.Redis, *, max_events: int, retention_seconds: int,
+                 open_seconds: int) -> None:
+        self.redis = redis_client
+        self.max_events = max_events
+        self.retention_seconds = retention_seconds
+        self.open_seconds = open_seconds  # a job's deadline and the retention after it
+        self._end = self.redis.register_script(_END)
+
+    # --- writing (worker, lifecycle) ---------------------------------------------------------
+
+    def open(self, job_id: str) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xadd(KEY.format(job_id), {"o": "1"})
+        pipe.expire(KEY.format(job_id), self.open_seconds)
+        pipe.execute()
+
+    def append(self, job_id: str, chunk: str, usage: Usage, offset: tuple[int, int], *,
+               first: bool = False) -> None:
+        """One delta. The first of an attempt also renews the expiry, in case Redis lost the
+        stream (and its expiry) since it was opened."""
+        fields = {"c": chunk, "u": f"{usage.input_tokens},{usage.output_tokens},"
+                                   f"{usage.total_tokens}", "n": f"{offset[0]},{offset[1]}"}
+        key = KEY.format(job_id)
+        if not first:
+            self.redis.xadd(key, fields, maxlen=self.max_events, approximate=True)
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xadd(key, fields, maxlen=self.max_events, approximate=True)
+        pipe.expire(key, self.open_seconds)
+        pipe.execute()
+
+    def end(self, job_id: str, status: str) -> None:
+        self._end(keys=[KEY.format(job_id)], args=[status, self.retention_seconds])
+
+    def request_cancel(self, job_id: str) -> None:
+        self.redis.set(CANCEL_KEY.format(job_id), "1", ex=self.open_seconds)
+
+    def cancel_requested(self, job_id: str) -> bool:
+        return bool(self.redis.get(CANCEL_KEY.format(job_id)))
+
+    def after_commit(self, change: Change) -> None:
+        """The lifecycle's hook: open the stream of a submitted streaming job; end the stream
+        of a job that ended (and stop its worker's read, when a cancel ended it)."""
+        if change.kind != JobKind.CHAT:
+            return
+        if change.submitted and change.streamed:
+            self.open(change.job_id)
+        elif change.ended is not None and change.streamed is not False:
+            self.end(change.job_id, change.ended.value)
+            if change.interrupts:
+                self.request_cancel(change.job_id)
+
+    # --- reading (web, worker) ---------------------------------------------------------------
+
+    def read(self, job_id: str, after: str) -> list[Entry]:
+        """The entries after `after` (an entry id), without waiting. (Waiting for them is
+        web/stream_hub.py's: one blocking read per process for every watched stream.)"""
+        answer = self.redis.xread({KEY.format(job_id): after}, count=500)
+        return [entry(entry_id, fields) for _, entries in answer or ()
+                for entry_id, fields in entries]
+
+    def at(self, job_id: str, entry_id: str) -> Entry | None:
+        """One entry (the last one a resuming client had), or None if it is gone."""
+        found = self.redis.xrange(KEY.format(job_id), min=entry_id, max=entry_id)
+        return entry(*found[0]) if found else None
+
+    def last_delta(self, job_id: str) -> Entry | None:
+        """The last delta written (by any attempt), or None if none was."""
+        for entry_id, fields in self.redis.xrevrange(KEY.format(job_id), count=50):
+            if "c" in fields:
+                return entry(entry_id, fields)
+        return None
+
+
+def entry(entry_id: str, fields: dict[str, str]) -> Entry:
+    if "e" in fields:
+        return Entry(entry_id, ended=fields["e"])
+    if "c" in fields:
+        content, reasoning = (int(x) for x in fields.get("n", "0,0").split(","))
+        return Entry(entry_id, chunk=fields["c"], usage=_usage(fields.get("u")),
+                     offset=(content, reasoning))
+    return Entry(entry_id)  # the open marker
+
+
+def _usage(raw: str | None) -> Usage | None:
+    if not raw:
+        return None
+    input_tokens, output_tokens, total = (int(x) for x in raw.split(","))
+    return Usage(input_tokens=input_tokens, output_tokens=output_tokens, total_tokens=total)
+
+
+def chunk(*, job_id: str, model: str, created: int, delta: dict, finish_reason: str | None
+          ) -> str:
+    """One chat.completion.chunk, OpenAI's shape exactly."""
+    return json.dumps({"id": f"chatcmpl-{job_id}", "object": "chat.completion.chunk",
+                       "created": created, "model": model,
+                       "choices": [{"index": 0, "delta": delta,
+                                    "finish_reason": finish_reason}]},
+                      ensure_ascii=False, separators=(",", ":"))
+
+
+def job_streams(settings, redis_client: redis.Redis) -> JobStreams:
+    return JobStreams(redis_client, max_events=settings.stream_max_events,
+                      retention_seconds=settings.stream_retention_seconds,
+                      open_seconds=settings.job_deadline_seconds
+                      + settings.stream_retention_seconds)
