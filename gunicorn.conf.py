@@ -1,7 +1,13 @@
 """gunicorn settings, read automatically by `gunicorn web.wsgi:app` started from the repo root.
 
-Threads, not sync workers: a synchronous chat request waits for its job (up to
-SYNC_WAIT_SECONDS), and a waiting thread must not take a whole process with it.
+gevent, not threads: a synchronous chat request waits for its job (up to SYNC_WAIT_SECONDS)
+and a streamed one stays open for its job's whole life, so one process must hold a thousand
+waiting requests, not 16 (README, "Serving model"; measured by `python -m bench serving_model`).
+gunicorn's gevent worker monkey-patches the standard library when the worker process starts,
+before it imports the application (preload_app stays off for that reason), so redis-py,
+PyMySQL, SQLAlchemy's pool, Celery's producer and web/waiter.py's listener all yield instead
+of blocking; CPU-bound C calls (Argon2) go to gevent's thread pool (common/infra/cooperative.py).
+WEB_WORKER_CLASS=gthread brings the thread model back (WEB_THREADS per process), to compare.
 
 Metrics: every worker process writes its samples to PROMETHEUS_MULTIPROC_DIR, so /metrics sums
 them whichever worker answers. The directory is set here, in the master, before any worker
@@ -15,8 +21,13 @@ import tempfile
 
 bind = os.environ.get("BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "gthread"
+worker_class = os.environ.get("WEB_WORKER_CLASS", "gevent")
+# gevent: concurrent connections (hence requests) per process; beyond it, new ones wait in the
+# listen backlog. gthread: the threads per process, and connections held per process.
+worker_connections = int(os.environ.get("WEB_WORKER_CONNECTIONS", "2000"))
 threads = int(os.environ.get("WEB_THREADS", "16"))
+# The app must be imported in each worker after gevent has patched it, never in the master.
+preload_app = False
 timeout = 60
 graceful_timeout = 30
 keepalive = 5

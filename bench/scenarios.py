@@ -14,7 +14,7 @@ from dashscope import Generation
 from sqlalchemy import func, select, update
 
 from bench.load import run_concurrently, summary_ms, throughput
-from bench.stack import WEB_THREADS, WEB_WORKERS, BenchStack
+from bench.stack import WEB_MODEL, BenchStack
 from bench.streaming import open_streams, streaming_latency
 from common.jobs.models import Job, JobStatus
 
@@ -118,7 +118,7 @@ def sync_chat_overhead(stack: BenchStack, pairs: int = 300, block: int = 25) -> 
     per_request = {name: spent * 1000 / n for name, spent in meter.spent.items()}
 
     rows = []
-    setup = (f"{CPUS} CPUs; gunicorn {WEB_WORKERS}x{WEB_THREADS} gthread; worker threads x32; "
+    setup = (f"{CPUS} CPUs; gunicorn {WEB_MODEL}; worker threads x32; "
              f"1 client thread, each a direct call then a platform call; {n} pairs in blocks "
              f"of {block}, alternating with the floors' blocks")
     overhead = summary_ms([p - d for p, d in sides["platform"]])
@@ -134,7 +134,7 @@ def sync_chat_overhead(stack: BenchStack, pairs: int = 300, block: int = 25) -> 
                         passed=overhead[q] <= times * floors if times else None, setup=setup))
     rows += [row(f"floor: bare Flask proxy overhead c=1 {q}", proxy_ms[q], None, "ms",
                  setup=f"{CPUS} CPUs; Flask + the SDK call in the request, gunicorn "
-                       f"{WEB_WORKERS}x{WEB_THREADS}; minus the direct call, "
+                       f"{WEB_MODEL}; minus the direct call, "
                        f"{proxy_ms['n']} pairs in blocks")
              for q in ("p50", "p99")]
     rows += [row(f"floor: bare Celery round trip c=1 {q}", celery_ms[q], None, "ms",
@@ -165,7 +165,7 @@ def sync_chat_overhead(stack: BenchStack, pairs: int = 300, block: int = 25) -> 
         for q in ("p50", "p95", "p99"):
             rows.append(row(f"sync chat overhead c={concurrency} {q}", overhead[q], direct[q],
                             "ms", ratio=through[q] / direct[q],
-                            setup=f"{CPUS} CPUs; gunicorn {WEB_WORKERS}x{WEB_THREADS} gthread; "
+                            setup=f"{CPUS} CPUs; gunicorn {WEB_MODEL}; "
                                   f"worker threads x32; {concurrency} client threads, each a "
                                   f"direct call then a platform call; {overhead['n']} pairs"))
     return rows
@@ -211,7 +211,7 @@ def async_submit_throughput(stack: BenchStack, seconds: float = 8, concurrency: 
                         .values(status=JobStatus.CANCELED))
     return [row("async submit throughput", figure, baseline, "req/s", target=">= 0.25x",
                 passed=figure / baseline >= 0.25 and errors == 0,
-                setup=f"{CPUS} CPUs; both on gunicorn {WEB_WORKERS}x{WEB_THREADS} gthread; "
+                setup=f"{CPUS} CPUs; both on gunicorn {WEB_MODEL}; "
                       f"{concurrency} client threads; {seconds:g}s; errors={errors}")]
 
 
@@ -393,7 +393,7 @@ def rate_limit_overhead(stack: BenchStack, requests_per_side: int = 400) -> list
     stack.stop("web-limits-off")
     stack.purge_broker()
     with_limits, without = summary_ms(timings[on]), summary_ms(timings[off])
-    setup = (f"{CPUS} CPUs; async chat submit; two gunicorn {WEB_WORKERS}x{WEB_THREADS} "
+    setup = (f"{CPUS} CPUs; async chat submit; two gunicorn {WEB_MODEL} "
              f"servers (limits on / off), {requests_per_side} interleaved sequential requests "
              f"each")
     rows = [row(f"rate limit: added request latency {q}", with_limits[q] - without[q],
@@ -458,7 +458,7 @@ def jobs_api_at_scale(stack: BenchStack, small: int = 10_000, large: int = 1_000
         rows.append(row(f"{kind} p95 at {large:,} rows", at_large["p95"], at_small["p95"], "ms",
                         target="<= 1.2x", passed=at_large["p95"] <= 1.2 * at_small["p95"],
                         setup=f"{CPUS} CPUs; baseline: the same at {small:,} rows; the caller "
-                              f"owns 1% of the rows; two gunicorn {WEB_WORKERS}x{WEB_THREADS} "
+                              f"owns 1% of the rows; two gunicorn {WEB_MODEL} "
                               f"servers, {requests_per_side} interleaved sequential requests "
                               f"each; p50 {at_large['p50']:.2f} vs {at_small['p50']:.2f} ms"))
     return rows
@@ -475,6 +475,199 @@ def peak_memory(stack: BenchStack) -> list[dict]:
             for role in ("web", "worker") if role in peaks]
 
 
+def _unlimited_rates() -> str:
+    import json
+
+    return json.dumps({endpoint: {tier: "1000000/minute" for tier in
+                                  ("default", "premium", "admin")}
+                       for endpoint in ("chat", "generation")})
+
+
+def _hold(stack: BenchStack, model: str, holds: int, upstream_ms: int, ramp_s: float,
+          client_timeout: float) -> dict:
+    """`holds` sync chats with a slow upstream against one gunicorn of `model`, while a
+    prober asks for /health and /api/auth/me twice a second: requests in flight (jobs the web
+    created minus responses it gave), probe latency, RSS of each web worker process."""
+    import contextlib
+    import threading
+
+    import psutil
+
+    env = {"WEB_WORKER_CLASS": model, "RATE_LIMITS": _unlimited_rates(),
+           # gunicorn's default worker_connections, as the platform had it with gthread.
+           "WEB_WORKER_CONNECTIONS": "1000" if model == "gthread" else "2000"}
+    name = f"web-{model}"
+    url = stack.start_web(name, **env)
+    stack.purge_broker()
+    stack.emulator.configure(latency_ms=upstream_ms, jitter_ms=0)
+    stack.start_worker("threads", 32)
+    token = stack.token()
+    headers = {"Authorization": f"Bearer {token}"}
+    workers = [psutil.Process(pid) for pid in stack.procs[name].children()]
+
+    def job_count() -> int:
+        with stack.database.session() as session:
+            return session.scalar(select(func.count()).select_from(Job))
+
+    jobs_before = job_count()
+    answered = {"count": 0}
+    statuses: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def client(index: int) -> list:
+        time.sleep(ramp_s * index / holds)
+        body = {"model": "qwen-turbo", "messages": _messages(f"hold {model} {index}")}
+        try:
+            response = requests.post(f"{url}{CHAT}", json=body, headers=headers,
+                                     timeout=client_timeout)
+            status = str(response.status_code)
+        except requests.RequestException as exc:
+            status = type(exc).__name__
+        with lock:
+            answered["count"] += 1
+            statuses[status] = statuses.get(status, 0) + 1
+        return []
+
+    probes: dict[str, list[float]] = {"/health": [], "/api/auth/me": []}
+    probe_failures = {"count": 0}
+    samples: list[tuple[float, int]] = []
+    rss_mb = {w.pid: 0.0 for w in workers}
+    done = threading.Event()
+
+    def prober() -> None:
+        http = requests.Session()
+        while not done.wait(0.5):
+            for path in probes:
+                started = time.perf_counter()
+                try:
+                    response = http.get(f"{url}{path}", headers=headers, timeout=client_timeout)
+                    ok = response.status_code == 200
+                except requests.RequestException:
+                    ok = False
+                elapsed = time.perf_counter() - started
+                if ok:
+                    probes[path].append(elapsed)
+                else:
+                    probe_failures["count"] += 1
+                    probes[path].append(elapsed)
+
+    def sampler() -> None:
+        started = time.monotonic()
+        while not done.wait(1.0):
+            in_flight = job_count() - jobs_before - answered["count"]
+            samples.append((time.monotonic() - started, in_flight))
+            for worker in workers:
+                with contextlib.suppress(psutil.Error):
+                    rss_mb[worker.pid] = max(rss_mb[worker.pid],
+                                             worker.memory_info().rss / 2**20)
+
+    threads = [threading.Thread(target=prober), threading.Thread(target=sampler)]
+    cpu_before = stack.cpu_seconds(name)
+    for thread in threads:
+        thread.start()
+    started = time.perf_counter()
+    clients = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(holds)]
+    for thread in clients:
+        thread.start()
+    for thread in clients:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    cpu = stack.cpu_seconds(name) - cpu_before
+    done.set()
+    for thread in threads:
+        thread.join()
+    stack.stop(name)
+    stack.stop("worker")
+    stack.purge_broker()
+    stack.emulator.configure(latency_ms=0, jitter_ms=0)
+    with stack.database.session() as session:
+        session.execute(update(Job).where(Job.status.in_((JobStatus.QUEUED, JobStatus.RUNNING)))
+                        .values(status=JobStatus.CANCELED))
+        session.commit()
+    return {"in_flight": max((n for _, n in samples), default=0), "samples": samples,
+            "probes": {path: summary_ms(times) for path, times in probes.items()},
+            "probe_failures": probe_failures["count"], "statuses": statuses,
+            "rss_mb": sorted(rss_mb.values()), "elapsed_s": elapsed, "cpu_s": cpu}
+
+
+def _sync_path_per_model(stack: BenchStack, models: tuple[str, ...], requests_per_side: int,
+                         block: int = 25) -> list[dict]:
+    """The ordinary sync chat (fast upstream), one client, on one gunicorn per model: blocks
+    of sequential requests alternate between the servers, so a busier minute of the machine
+    slows each alike; web CPU is counted per server over its own blocks."""
+    stack.emulator.configure(latency_ms=0, jitter_ms=0)
+    stack.start_worker("threads", 32)
+    token = stack.token()
+    headers = {"Authorization": f"Bearer {token}"}
+    urls = {model: stack.start_web(f"web-sync-{model}", WEB_WORKER_CLASS=model,
+                                   RATE_LIMITS=_unlimited_rates()) for model in models}
+    sessions = {model: requests.Session() for model in models}
+    timings: dict[str, list[float]] = {model: [] for model in models}
+    meter = _CpuMeter(stack)
+
+    def run(model: str, count: int) -> list[float]:
+        times = []
+        for _ in range(count):
+            body = {"model": "qwen-turbo", "messages": _messages(uuid.uuid4().hex)}
+            started = time.perf_counter()
+            response = sessions[model].post(f"{urls[model]}{CHAT}", json=body, headers=headers)
+            times.append(time.perf_counter() - started)
+            assert response.status_code == 200, response.text
+        return times
+
+    for model in models:
+        run(model, 20)  # warm connections and caches first
+    for i in range(requests_per_side // block):
+        for model in models if i % 2 else models[::-1]:
+            timings[model] += meter.measure((f"web-sync-{model}",),
+                                            lambda m=model: run(m, block))
+    rows = []
+    for model in models:
+        stack.stop(f"web-sync-{model}")
+        summary = summary_ms(timings[model])
+        setup = (f"{CPUS} CPUs; gunicorn 2 processes, {model}; 1 client, {summary['n']} "
+                 f"sequential sync chats in blocks of {block}, alternating between the models")
+        rows += [row(f"serving {model}: sync chat {q}", summary[q], None, "ms", setup=setup)
+                 for q in ("p50", "p99")]
+        rows.append(row(f"serving {model}: web CPU per sync chat",
+                        meter.spent[f"web-sync-{model}"] * 1000 / summary["n"], None, "ms",
+                        setup=setup))
+    stack.stop("worker")
+    return rows
+
+
+def serving_model(stack: BenchStack, holds: int = 1000, upstream_ms: int = 20_000,
+                  ramp_s: float = 5.0, requests_per_side: int = 300) -> list[dict]:
+    """The web serving model, by measurement, gthread (2 processes x 16 threads, as it was)
+    against gevent (2 processes, 2000 connections each): the ordinary sync chat's latency and
+    web CPU, then `holds` concurrent sync chats whose upstream answer takes `upstream_ms`
+    (each held by the web up to SYNC_WAIT_SECONDS) while small requests are timed."""
+    models = ("gthread", "gevent")
+    rows = _sync_path_per_model(stack, models, requests_per_side)
+    client_timeout = float(stack.env.get("SYNC_WAIT_SECONDS", "25")) + 20
+    for model in models:
+        print(f"  {holds} held requests on {model} ...", file=sys.stderr, flush=True)
+        result = _hold(stack, model, holds, upstream_ms, ramp_s, client_timeout)
+        setup = (f"{CPUS} CPUs; gunicorn 2 processes, {model}; {holds} sync chats ramped over "
+                 f"{ramp_s:g}s, upstream {upstream_ms / 1000:g}s, SYNC_WAIT_SECONDS "
+                 f"{stack.env.get('SYNC_WAIT_SECONDS')}; worker threads x32; answers "
+                 f"{result['statuses']}; {result['elapsed_s']:.0f}s until all answered or "
+                 f"timed out ({client_timeout:g}s); web CPU {result['cpu_s']:.1f}s")
+        rows.append(row(f"serving {model}: requests in flight (peak)", result["in_flight"],
+                        holds, "requests", target=f">= {holds}" if model != "gthread" else "",
+                        passed=result["in_flight"] >= holds if model != "gthread" else None,
+                        setup=setup))
+        for path, summary in result["probes"].items():
+            for q in ("p50", "p99"):
+                rows.append(row(f"serving {model}: GET {path} while held {q}", summary[q],
+                                None, "ms", setup=f"{summary['n']} probes, every 0.5 s; "
+                                                  f"failures {result['probe_failures']}"))
+        rows.append(row(f"serving {model}: RSS per web process (max)", max(result["rss_mb"]),
+                        None, "MB", setup=f"each process's peak: "
+                                          f"{', '.join(f'{r:.0f}' for r in result['rss_mb'])}"))
+    return rows
+
+
 SCENARIOS = {
     "sync": sync_chat_overhead,
     "submit": async_submit_throughput,
@@ -483,6 +676,7 @@ SCENARIOS = {
     "wanx": wanx_in_flight,
     "ratelimit": rate_limit_overhead,
     "jobs": jobs_api_at_scale,
+    "serving_model": serving_model,
     "streaming_latency": streaming_latency,
     "open_streams": open_streams,
     "memory": peak_memory,  # last: it reports the peaks of the scenarios before it

@@ -29,8 +29,13 @@ from tests.support.stack import (
 )
 
 HISTORY_DB, APP_DB, BROKER_DB, NOOP_DB = 12, 13, 14, 15
-# gunicorn.conf.py's defaults: the platform is measured as it is deployed.
-WEB_WORKERS, WEB_THREADS = 2, 16
+# gunicorn.conf.py's defaults: the platform is measured as it is deployed (its worker class
+# too, which gunicorn reads from gunicorn.conf.py; WEB_WORKER_CLASS=gthread measures threads).
+WEB_WORKERS = 2
+WEB_WORKER_CLASS = os.environ.get("WEB_WORKER_CLASS", "gevent")
+WEB_MODEL = (f"{WEB_WORKERS}x{os.environ.get('WEB_THREADS', '16')} gthread"
+             if WEB_WORKER_CLASS == "gthread" else
+             f"{WEB_WORKERS}x{os.environ.get('WEB_WORKER_CONNECTIONS', '2000')} {WEB_WORKER_CLASS}")
 
 
 class BenchStack:
@@ -88,8 +93,7 @@ class BenchStack:
     def start_web(self, name: str = "web", **env) -> str:
         port = processes.free_port()
         self.procs[name] = processes.gunicorn({**self.env, **env}, self.log_dir, port,
-                                              name=name, workers=WEB_WORKERS,
-                                              threads=WEB_THREADS)
+                                              name=name, workers=WEB_WORKERS)
         url = f"http://127.0.0.1:{port}"
         if name == "web":
             self.web_url = url
@@ -125,8 +129,9 @@ class BenchStack:
         port = processes.free_port()
         self.procs["bare-flask"] = processes.Process(
             "bare-flask", [str(processes.BIN / "gunicorn"), "bench.baselines.flask_app:app",
-                           "-b", f"127.0.0.1:{port}", "-w", str(WEB_WORKERS), "-k", "gthread",
-                           "--threads", str(WEB_THREADS)], self.env, self.log_dir).start()
+                           "-c", str(processes.GUNICORN_CONF), "-b", f"127.0.0.1:{port}",
+                           "-w", str(WEB_WORKERS)],
+            self.env, self.log_dir).start()  # served like the platform: gunicorn.conf.py
         self.procs["bare-flask"].wait_for_http(f"http://127.0.0.1:{port}/json")
         return f"http://127.0.0.1:{port}"
 

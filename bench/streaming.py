@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from bench import peers
 from bench.load import run_concurrently, summary_ms
-from bench.stack import WEB_THREADS, WEB_WORKERS, BenchStack
+from bench.stack import WEB_MODEL, BenchStack
 from common.billing.models import UsageRecord
 from tests.support.stack import EMULATOR_KEY
 
@@ -216,7 +216,7 @@ def streaming_latency(stack: BenchStack, chunks: int = 20, chunk_ms: int = 20,
         setup = (f"{CPUS} CPUs; openai SDK, {concurrency} client thread(s); {chunks} content "
                  f"deltas {chunk_ms} ms apart; {n} streams per side in {rounds} interleaved "
                  f"blocks; LiteLLM {peers.litellm_version()} ({peers.LITELLM_WORKERS} uvicorn "
-                 f"workers); ours: gunicorn {WEB_WORKERS}x{WEB_THREADS}, worker threads "
+                 f"workers); ours: gunicorn {WEB_MODEL}, worker threads "
                  f"x{worker_concurrency}")
         for metric, label in (("ttft", "time to first token"), ("total", "total time")):
             for q in ("p50", "p99"):
@@ -395,7 +395,7 @@ def open_streams(stack: BenchStack, count: int = 1000, chunks: int = 60, chunk_m
     quiet = summary_ms(_sync_chats(stack.web_url, token, sync_samples)["times"])
     setup = (f"{CPUS} CPUs; {count} streams opened over {ramp_s:g} s by one asyncio aiohttp "
              f"client, {chunks} stamped deltas {chunk_ms} ms apart; gunicorn "
-             f"{WEB_WORKERS}x{WEB_THREADS}; worker threads x{worker_concurrency}")
+             f"{WEB_MODEL}; worker threads x{worker_concurrency}")
     rows = []
     floor_delay = None
     if floor:

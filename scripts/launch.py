@@ -90,10 +90,10 @@ def main() -> int:
             chosen["APP_ENV"] = env["APP_ENV"]
             embedded_run.write(data_dir, chosen)
         subprocess.run([str(BIN / "alembic"), "upgrade", "head"], cwd=REPO, env=env, check=True)
+        # The worker class, its connections and timeouts: gunicorn.conf.py, as deployed.
         supervisor.start("web", [str(BIN / "gunicorn"), "web.wsgi:app",
-                                 "-b", f"{args.host}:{args.port}", "-k", "gthread",
-                                 "-w", str(args.web_workers), "--threads", "16",
-                                 "--timeout", "60"], env)
+                                 "-b", f"{args.host}:{args.port}",
+                                 "-w", str(args.web_workers)], env)
         supervisor.start("worker", [str(BIN / "celery"), "-A", "worker.celery_app", "worker",
                                     "-P", "threads", "-c", str(args.worker_concurrency),
                                     "-Q", "chat,images,maintenance", "--loglevel", "INFO"], env)

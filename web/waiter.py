@@ -5,6 +5,10 @@ wait for the announced job, so a thousand waiting requests cost one Redis connec
 thousand. A wake-up that carries the job (common/jobs/events.py) is answered from memory; one
 that does not, a lost message or a Redis blip only means a read of the row, which waiters also
 make on a short timer.
+
+Under the gevent web worker (gunicorn.conf.py) the standard library is patched before this
+module is imported: the listener "thread" is a greenlet, the locks and events are gevent's, and
+the pub/sub read yields to the hub, so the same code holds a thousand waiters per process.
 """
 
 from __future__ import annotations

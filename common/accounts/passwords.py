@@ -4,7 +4,8 @@ OWASP's Password Storage Cheat Sheet: m = 19 MiB, t = 2, p = 1. argon2-cffi's de
 9106's "low memory" profile, 64 MiB, t = 3, p = 4) costs 64 MiB and ~150 ms of CPU per login
 here, so a burst of logins could take a web worker's memory several times over; this costs
 19 MiB and ~35 ms. Hashes made with other parameters still verify and are rehashed at the
-next successful login.
+next successful login. Hashing and verifying run through `off_loop`: under the gevent web
+worker those 35 ms of C would otherwise freeze every request of the process.
 """
 
 from __future__ import annotations
@@ -14,19 +15,22 @@ import functools
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from common.infra.cooperative import off_loop
+
 _hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 # Verified against when the username is unknown, so both failures cost the same time.
 _DUMMY_HASH = _hasher.hash("an unguessable dummy password for timing parity")
 
 
 def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+    return off_loop(_hasher.hash, password)
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:
     """True when `password` matches; a None hash still spends the full verification time."""
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        return off_loop(_hasher.verify, password_hash or _DUMMY_HASH, password) \
+            and password_hash is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 

@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
 SETTINGS_ENV = {name.upper() for name in Settings.model_fields} | {"DASHSCOPE_API_KEY"}
 # Read by processes other than ours: gunicorn.conf.py, compose interpolation, Flower.
-OTHER_ENV = {"WEB_CONCURRENCY", "WEB_THREADS", "BIND", "PROMETHEUS_MULTIPROC_DIR"}
+OTHER_ENV = {"WEB_CONCURRENCY", "WEB_WORKER_CLASS", "WEB_WORKER_CONNECTIONS", "WEB_THREADS",
+             "BIND", "PROMETHEUS_MULTIPROC_DIR"}
 APP_SERVICES = ("migrate", "web", "worker", "beat", "flower")
 WORKER_COMMAND = ["celery", "-A", "worker.celery_app", "worker", "-P", "threads", "-c", "32",
                   "-Q", ",".join(QUEUES), "--loglevel", "INFO"]

@@ -15,6 +15,7 @@ import requests
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+GUNICORN_CONF = REPO / "gunicorn.conf.py"  # what production reads, from its working directory
 
 
 def free_port() -> int:
@@ -123,9 +124,11 @@ def beat(env: dict[str, str], log_dir: Path) -> Process:
 
 
 def gunicorn(env: dict[str, str], log_dir: Path, port: int, *, name: str = "web",
-             workers: int = 2, threads: int = 8) -> Process:
-    proc = Process(name, [str(BIN / "gunicorn"), "web.wsgi:app", "-b", f"127.0.0.1:{port}",
-                          "-w", str(workers), "-k", "gthread", "--threads", str(threads)],
-                   env, log_dir).start()
+             workers: int = 2) -> Process:
+    """The web tier as production serves it: gunicorn reads gunicorn.conf.py from the repo
+    root (the worker class, its connections, timeouts), so only the address and the number
+    of processes are given here. WEB_WORKER_CLASS in `env` picks another model to compare."""
+    proc = Process(name, [str(BIN / "gunicorn"), "web.wsgi:app", "-c", str(GUNICORN_CONF),
+                          "-b", f"127.0.0.1:{port}", "-w", str(workers)], env, log_dir).start()
     proc.wait_for_http(f"http://127.0.0.1:{port}/health")
     return proc
