@@ -418,10 +418,19 @@ def open_streams(stack: BenchStack, count: int = 1000, chunks: int = 60, chunk_m
     worker_rss = _RssPeaks(stack, "worker", skip_root=False)
     web_rss.start()
     worker_rss.start()
+    me = psutil.Process()
+    cpu_before = {"web": stack.cpu_seconds("web"), "worker": stack.cpu_seconds("worker"),
+                  "emulator": stack.cpu_seconds("emulator"),
+                  "client": sum(me.cpu_times()[:2])}
+    wall_started = time.monotonic()
     state, during = asyncio.run(_open_streams(
         f"{stack.web_url}/v1/chat/completions", {"Authorization": f"Bearer {token}"},
         "qwen-turbo", count=count, chunks=chunks, chunk_ms=chunk_ms, ramp_s=ramp_s,
         during=lambda: _sync_chats(stack.web_url, token, sync_samples)))
+    wall = time.monotonic() - wall_started
+    cores = {"web": stack.cpu_seconds("web"), "worker": stack.cpu_seconds("worker"),
+             "emulator": stack.cpu_seconds("emulator"), "client": sum(me.cpu_times()[:2])}
+    cores = {name: (cores[name] - cpu_before[name]) / wall for name in cores}
     web_peaks = web_rss.stop()
     worker_peaks = worker_rss.stop()
     delay = summary_ms(state.delays)
@@ -440,6 +449,10 @@ def open_streams(stack: BenchStack, count: int = 1000, chunks: int = 60, chunk_m
     rows.append(row("open streams: streams complete", state.completed, count, "streams",
                     target=f"{count}", passed=state.completed == count,
                     setup=f"{len(state.errors)} errors{': ' + errors if errors else ''}"))
+    rows.append(row("open streams: CPU of the web processes", cores["web"], None, "cores",
+                    setup=f"mean over the {wall:.0f} s of the platform phase; worker "
+                          f"{cores['worker']:.2f}, emulator {cores['emulator']:.2f}, this "
+                          f"client {cores['client']:.2f} cores (where the delay comes from)"))
     rows.append(row("open streams: sync chat p50 while streams are open", busy["p50"],
                     quiet["p50"], "ms",
                     setup=f"{sync_samples} sequential POST {CHAT} (non-stream, small) with "
