@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 
 from common.infra.log import configure_logging
 from common.infra.memory import limit_malloc_arenas
@@ -18,6 +18,13 @@ app = make_celery(settings)
 app.conf.imports = ("worker.tasks",)
 metrics_server.install(app, settings, runtime)
 app.steps["consumer"].add(health.ConsumingHeartbeat)
+
+
+@worker_init.connect
+def _size_for_concurrency(sender=None, **_kwargs) -> None:
+    # Each thread of the pool may hold an upstream connection (a streaming job, for its whole
+    # stream): the keep-alive pool is sized to match, so none is opened and discarded per call.
+    runtime.configure(concurrency=getattr(sender, "concurrency", None))
 
 
 @worker_process_init.connect

@@ -29,6 +29,17 @@ class Runtime:
     image_copies: ImageCopies
 
 
+_concurrency: int | None = None
+UPSTREAM_POOL_MIN = 64
+
+
+def configure(*, concurrency: int | None) -> None:
+    """What the pool runs at (Celery's worker_init), before the first task builds the
+    runtime."""
+    global _concurrency
+    _concurrency = concurrency
+
+
 @functools.cache
 def get() -> Runtime:
     from worker.celery_app import app  # the worker publishes with its own app
@@ -36,7 +47,7 @@ def get() -> Runtime:
     settings = get_settings()
     database = database_from_settings(settings)
     redis_client = redis_from_settings(settings)
-    available = backends(settings)
+    available = backends(settings, pool_size=max(UPSTREAM_POOL_MIN, _concurrency or 0))
     lifecycle = JobLifecycle.of(settings=settings, database=database,
                                 redis_client=redis_client, celery=app)
     return Runtime(

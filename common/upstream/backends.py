@@ -9,12 +9,14 @@ from common.upstream.function_compute import FunctionComputeBackend
 from common.upstream.interface import AIBackend
 
 
-def backends(settings: Settings) -> dict[str, AIBackend]:
-    """Every configured path; a job runs on the one recorded when it was submitted."""
+def backends(settings: Settings, *, pool_size: int = 64) -> dict[str, AIBackend]:
+    """Every configured path; a job runs on the one recorded when it was submitted.
+    `pool_size`: keep-alive connections to DashScope (the worker's concurrency)."""
     key = settings.qwen_api_key.get_secret_value() if settings.qwen_api_key else ""
     available: dict[str, AIBackend] = {
         "dashscope": DashScopeBackend(api_key=key, base_url=settings.dashscope_http_base_url,
-                                      timeout=settings.upstream_timeout_seconds)}
+                                      timeout=settings.upstream_timeout_seconds,
+                                      pool_size=pool_size)}
     if settings.function_compute_configured:
         available["fc"] = FunctionComputeBackend(
             qwen_endpoint=settings.fc_qwen_endpoint, wanx_endpoint=settings.fc_wanx_endpoint,
