@@ -30,7 +30,7 @@ from web import (
 from web.api import register_blueprints
 from web.context import Services
 from web.context import init_app as init_context
-from web.stream_hub import LISTEN_BLOCK_MS, StreamHub
+from web.stream_hub import StreamHub
 from web.waiter import JobWaiter
 
 logger = logging.getLogger(__name__)
@@ -60,8 +60,7 @@ def create_app(settings: Settings | None = None) -> Flask:
                                   redis_client=redis_client, celery=make_celery(settings)),
         waiter=JobWaiter(redis_client),
         image_store=image_store(settings),
-        stream_hub=StreamHub(job_streams(settings, redis_client), redis_from_settings(
-            settings, socket_timeout=LISTEN_BLOCK_MS / 1000 + 5)),
+        stream_hub=StreamHub(job_streams(settings, redis_client), redis_client),
     ))
     request_id.init_app(app)
     http_metrics.init_app(app, settings)

@@ -1,23 +1,25 @@
-"""One blocking read per web process for every stream its clients watch.
+"""One subscription per web process delivers every stream its clients watch.
 
-A relayed stream must not hold a Redis connection for its whole life: a thousand open streams
-would be a thousand blocked connections per process (past Redis's client limit under a
-default file limit). Instead one listener per process blocks in a single `XREAD` over every
-watched job's stream and hands what arrives to the watchers of that job; a watcher reads for
-itself only to catch up (on arrival, on resume, or after a missed hand-over), with a short
-non-blocking read on a pooled connection.
+A relayed stream must not hold a Redis connection for its whole life (a thousand open streams
+would be a thousand blocked connections per process, past Redis's client limit under a default
+file limit), nor cost Redis work per watched stream on every delta. Every entry the worker
+writes is also published on one channel, with the id of the entry it follows
+(common/jobs/streams.py); one listener per process hands each message to the watchers of its
+job, and a watcher relays it as it is when it continues exactly where the watcher is. Only
+then does nothing touch Redis per delta; a watcher reads the stream itself to catch up: on
+arrival, on resume, after a message it missed (pub/sub is at most once), and when a keep-alive
+passes without news.
 
-A new watcher wakes the listener through a private control stream, so its job is in the next
-`XREAD` at once. The listener is a thread (a greenlet under gevent).
+The listener is a thread (a greenlet under gevent), like the job waiter's.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 
 import redis
@@ -27,41 +29,50 @@ from common.jobs.streams import Entry, JobStreams
 
 logger = logging.getLogger(__name__)
 
-CONTROL_KEY = "bailian:stream-hub:{}"
-LISTEN_BLOCK_MS = 10_000
-
 
 class Watch:
-    """One client's view of one job's stream: where it is, and a hand-over slot."""
+    """One client's view of one job's stream: the last entry it has, and the entries the
+    listener handed it since (each with the id of the entry it follows)."""
 
     def __init__(self, job_id: str, after: str) -> None:
         self.job_id = job_id
         self.position = after
         self.event = threading.Event()
-        self._handed: tuple[str, list[Entry]] | None = None
+        self._handed: collections.deque[tuple[str, Entry]] = collections.deque()
 
-    def hand(self, since: str, entries: list[Entry]) -> None:
-        self._handed = (since, entries)
+    def hand(self, previous: str, entry: Entry) -> None:
+        self._handed.append((previous, entry))
         self.event.set()
 
     def take(self) -> list[Entry] | None:
-        """What the listener handed over, if it continues exactly from this watch's
-        position (None: read for yourself)."""
-        handed, self._handed = self._handed, None
-        if handed is None or handed[0] != self.position:
-            return None
-        return handed[1]
+        """The handed entries, if they continue exactly from the watch's position; None when
+        one is missing (read the stream instead)."""
+        entries, position = [], self.position
+        while self._handed:
+            previous, entry = self._handed.popleft()
+            if _order(entry.id) <= _order(position) and previous != position:
+                continue  # an entry already read (a catch-up overtook the listener)
+            if previous != position:
+                self._handed.clear()
+                return None
+            entries.append(entry)
+            position = entry.id
+        return entries
+
+
+def _order(entry_id: str) -> tuple[int, int]:
+    milliseconds, _, sequence = entry_id.partition("-")
+    return int(milliseconds), int(sequence or 0)
 
 
 class StreamHub:
     def __init__(self, streams: JobStreams, listener: redis.Redis) -> None:
         self.streams = streams
-        self._listener_redis = listener  # its socket timeout outlasts LISTEN_BLOCK_MS
+        self._listener_redis = listener
         self._lock = threading.Lock()
         self._watches: dict[str, list[Watch]] = {}
-        self._positions: dict[str, str] = {}  # job id -> the last entry the listener saw
-        self._control = CONTROL_KEY.format(uuid.uuid4().hex)
         self._thread: threading.Thread | None = None
+        self._subscribed = threading.Event()
 
     @contextlib.contextmanager
     def watching(self, job_id: str, after: str) -> Iterator[Watch]:
@@ -69,11 +80,6 @@ class StreamHub:
         self._ensure_listener()
         with self._lock:
             self._watches.setdefault(job_id, []).append(watch)
-            new = job_id not in self._positions
-            if new:
-                self._positions[job_id] = after
-        if new:
-            self._wake_listener()
         try:
             yield watch
         finally:
@@ -83,7 +89,6 @@ class StreamHub:
                     watches.remove(watch)
                 if not watches:
                     self._watches.pop(job_id, None)
-                    self._positions.pop(job_id, None)
 
     def next_entries(self, watch: Watch, timeout: float) -> list[Entry]:
         """The entries after the watch's position, waiting up to `timeout` seconds for the
@@ -92,7 +97,9 @@ class StreamHub:
         while True:
             watch.event.clear()  # first: a hand-over landing meanwhile sets it again
             entries = watch.take()
-            if entries is None:
+            if not entries:
+                # Nothing handed (it may have been published before this watch existed, or
+                # lost): the stream itself says.
                 entries = self.streams.read(watch.job_id, watch.position)
             if entries:
                 watch.position = entries[-1].id
@@ -103,13 +110,6 @@ class StreamHub:
 
     # --- the listener -------------------------------------------------------------------------
 
-    def _wake_listener(self) -> None:
-        try:
-            self.streams.redis.xadd(self._control, {"w": "1"}, maxlen=1)
-            self.streams.redis.expire(self._control, 3600)
-        except redis.RedisError as exc:
-            logger.warning("stream hub not woken: %s", exc)  # watchers time out and read
-
     def _ensure_listener(self) -> None:
         if self._thread is not None and self._thread.is_alive():
             return
@@ -118,31 +118,41 @@ class StreamHub:
                 self._thread = threading.Thread(target=self._listen, name="stream-hub",
                                                 daemon=True)
                 self._thread.start()
+        self._subscribed.wait(0.5)  # so the first watcher's deltas are rarely read late
 
     def _listen(self) -> None:
-        control_position = job_streams.START
         while True:
-            with self._lock:
-                keys = {job_streams.KEY.format(job_id): position
-                        for job_id, position in self._positions.items()}
-            keys[self._control] = control_position
+            pubsub = self._listener_redis.pubsub(ignore_subscribe_messages=True)
             try:
-                answer = self._listener_redis.xread(keys, count=500, block=LISTEN_BLOCK_MS)
+                pubsub.subscribe(job_streams.CHANNEL)
+                self._subscribed.set()
+                self._wake_all()  # messages published while unsubscribed are in the streams
+                while True:
+                    message = pubsub.get_message(timeout=5.0)
+                    if message and message["type"] == "message":
+                        self._hand(message["data"])
             except redis.RedisError as exc:
-                logger.warning("stream hub lost Redis: %s; retrying", exc)
+                logger.warning("stream hub lost its subscription: %s; retrying", exc)
                 time.sleep(1.0)
-                continue
-            for key, raw in answer or ():
-                if key == self._control:
-                    control_position = raw[-1][0]
-                    continue
-                job_id = key.split(":")[2]
-                self._hand(job_id, keys[key], [job_streams.entry(i, f) for i, f in raw])
+            finally:
+                with contextlib.suppress(redis.RedisError):
+                    pubsub.close()
 
-    def _hand(self, job_id: str, since: str, entries: list[Entry]) -> None:
+    def _hand(self, message: str) -> None:
+        job_id = job_streams.job_of(message)
         with self._lock:
-            if job_id in self._positions:
-                self._positions[job_id] = entries[-1].id
             watches = list(self._watches.get(job_id, ()))
+        if not watches:
+            return  # another process's client (every process hears every stream)
+        parsed = job_streams.published(message)
+        if parsed is None:
+            return
+        _, previous, entry = parsed
         for watch in watches:
-            watch.hand(since, entries)
+            watch.hand(previous, entry)
+
+    def _wake_all(self) -> None:
+        with self._lock:
+            watches = [w for ws in self._watches.values() for w in ws]
+        for watch in watches:
+            watch.event.set()

@@ -40,7 +40,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 STREAM_INTERRUPTED = "StreamInterrupted"
-# How often a streaming attempt asks whether its job was canceled (one Redis read).
+# How often a streaming attempt that publishes nothing asks whether its job was canceled (one
+# Redis read); one that publishes learns it from each append.
 CANCEL_CHECK_SECONDS = 0.25
 
 
@@ -104,8 +105,8 @@ class StreamingAttempts:
 
 
 class Relay:
-    """Publishes one attempt's deltas as chat.completion.chunk events, and asks now and then
-    whether the job was canceled (False from `on_delta` stops the upstream read)."""
+    """Publishes one attempt's deltas as chat.completion.chunk events, and learns whether the
+    job was canceled (False from `on_delta` stops the upstream read)."""
 
     def __init__(self, streams: job_streams.JobStreams, claim: Claim, *, publish: bool) -> None:
         self.streams = streams
@@ -121,9 +122,10 @@ class Relay:
     def on_delta(self, delta: ChatDelta) -> bool:
         if delta.usage.total_tokens:
             self.usage, self.reported = delta.usage, True
-        if self.publish:
-            self._publish(delta)
+        canceled = self._publish(delta) if self.publish else None
         self.deltas += 1
+        if canceled is not None:
+            return not canceled  # the append answered it
         now = time.monotonic()
         if now < self._next_check:
             return True
@@ -133,7 +135,8 @@ class Relay:
         except redis.RedisError:
             return True  # the job row is checked at the end: a cancel still hides the result
 
-    def _publish(self, delta: ChatDelta) -> None:
+    def _publish(self, delta: ChatDelta) -> bool | None:
+        """Append the delta; whether the job was canceled (None: not published)."""
         body: dict = {}
         if not self.deltas:
             body["role"] = "assistant"
@@ -147,12 +150,13 @@ class Relay:
         offset = self.offset
         self.offset = (offset[0] + len(delta.content), offset[1] + len(delta.reasoning_content))
         try:
-            self.streams.append(self.claim.id, chunk, self.usage, offset,
-                                first=not self.deltas)
+            return self.streams.append(self.claim.id, chunk, self.usage, offset,
+                                       first=not self.deltas)
         except redis.RedisError as exc:
             # The job goes on; readers end their streams from the job row.
             logger.warning("stream events lost (%s); the job continues unpublished", exc)
             self.publish = False
+            return None
 
 
 def _last_delta(streams: job_streams.JobStreams, job_id: str) -> job_streams.Entry | None:

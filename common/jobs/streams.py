@@ -13,6 +13,10 @@ job. Entries, in order:
 - `e`: the job ended (its status), written after the ending transaction commits, whoever ended
   it (the worker, a cancel, the sweeper).
 A cancel also sets a flag the streaming worker checks between deltas, to stop reading.
+
+Every delta and end is also published on one channel, with the id of the entry it follows, so
+a web process relays it from the message it already has (web/stream_hub.py), reading the
+stream only to catch up: after a lost message, on resume, or on arrival.
 """
 
 from __future__ import annotations
@@ -31,15 +35,35 @@ logger = logging.getLogger(__name__)
 
 KEY = "bailian:job:{}:events"
 CANCEL_KEY = "bailian:job:{}:cancel"
+CHANNEL = "bailian:job-stream-entries"
 START = "0-0"
 
-# Append the end entry only to a stream that exists: a job that never streamed gets none, and
-# an expired stream is not brought back empty.
+# Both scripts publish `<kind> <job id> <previous entry id> <entry id> <payload>`: the entry
+# and where it continues from, in the same step as it is written.
+_PREVIOUS = """
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local previous = last[1] and last[1][1] or '0-0'
+"""
+# KEYS: the stream, the channel, the cancel flag. ARGV: job id, chunk, usage, offset, max
+# events, expiry (0: keep the stream's own). Answers whether the job was canceled, so a
+# streaming worker learns it with no round trip of its own per delta.
+_APPEND = _PREVIOUS + """
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], '*',
+                      'c', ARGV[2], 'u', ARGV[3], 'n', ARGV[4])
+if tonumber(ARGV[6]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[6]) end
+redis.call('PUBLISH', KEYS[2], 'c ' .. ARGV[1] .. ' ' .. previous .. ' ' .. id .. ' ' ..
+           ARGV[4] .. ' ' .. ARGV[2])
+return redis.call('EXISTS', KEYS[3])
+"""
+# Only to a stream that exists: a job that never streamed gets no end entry, and an expired
+# stream is not brought back empty. ARGV: job id, status, retention.
 _END = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('XADD', KEYS[1], '*', 'e', ARGV[1])
-  redis.call('EXPIRE', KEYS[1], ARGV[2])
-end
+if redis.call('EXISTS', KEYS[1]) == 0 then return nil end
+""" + _PREVIOUS + """
+local id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('PUBLISH', KEYS[2], 'e ' .. ARGV[1] .. ' ' .. previous .. ' ' .. id .. ' ' .. ARGV[2])
+return id
 """
 
 
@@ -59,6 +83,7 @@ class JobStreams:
         self.max_events = max_events
         self.retention_seconds = retention_seconds
         self.open_seconds = open_seconds  # a job's deadline and the retention after it
+        self._append = self.redis.register_script(_APPEND)
         self._end = self.redis.register_script(_END)
 
     # --- writing (worker, lifecycle) ---------------------------------------------------------
@@ -70,22 +95,18 @@ class JobStreams:
         pipe.execute()
 
     def append(self, job_id: str, chunk: str, usage: Usage, offset: tuple[int, int], *,
-               first: bool = False) -> None:
-        """One delta. The first of an attempt also renews the expiry, in case Redis lost the
-        stream (and its expiry) since it was opened."""
-        fields = {"c": chunk, "u": f"{usage.input_tokens},{usage.output_tokens},"
-                                   f"{usage.total_tokens}", "n": f"{offset[0]},{offset[1]}"}
-        key = KEY.format(job_id)
-        if not first:
-            self.redis.xadd(key, fields, maxlen=self.max_events, approximate=True)
-            return
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.xadd(key, fields, maxlen=self.max_events, approximate=True)
-        pipe.expire(key, self.open_seconds)
-        pipe.execute()
+               first: bool = False) -> bool:
+        """One delta, written and published; True when the job was canceled meanwhile. The
+        first of an attempt also renews the expiry, in case Redis lost the stream (and its
+        expiry) since it was opened."""
+        return bool(self._append(keys=[KEY.format(job_id), CHANNEL, CANCEL_KEY.format(job_id)],
+                                 args=[
+            job_id, chunk, f"{usage.input_tokens},{usage.output_tokens},{usage.total_tokens}",
+            f"{offset[0]},{offset[1]}", self.max_events, self.open_seconds if first else 0]))
 
     def end(self, job_id: str, status: str) -> None:
-        self._end(keys=[KEY.format(job_id)], args=[status, self.retention_seconds])
+        self._end(keys=[KEY.format(job_id), CHANNEL],
+                  args=[job_id, status, self.retention_seconds])
 
     def request_cancel(self, job_id: str) -> None:
         self.redis.set(CANCEL_KEY.format(job_id), "1", ex=self.open_seconds)
@@ -135,6 +156,25 @@ def entry(entry_id: str, fields: dict[str, str]) -> Entry:
         return Entry(entry_id, chunk=fields["c"], usage=_usage(fields.get("u")),
                      offset=(content, reasoning))
     return Entry(entry_id)  # the open marker
+
+
+def published(message: str) -> tuple[str, str, Entry] | None:
+    """(job id, the id of the entry it follows, the entry) of a message on CHANNEL."""
+    try:
+        kind, job_id, previous, entry_id, payload = message.split(" ", 4)
+        if kind == "e":
+            return job_id, previous, Entry(entry_id, ended=payload)
+        offset, chunk_json = payload.split(" ", 1)
+        content, reasoning = (int(x) for x in offset.split(","))
+        return job_id, previous, Entry(entry_id, chunk=chunk_json, offset=(content, reasoning))
+    except ValueError:
+        logger.warning("unreadable stream message ignored: %.80s", message)
+        return None
+
+
+def job_of(message: str) -> str:
+    """The job id of a message on CHANNEL, read without parsing the rest."""
+    return message[2:message.find(" ", 2)]
 
 
 def _usage(raw: str | None) -> Usage | None:
