@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import sys
 import threading
@@ -284,6 +285,11 @@ class _Opened:
         self.completed = 0
         self.errors: list[str] = []
         self.delays: list[float] = []
+        # The platform's split of each delay, by the SSE id (the Redis entry's clock): stamp to
+        # the worker's append, append to the client; and the delays of each stream's first delta.
+        self.to_append: list[float] = []
+        self.from_append: list[float] = []
+        self.first: list[float] = []
         self.opened_at_sample = 0
         self.all_open = asyncio.Event()
 
@@ -301,17 +307,27 @@ async def _hold_stream(session, url: str, headers: dict, body: dict, state: _Ope
             state.open += 1
             if state.open == count:
                 state.all_open.set()
+            appended = None
             async for raw in response.content:  # one line at a time, as it arrives
                 received = time.time()
                 line = raw.decode().strip()
+                if line.startswith("id:"):
+                    appended = int(line[3:].strip().split("-")[0]) / 1000
+                    continue
                 if not line.startswith("data:") or line.endswith("[DONE]"):
                     continue
                 chunk = json.loads(line[5:])
                 for choice in chunk.get("choices") or []:
                     content = (choice.get("delta") or {}).get("content") or ""
                     for stamp in STAMP.findall(content):
+                        if not deltas:
+                            state.first.append(received - float(stamp))
                         deltas += 1
                         state.delays.append(received - float(stamp))
+                        if appended is not None:
+                            state.to_append.append(appended - float(stamp))
+                            state.from_append.append(received - appended)
+                appended = None
             state.open -= 1
     except Exception as error:  # counted and reported, the run goes on
         state.errors.append(f"{type(error).__name__}: {error}"[:160])
@@ -353,6 +369,18 @@ async def _open_streams(url: str, headers: dict, model: str, *, count: int, chun
     return state, sampled
 
 
+def _split(state: _Opened) -> str:
+    """Where the delay arises: before the worker's append (upstream read, worker), after it
+    (Redis, the web relay, the client), and on each stream's first delta."""
+    parts = []
+    for name, values in (("stamp->append", state.to_append),
+                         ("append->client", state.from_append), ("first delta", state.first)):
+        if values:
+            s = summary_ms(values)
+            parts.append(f"{name} p50 {s['p50']:.1f} / p99 {s['p99']:.1f} ms")
+    return "; ".join(parts)
+
+
 def _sync_chats(url: str, token: str, count: int, timeout: float = 30) -> dict:
     """Sequential small non-streaming chats through the platform's own API: seconds each for
     those answered 200, and how many were not (an error or no answer within `timeout`)."""
@@ -377,6 +405,7 @@ def _sync_chats(url: str, token: str, count: int, timeout: float = 30) -> dict:
 
 def open_streams(stack: BenchStack, count: int = 1000, chunks: int = 60, chunk_ms: int = 1000,
                  ramp_s: float = 20.0, worker_concurrency: int = 1100, sync_samples: int = 40,
+                 worker_pool: str = os.environ.get("BENCH_STREAM_WORKER_POOL", "threads"),
                  floor: bool = True) -> list[dict]:
     """`count` concurrent open streams on one web instance (gunicorn, WEB_WORKERS processes):
     peak RSS of each web process, the delay from the emulator's emission stamp to the client
@@ -389,13 +418,13 @@ def open_streams(stack: BenchStack, count: int = 1000, chunks: int = 60, chunk_m
     from bench.scenarios import CPUS, row
 
     stack.emulator.configure(latency_ms=0, jitter_ms=0, chunk_interval_ms=0)
-    stack.start_worker("threads", worker_concurrency)
+    stack.start_worker(worker_pool, worker_concurrency)
     token = stack.token()
     _sync_chats(stack.web_url, token, 10)  # warm-up
     quiet = summary_ms(_sync_chats(stack.web_url, token, sync_samples)["times"])
     setup = (f"{CPUS} CPUs; {count} streams opened over {ramp_s:g} s by one asyncio aiohttp "
              f"client, {chunks} stamped deltas {chunk_ms} ms apart; gunicorn "
-             f"{WEB_MODEL}; worker threads x{worker_concurrency}")
+             f"{WEB_MODEL}; worker {worker_pool} x{worker_concurrency}")
     rows = []
     floor_delay = None
     if floor:
@@ -445,7 +474,7 @@ def open_streams(stack: BenchStack, count: int = 1000, chunks: int = 60, chunk_m
                     floor_delay["p99"] if floor_delay else None, "ms", target="<= 50 ms",
                     passed=delay["p99"] <= 50 and state.completed == count,
                     setup=f"{setup}; p50 {delay['p50']:.2f} ms over {delay['n']} deltas; "
-                          f"baseline: emulator direct"))
+                          f"baseline: emulator direct; {_split(state)}"))
     rows.append(row("open streams: streams complete", state.completed, count, "streams",
                     target=f"{count}", passed=state.completed == count,
                     setup=f"{len(state.errors)} errors{': ' + errors if errors else ''}"))
