@@ -49,7 +49,7 @@ class WebhookPolicy:
             port = parts.port
         except ValueError as exc:
             raise UnsafeWebhook("is not a valid URL") from exc
-        scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+        scheme, host = parts.scheme.lower(), (parts.hostname or "").lower().rstrip(".")
         if scheme not in ("https", "http") or not host:
             raise UnsafeWebhook("must be an https URL")
         if parts.username or parts.password:
