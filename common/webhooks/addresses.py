@@ -91,7 +91,7 @@ def address_problem(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> s
         address = address.ipv4_mapped
     if address in METADATA_ADDRESSES:
         return "a cloud metadata address"
-    for name in ("loopback", "link_local", "multicast", "private", "unspecified", "reserved"):
+    for name in ("unspecified", "loopback", "link_local", "multicast", "private", "reserved"):
         if getattr(address, f"is_{name}"):
             return f"a {name.replace('_', '-')} address"
     if not address.is_global:  # shared (CGNAT), documentation, benchmarking ranges...
