@@ -125,28 +125,28 @@ class WebhookDeliveries:
         """Send the job's due deliveries; returns how many were attempted."""
         now = utcnow()
         with self.database.transaction() as conn:
-            rows = conn.execute(
+            due = conn.execute(
                 select(c.id, c.job_id, c.message_id, c.event, c.url, c.attempt, c.event_at,
-                       c.user_id)
+                       c.user_id, c.next_attempt_at)
                 .where(c.job_id == job_id, c.status == PENDING,
-                       c.next_attempt_at <= now + _seconds(0.5))
-                .order_by(c.id).with_for_update(skip_locked=True)).all()
-            if not rows:
+                       c.next_attempt_at <= now + _seconds(0.5)).order_by(c.id)).all()
+            if not due:
                 return 0
             view = queries.find(conn, job_id)
             if _unsettled(view) and any(
-                    (now - r.event_at).total_seconds() < SETTLE_WAIT_SECONDS for r in rows):
-                conn.execute(update(deliveries).where(c.id.in_([r.id for r in rows])).values(
-                    next_attempt_at=now + _seconds(SETTLE_POLL_SECONDS), published_at=now))
+                    (now - r.event_at).total_seconds() < SETTLE_WAIT_SECONDS for r in due):
+                _take(conn, due, next_attempt_at=now + _seconds(SETTLE_POLL_SECONDS),
+                      published_at=now)
                 rows = []
             else:
                 # Taken for a lease: a worker that dies mid-send leaves a row the sweeper
                 # publishes again once the lease is over.
-                conn.execute(update(deliveries).where(c.id.in_([r.id for r in rows])).values(
-                    next_attempt_at=now + _seconds(self.lease_seconds), published_at=None))
-                keys = secrets.current(conn, rows[0].user_id).signing(now)
+                rows = _take(conn, due, next_attempt_at=now + _seconds(self.lease_seconds),
+                             published_at=None)
+                keys = secrets.current(conn, rows[0].user_id).signing(now) if rows else []
         if not rows:
-            self.publisher.publish(Step(DELIVER_WEBHOOK, job_id, SETTLE_POLL_SECONDS))
+            if _unsettled(view):
+                self.publisher.publish(Step(DELIVER_WEBHOOK, job_id, SETTLE_POLL_SECONDS))
             return 0
         body = self.shapes.payload(view)
         for row in rows:
@@ -250,6 +250,16 @@ class WebhookDeliveries:
     def rotate_secret(self, user_id: int) -> secrets.SecretState:
         with self.database.transaction() as conn:
             return secrets.rotate(conn, user_id, overlap_seconds=self.overlap_seconds)
+
+
+def _take(conn: Connection, due, **values) -> list:
+    """The due rows this caller took: each by its primary key, only if no other delivery
+    took it since it was read (row locks on exactly these rows, so concurrent deliveries of
+    other jobs never skip or wait for each other)."""
+    return [row for row in due if conn.execute(
+        update(deliveries).where(c.id == row.id, c.status == PENDING,
+                                 c.next_attempt_at == row.next_attempt_at)
+        .values(**values)).rowcount]
 
 
 def _unsettled(view) -> bool:

@@ -16,6 +16,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     status: int
+    at: float = 0.0  # time.time() when it was answered
 
     @property
     def webhook_id(self) -> str:
@@ -40,8 +41,9 @@ class WebhookReceiver:
                 with receiver._lock:
                     script = receiver.scripts.get(path) or []
                     status = script.pop(0) if script else 200
-                    receiver.received.append(Received(path, {k.lower(): v for k, v in
-                                                             self.headers.items()}, body, status))
+                    record = Received(path, {k.lower(): v for k, v in self.headers.items()},
+                                      body, status)
+                    receiver.received.append(record)
                     hold = receiver.holds.pop(path, None)
                 if hold is not None:
                     hold.wait(30)
@@ -49,6 +51,7 @@ class WebhookReceiver:
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"ok")
+                record.at = time.time()
 
             def log_message(self, *args):
                 pass
