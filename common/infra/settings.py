@@ -285,6 +285,13 @@ class Settings(BaseSettings):
                     raise ValueError(f"{endpoint} has no limit for {sorted(missing)}")
         return value
 
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _positive_delays(cls, value: list[float]) -> list[float]:
+        if any(delay <= 0 for delay in value):
+            raise ValueError("WEBHOOK_RETRY_SCHEDULE takes delays in seconds above 0")
+        return value
+
     @field_validator("public_base_url")
     @classmethod
     def _base_url_is_an_origin(cls, value: str | None) -> str | None:

@@ -73,7 +73,9 @@ class WebhookSender:
             return Sent(response.status, _ms(started))
         except TimeoutError:
             return Sent(None, _ms(started), f"timeout after {self.timeout:g}s")
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            # ValueError: what http.client refuses to send (a path it cannot encode, say): an
+            # attempt that failed, never a task that dies and comes back forever.
             return Sent(None, _ms(started), f"{type(exc).__name__}: {exc}"[:500])
         finally:
             conn.close()

@@ -114,7 +114,7 @@ def test_an_image_job_is_posted_once_its_images_are_stored(client, accounts, rec
 def test_start_is_delivered_when_filtered_in(client, accounts, receiver, hook):
     _, headers = accounts.headers()
     path, url = hook
-    accepted = client.post(CHAT, json=chat(f"both {directive(latency_ms=500)}", webhook=url,
+    accepted = client.post(CHAT, json=chat(f"both {directive(latency_ms=2000)}", webhook=url,
                                            webhook_events_filter=["start", "completed"]),
                            headers={**headers, **ASYNC})
     job_id = accepted.json["data"]["id"]

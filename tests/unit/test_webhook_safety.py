@@ -112,3 +112,9 @@ def test_the_sender_follows_no_redirect_and_reports_refusals():
         assert refused.refused and "https" in refused.error
     finally:
         receiver.close()
+
+
+def test_an_unsendable_url_is_a_failed_attempt_not_a_crash():
+    policy = WebhookPolicy(["localhost"], resolver=resolver({"localhost": ["127.0.0.1"]}))
+    sent = WebhookSender(policy, timeout=1).post("http://localhost:9/caf\u00e9 x", b"{}", {})
+    assert sent.status is None and sent.error and not sent.refused
