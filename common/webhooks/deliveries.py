@@ -24,14 +24,17 @@ import uuid
 
 from sqlalchemy import Connection, insert, or_, select, update
 
+from common.accounts.signing_key import jwt_secret
 from common.errors import Conflict
 from common.infra import metrics
 from common.infra.db import Database
 from common.infra.orm import utcnow
 from common.infra.settings import Settings
+from common.infra.storage import image_store
 from common.jobs import queries
 from common.jobs.queue import DELIVER_WEBHOOK, Publisher, Step
 from common.jobs.results import ImageResult
+from common.jobs.shapes import JobShapes
 from common.webhooks import secrets, signing
 from common.webhooks.addresses import WebhookPolicy
 from common.webhooks.models import DeliveryStatus, WebhookDelivery, WebhookEvent
@@ -74,11 +77,7 @@ class WebhookDeliveries:
     @classmethod
     def of(cls, *, settings: Settings, database: Database, publisher: Publisher
            ) -> WebhookDeliveries:
-        def shapes():
-            from common.accounts.signing_key import jwt_secret
-            from common.infra.storage import image_store
-            from common.jobs.shapes import JobShapes
-
+        def shapes():  # only a worker that sends builds it (an S3 client, the signing key)
             return JobShapes(settings=settings, image_store=image_store(settings),
                              signing_key=jwt_secret(settings))
 
@@ -116,8 +115,13 @@ class WebhookDeliveries:
                             at=at, published_at=at)
 
     def after_commit(self, change) -> None:
-        if self.owed_event(change) is not None:
-            self.publisher.publish(Step(DELIVER_WEBHOOK, change.job_id))
+        if self.owed_event(change) is not None and \
+                not self.publisher.publish(Step(DELIVER_WEBHOOK, change.job_id)):
+            # The broker is unreachable: the sweeper publishes it as soon as it is due.
+            with self.database.transaction() as conn:
+                conn.execute(update(deliveries).where(c.job_id == change.job_id,
+                                                      c.status == PENDING)
+                             .values(published_at=None))
 
     # --- sending ---------------------------------------------------------------------------
 

@@ -99,3 +99,24 @@ def test_a_failure_past_the_retry_window_gives_up(service_settings, service_life
     assert webhooks.deliver(job_id) == 1
     assert [(r.status, r.attempt) for r in rows(database, job_id)] == \
         [("failed", 1), ("gave_up", 2)]
+
+
+def test_a_delivery_the_broker_did_not_take_is_left_to_the_sweeper(
+        service_settings, service_lifecycle, database, make_job, broker):
+    from common.infra.redis_client import redis_from_settings
+    from common.jobs.lifecycle import JobLifecycle
+    from common.jobs.queue import make_celery
+
+    unreachable = service_settings.model_copy(
+        update={"celery_broker_url": "redis://127.0.0.1:1/0"})
+    lifecycle = JobLifecycle.of(settings=unreachable, database=database,
+                                redis_client=redis_from_settings(service_settings),
+                                celery=make_celery(unreachable))
+    job_id = make_job(webhook="https://hooks.example.com/d", webhook_events="completed")
+    claim_and_fail(lifecycle, job_id)
+    [pending] = rows(database, job_id)
+    assert pending.status == "pending" and pending.published_at is None
+    # The next sweep (with the broker back) publishes it at once, without republish_after.
+    assert service_lifecycle.webhooks.resume_due(grace_seconds=0,
+                                                 republish_after_seconds=3600) >= 1
+    assert DELIVER_WEBHOOK in [m.task for m in broker.steps_for(job_id)]
