@@ -681,3 +681,119 @@ SCENARIOS = {
     "open_streams": open_streams,
     "memory": peak_memory,  # last: it reports the peaks of the scenarios before it
 }
+
+
+# --- webhook_delivery ------------------------------------------------------------------------
+# Self-contained (its imports are its own): the delivery latency of signed webhooks, from the
+# job's terminal transition to the receiver's 200, and the worker CPU a delivery adds per job.
+
+def _webhook_batch(stack: BenchStack, token: str, count: int, url: str | None) -> list[str]:
+    """Submit `count` async chat jobs (with a webhook when `url`) as fast as 16 clients can."""
+    headers = {"Authorization": f"Bearer {token}", "Prefer": "respond-async"}
+    extra = {"webhook": url} if url else {}
+
+    def submit(index: int) -> list[str]:
+        http = requests.Session()
+        ids = []
+        for i in range(index, count, 16):
+            response = http.post(f"{stack.web_url}{CHAT}", headers=headers, json={
+                "model": "qwen-turbo", "messages": _messages(f"hook {i}"), **extra})
+            assert response.status_code == 202, response.text
+            ids.append(response.json()["data"]["id"])
+        return ids
+
+    return run_concurrently(submit, 16)
+
+
+def _wait_webhook_batch(stack: BenchStack, ids: list[str], hooked: bool) -> None:
+    from common.webhooks.models import DeliveryStatus, WebhookDelivery
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        with stack.database.session() as session:
+            if hooked:
+                done = session.scalar(select(func.count()).select_from(WebhookDelivery).where(
+                    WebhookDelivery.job_id.in_(ids),
+                    WebhookDelivery.status == DeliveryStatus.DELIVERED))
+            else:
+                done = session.scalar(select(func.count()).select_from(Job).where(
+                    Job.id.in_(ids), Job.status == JobStatus.SUCCEEDED))
+        if done == len(ids):
+            return
+        time.sleep(0.05)
+    with stack.database.session() as session:
+        jobs = dict(session.execute(select(Job.id, Job.status).where(Job.id.in_(ids))).all())
+        rows = session.execute(select(WebhookDelivery.job_id, WebhookDelivery.status,
+                                      WebhookDelivery.next_attempt_at,
+                                      WebhookDelivery.published_at)
+                               .where(WebhookDelivery.job_id.in_(ids),
+                                      WebhookDelivery.status != DeliveryStatus.DELIVERED)
+                               ).all()
+    undone = [(job_id, status) for job_id, status in jobs.items()
+              if status != JobStatus.SUCCEEDED]
+    raise TimeoutError(f"the batch did not finish (or deliver) in 120 s: jobs {undone[:5]}, "
+                       f"deliveries {rows[:5]}")
+
+
+def webhook_delivery(stack: BenchStack, count: int = 100, rounds: int = 3,
+                     latency_ms: int = 1000, threads: int = 128) -> list[dict]:
+    """Signed webhooks for `count` chat jobs finishing within about a second (all in flight
+    at once on a 1 s upstream, so they end as fast as they were submitted): latency from each
+    job's terminal transition (its finished_at) to the receiver's 200, and the worker and
+    MariaDB + Redis CPU per job against the same batch without webhooks, in alternating
+    rounds."""
+    from tests.support.webhook_receiver import WebhookReceiver
+
+    stack.emulator.configure(latency_ms=latency_ms, jitter_ms=0)
+    stack.start_worker("threads", threads)
+    receiver = WebhookReceiver()
+    token = stack.token()
+    meter = _CpuMeter(stack)
+    latencies: list[float] = []
+    spans: list[float] = []
+    cpu = {True: {"worker": 0.0, "servers": 0.0}, False: {"worker": 0.0, "servers": 0.0}}
+    try:
+        _wait_webhook_batch(stack, _webhook_batch(stack, token, 20, None), False)  # warm up
+        for round_ in range(rounds):
+            for hooked in (False, True):
+                path = f"/bench/{round_}"
+                url = receiver.url(path) if hooked else None
+                before = {name: meter._now(name) for name in ("worker", "servers")}
+                ids = _webhook_batch(stack, token, count, url)
+                _wait_webhook_batch(stack, ids, hooked)
+                for name in ("worker", "servers"):
+                    cpu[hooked][name] += meter._now(name) - before[name]
+                with stack.database.session() as session:
+                    finished = dict(session.execute(select(Job.id, Job.finished_at)
+                                                    .where(Job.id.in_(ids))).all())
+                ends = [at.replace(tzinfo=dt.UTC).timestamp() for at in finished.values()]
+                spans.append(max(ends) - min(ends))
+                if hooked:
+                    for delivery in receiver.at(path):
+                        job_id = delivery.json()["id"]
+                        latencies.append(delivery.at - finished[job_id].replace(
+                            tzinfo=dt.UTC).timestamp())
+    finally:
+        receiver.close()
+    stats = summary_ms(latencies)
+    jobs = count * rounds
+    extra_worker_ms = (cpu[True]["worker"] - cpu[False]["worker"]) / jobs * 1000
+    extra_servers_ms = (cpu[True]["servers"] - cpu[False]["servers"]) / jobs * 1000
+    setup = (f"{CPUS} CPUs; {rounds} rounds of {count} async chat jobs ({latency_ms} ms "
+             f"upstream, worker threads x{threads}), each round finishing within "
+             f"{max(spans):.2f} s; receiver on localhost")
+    return [
+        row("webhook: terminal transition -> receiver 200, p50", stats["p50"], None, "ms",
+            setup=setup),
+        row("webhook: terminal transition -> receiver 200, p95", stats["p95"], None, "ms",
+            target="<= 2000 ms", passed=stats["p95"] <= 2000, setup=setup),
+        row("webhook: extra worker CPU per job", extra_worker_ms,
+            cpu[False]["worker"] / jobs * 1000, "ms",
+            setup="baseline: the worker's CPU per job of the same batch without webhooks"),
+        row("webhook: extra MariaDB + Redis CPU per job", extra_servers_ms,
+            cpu[False]["servers"] / jobs * 1000, "ms",
+            setup="baseline: the servers' CPU per job without webhooks"),
+    ]
+
+
+SCENARIOS["webhook_delivery"] = webhook_delivery

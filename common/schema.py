@@ -5,6 +5,8 @@ from common.accounts.models import LoginSession, User
 from common.billing.models import UsageRecord
 from common.infra.orm import Base
 from common.jobs.models import Job
+from common.webhooks.models import WebhookDelivery, WebhookSecret
 
 metadata = Base.metadata
-__all__ = ["Job", "LoginSession", "UsageRecord", "User", "metadata"]
+__all__ = ["Job", "LoginSession", "UsageRecord", "User", "WebhookDelivery", "WebhookSecret",
+           "metadata"]

@@ -8,6 +8,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from common.accounts.session_state import AuthState
+from common.accounts.signing_key import jwt_secret
 from common.infra.db import database_from_settings
 from common.infra.log import configure_logging
 from common.infra.redis_client import redis_from_settings
@@ -15,6 +16,7 @@ from common.infra.settings import Settings, get_settings
 from common.infra.storage import image_store
 from common.jobs.lifecycle import JobLifecycle
 from common.jobs.queue import make_celery
+from common.jobs.shapes import JobShapes
 from common.jobs.streams import job_streams
 from web import (
     access_log,
@@ -51,6 +53,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     database = database_from_settings(settings)
     redis_client = redis_from_settings(settings)
+    store = image_store(settings)
     init_context(app, Services(
         settings=settings,
         database=database,
@@ -59,8 +62,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         lifecycle=JobLifecycle.of(settings=settings, database=database,
                                   redis_client=redis_client, celery=make_celery(settings)),
         waiter=JobWaiter(redis_client),
-        image_store=image_store(settings),
+        image_store=store,
         stream_hub=StreamHub(job_streams(settings, redis_client), redis_client),
+        shapes=JobShapes(settings=settings, image_store=store, signing_key=jwt_secret(settings)),
     ))
     request_id.init_app(app)
     http_metrics.init_app(app, settings)

@@ -14,7 +14,6 @@ import dataclasses
 import datetime as dt
 import functools
 import logging
-import secrets
 
 import jwt as pyjwt
 from flask import Flask, g
@@ -32,6 +31,7 @@ from jwt import ExpiredSignatureError
 from sqlalchemy.orm import Session
 
 from common.accounts.models import Role, User
+from common.accounts.signing_key import jwt_secret
 from common.errors import PermissionDenied
 from common.infra.log import bind_log_context
 from common.infra.settings import Settings
@@ -92,21 +92,6 @@ def init_app(app: Flask, settings: Settings) -> None:
     jwt.init_app(app)
 
 
-def jwt_secret(settings: Settings) -> str:
-    """The configured secret; in development only, a generated one kept in DATA_DIR."""
-    if settings.jwt_secret_key is not None and settings.jwt_secret_key.get_secret_value():
-        return settings.jwt_secret_key.get_secret_value()
-    # Settings already refused production without a secret, so this is development mode.
-    path = settings.data_dir / "dev-jwt-secret"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with open(path, "x", encoding="utf-8") as handle:  # first process wins, others read it
-            handle.write(secrets.token_urlsafe(48))
-        path.chmod(0o600)
-        logger.warning("JWT_SECRET_KEY is not set: development mode generated %s", path)
-    except FileExistsError:
-        pass
-    return path.read_text(encoding="utf-8").strip()
 
 
 def issue_tokens(session: Session, user: User) -> dict:

@@ -14,6 +14,7 @@ from common.infra.db import Database
 from common.infra.settings import Settings
 from common.infra.storage import ImageStore
 from common.jobs.lifecycle import JobLifecycle
+from common.jobs.shapes import JobShapes
 from web.stream_hub import StreamHub
 from web.waiter import JobWaiter
 
@@ -28,6 +29,7 @@ class Services:
     waiter: JobWaiter
     image_store: ImageStore
     stream_hub: StreamHub  # relays streamed jobs' events to this process's clients
+    shapes: JobShapes  # the job as clients see it (common/jobs/shapes.py)
 
 
 def services() -> Services:

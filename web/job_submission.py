@@ -22,6 +22,7 @@ from common.errors import ValidationFailed
 from common.jobs import queries, submission
 from common.jobs.models import JobKind, JobStatus
 from common.jobs.views import JobView
+from common.webhooks.targets import WebhookTarget
 from web.context import services
 from web.envelope import envelope, ok
 from web.serializers import failure_status, job_data, job_url
@@ -53,11 +54,12 @@ def wait_seconds() -> float:
 
 
 def submit_and_answer(*, kind: JobKind, model: str, job_request: dict,
-                      render_result: Callable[[JobView], BaseModel]):
+                      render_result: Callable[[JobView], BaseModel],
+                      webhook: WebhookTarget | None = None):
     """The whole request cycle of a job-backed endpoint: a synchronous request waits until the
     job is settled or its time is up."""
     view, headers = submit_and_wait(kind=kind, model=model, job_request=job_request,
-                                    timeout=wait_seconds())
+                                    timeout=wait_seconds(), webhook=webhook)
     return answer(view, render_result, headers)
 
 
@@ -65,10 +67,12 @@ def owner() -> queries.Owner:
     return queries.Owner(user_id=current_user.id, is_admin=current_user.is_admin)
 
 
-def submit_and_stream(*, kind: JobKind, model: str, job_request: dict):
+def submit_and_stream(*, kind: JobKind, model: str, job_request: dict,
+                      webhook: WebhookTarget | None = None):
     """Commit the job and answer with its stream. A replayed Idempotency-Key streams the job
     it made, from its first event."""
-    view, headers = submit_and_wait(kind=kind, model=model, job_request=job_request, timeout=0)
+    view, headers = submit_and_wait(kind=kind, model=model, job_request=job_request, timeout=0,
+                                    webhook=webhook)
     return sse_response(services(), view, owner(),
                         include_usage=bool(job_request.get("include_usage")),
                         cancel_on_disconnect=cancel_on_disconnect(), headers=headers)
@@ -84,8 +88,8 @@ def cancel_on_disconnect() -> bool:
     return value.lower() == "true"
 
 
-def submit_and_wait(*, kind: JobKind, model: str, job_request: dict,
-                    timeout: float) -> tuple[JobView, dict[str, str]]:
+def submit_and_wait(*, kind: JobKind, model: str, job_request: dict, timeout: float,
+                    webhook: WebhookTarget | None = None) -> tuple[JobView, dict[str, str]]:
     """Submit the job (or find the one its Idempotency-Key names) and wait up to `timeout`
     seconds for it to settle; the job as it is then, and the headers every answer carries."""
     svc = services()
@@ -98,7 +102,7 @@ def submit_and_wait(*, kind: JobKind, model: str, job_request: dict,
         view, created = submission.submit(
             lifecycle=svc.lifecycle, settings=svc.settings, user_id=current_user.id,
             kind=kind, model=model, request=job_request, idempotency_key=key,
-            correlation_id=g.request_id, job_id=new_id)
+            correlation_id=g.request_id, job_id=new_id, webhook=webhook)
         if waiting is not None and not view.settled:
             if not created:  # a replay: its job may have finished long ago, so read first
                 waiting = stack.enter_context(svc.waiter.listening(view.id))

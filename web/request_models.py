@@ -21,6 +21,7 @@ from common.accounts.passwords import MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS
 from common.infra.orm import utcnow
 from common.jobs.models import JobKind, JobStatus
 from common.upstream.wanx_models import MAX_IMAGES, NEGATIVE_PROMPT_MAX, SEED_MAX, family_of
+from common.webhooks.targets import WebhookTarget
 
 Username = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=64,
                                             pattern=r"^[A-Za-z0-9_.\-@]+$")]
@@ -73,7 +74,29 @@ class StreamOptions(StrictModel):
                                   "usage row (and whose choices are empty)")
 
 
-class ChatCompletionRequest(StrictModel):
+class WebhookFields(StrictModel):
+    """A job's optional webhook, the same on every job endpoint (common/webhooks/)."""
+
+    webhook: Annotated[str, Field(strict=True, min_length=1, max_length=2048)] | None = Field(
+        default=None, description="An https URL the job's events are POSTed to, signed the "
+                                  "Standard Webhooks way (GET /api/webhooks/secret)")
+    webhook_events_filter: Annotated[list[Literal["start", "completed"]],
+                                     Field(min_length=1, max_length=2)] | None = Field(
+        default=None, description="Which events to send (default: completed)")
+
+    @field_validator("webhook_events_filter")
+    @classmethod
+    def _needs_webhook(cls, events, info: ValidationInfo):
+        if events is not None and not info.data.get("webhook"):
+            raise PydanticCustomError("webhook_events_filter",
+                                      "webhook_events_filter needs a webhook")
+        return events
+
+    def webhook_target(self) -> WebhookTarget | None:
+        return WebhookTarget.requested(self.webhook, self.webhook_events_filter)
+
+
+class ChatCompletionRequest(WebhookFields):
     """POST /api/bailian/chat/completions. Parameters map 1:1 to DashScope's; unknown fields are
     rejected rather than silently dropped. Needs the validation context {"chat_models": ...}."""
 
@@ -129,7 +152,8 @@ class ChatCompletionRequest(StrictModel):
 
     def job_request(self) -> dict:
         """What the worker needs: the messages and the upstream parameters that were set."""
-        parameters = self.model_dump(exclude={"model", "messages", "stream", "stream_options"},
+        parameters = self.model_dump(exclude={"model", "messages", "stream", "stream_options",
+                                              "webhook", "webhook_events_filter"},
                                      exclude_none=True)
         if parameters.get("temperature") == 2:
             # We accept the documented 0-2; DashScope's own range is [0, 2).
@@ -192,7 +216,7 @@ class GenerationParameters(StrictModel):
     watermark: Annotated[bool, Field(strict=True)] | None = None
 
 
-class GenerationRequest(StrictModel):
+class GenerationRequest(WebhookFields):
     """POST /api/bailian/generation. Needs the validation context {"image_models": ...}.
 
     `negative_prompt`, `n` and `seed` may sit at the top level or in `parameters`.

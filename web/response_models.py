@@ -9,7 +9,20 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.accounts.models import Role
-from common.jobs.results import ChatCompletion, ImageUsage
+from common.jobs.shapes import (  # the job's shapes live with the job (the worker sends them)
+    ChatCompletionData,
+    GeneratedImage,
+    GenerationData,
+    GenerationOutput,
+    JobCost,
+    JobData,
+    JobError,
+    JobLinks,
+    JobUsageData,
+)
+
+__all__ = ["ChatCompletionData", "GeneratedImage", "GenerationData", "GenerationOutput",
+           "JobCost", "JobData", "JobError", "JobLinks", "JobUsageData"]
 
 
 class Shape(BaseModel):
@@ -42,78 +55,6 @@ class UserData(Shape):
     email: str | None
     role: Role
     active: bool
-
-
-class ChatCompletionData(ChatCompletion):
-    """A chat job's result as sent: the chat.completion object and the job it came from."""
-
-    job_id: str
-
-
-class GeneratedImage(Shape):
-    url: str | None = None  # our signed link once stored, DashScope's until then
-    stored: bool | None = None
-    upstream_url: str | None = None
-    size: int | None = None
-    content_type: str | None = None
-    code: str | None = None  # a failed image of a partial success
-    message: str | None = None
-
-
-class GenerationOutput(Shape):
-    task_id: str
-    task_status: str
-    results: list[GeneratedImage]
-
-
-class GenerationData(Shape):
-    """An image job's result as sent: DashScope's task output with links to our copies."""
-
-    output: GenerationOutput
-    usage: ImageUsage | None
-    job_id: str
-
-
-class JobError(Shape):
-    code: str | None
-    message: str | None
-
-
-class JobUsageData(Shape):
-    input_tokens: int
-    output_tokens: int
-    total_tokens: int
-    image_count: int
-    estimated: bool = Field(default=False, description=(
-        "The tokens are the platform's estimate: the job's stream ended (canceled, or its "
-        "worker lost) before DashScope reported usage"))
-
-
-class JobCost(Shape):
-    amount: float
-    currency: str
-
-
-class JobLinks(Shape):
-    self: str
-    cancel: str
-
-
-class JobData(Shape):
-    id: str
-    kind: Literal["chat", "image"]
-    model: str
-    status: Literal["queued", "running", "succeeded", "failed", "canceled"]
-    created_at: str
-    started_at: str | None
-    finished_at: str | None
-    deadline_at: str
-    attempts: int
-    result: ChatCompletionData | GenerationData | None
-    error: JobError | None
-    usage: JobUsageData | None
-    cost: JobCost | None
-    links: JobLinks
 
 
 class JobPage(Shape):
@@ -174,3 +115,35 @@ class Readiness(Shape):
     status: Literal["ready", "not_ready"]
     timestamp: str
     checks: ReadinessChecks
+
+
+class WebhookSecretData(Shape):
+    secret: str = Field(description="whsec_ + base64 key: verify deliveries with it (Standard "
+                                    "Webhooks)")
+    previous_secret_expires_at: str | None = Field(
+        default=None, description="After a rotation the previous secret signs too, until then")
+    created_at: str
+    rotated_at: str | None
+
+
+class WebhookAttempt(Shape):
+    webhook_id: str = Field(description="The webhook-id header, the same for every attempt of "
+                                        "one delivery")
+    event: Literal["start", "completed"]
+    attempt: int
+    status: Literal["pending", "delivered", "failed", "gone", "refused", "gave_up"]
+    url: str
+    response_code: int | None
+    latency_ms: int | None
+    error: str | None
+    created_at: str
+    attempted_at: str | None
+    next_attempt_at: str | None
+
+
+class WebhookAttempts(Shape):
+    items: list[WebhookAttempt]
+
+
+class WebhookRedelivery(Shape):
+    webhook_id: str

@@ -17,6 +17,7 @@ from common.jobs import sweeper
 from common.jobs.queue import (
     CANCEL_IMAGE,
     CORRELATION_HEADER,
+    DELIVER_WEBHOOK,
     POLL_IMAGE,
     RUN_CHAT,
     STORE_IMAGES,
@@ -62,6 +63,12 @@ def store_images(self, job_id: str) -> None:
 def cancel_image(self, job_id: str) -> None:
     _bind(self, job_id)
     runtime.get().images.cancel_upstream(job_id)
+
+
+@app.task(name=DELIVER_WEBHOOK, **JOB_TASK)
+def deliver_webhook(self, job_id: str) -> None:
+    _bind(self, job_id)
+    runtime.get().lifecycle.webhooks.deliver(job_id)
 
 
 @app.task(name=SWEEP, ignore_result=True)

@@ -64,6 +64,13 @@ FC_INVOCATIONS = Counter("fc_invocations_total", "Function Compute invocations",
                          ["function", "outcome"])
 SWEEPER_ACTIONS = Counter("sweeper_actions_total", "What the sweeper had to repair",
                           ["action"])
+WEBHOOK_DELIVERIES = Counter("webhook_deliveries_total", "Webhook delivery attempts by outcome "
+                             "(delivered, failed: retried, gone: 410, refused: unsafe URL, "
+                             "gave_up: failed after the retry window)", ["outcome"])
+WEBHOOK_DELIVERY_LATENCY = Histogram(
+    "webhook_delivery_latency_seconds", "A job's terminal transition to the receiver's 2xx for "
+    "its completed event (retries included)",
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800, 3600, 6 * 3600, 24 * 3600))
 
 _known_models: frozenset[str] = frozenset()
 

@@ -216,6 +216,17 @@ class Settings(BaseSettings):
     image_max_bytes: int = Field(default=30 * 1024 * 1024, gt=0)
     image_store_give_up_seconds: int = Field(default=23 * 3600, gt=0)
 
+    # Webhooks (common/webhooks/): hosts allowed plain http and private addresses (for
+    # development: e.g. ["localhost"]); each POST's timeout; the wait before each retry (the
+    # last one repeats), with jitter, until WEBHOOK_GIVE_UP_SECONDS after the event; how long a
+    # rotated-out signing secret still signs.
+    webhook_allow_hosts: list[str] = Field(default=[])
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    webhook_retry_schedule: list[float] = Field(
+        default=[5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0], min_length=1)
+    webhook_give_up_seconds: int = Field(default=24 * 3600, gt=0)
+    webhook_secret_overlap_seconds: int = Field(default=24 * 3600, ge=0)
+
     # Pricing: model -> {"input", "output"} per 1,000 tokens, or {"image"} per image
     price_currency: str = "CNY"
     prices: dict[str, dict[str, Decimal]] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
@@ -272,6 +283,13 @@ class Settings(BaseSettings):
                 missing = set(Role) - set(tiers)
                 if missing:
                     raise ValueError(f"{endpoint} has no limit for {sorted(missing)}")
+        return value
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _positive_delays(cls, value: list[float]) -> list[float]:
+        if any(delay <= 0 for delay in value):
+            raise ValueError("WEBHOOK_RETRY_SCHEDULE takes delays in seconds above 0")
         return value
 
     @field_validator("public_base_url")

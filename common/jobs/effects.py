@@ -25,6 +25,7 @@ from common.jobs.events import announce
 from common.jobs.models import JobKind, JobStatus
 from common.jobs.queue import Publisher, Step
 from common.jobs.views import JobView
+from common.webhooks.targets import WebhookTarget
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,10 @@ class Change:
     # Ended by someone other than its worker (a cancel, the deadline): a running attempt
     # should stop.
     interrupts: bool = False
+    # The job's first attempt began (a `start` webhook event).
+    started: bool = False
+    # The job's webhook, carried from the row the transition read (None: it has none).
+    webhook: WebhookTarget | None = None
 
     @property
     def wakes_waiters(self) -> bool:

@@ -42,6 +42,8 @@ from common.upstream.failures import (
     UpstreamStatus,
     code_label,
 )
+from common.webhooks.deliveries import WebhookDeliveries
+from common.webhooks.targets import WebhookTarget
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -68,6 +70,8 @@ class Claim(BaseModel):
     upstream_status: str | None
     polls: int
     compute_cost: Decimal
+    webhook: str | None = None
+    webhook_events: str | None = None
 
     @classmethod
     def of(cls, row) -> Claim:
@@ -81,6 +85,10 @@ class Claim(BaseModel):
         """The client asked for the job's deltas as they come (common/jobs/streams.py)."""
         return bool(self.request.get("stream"))
 
+    @property
+    def webhook_target(self) -> WebhookTarget | None:
+        return WebhookTarget.of(self.webhook, self.webhook_events)
+
     def seconds_left(self, now: dt.datetime | None = None) -> float:
         return (self.deadline_at - (now or utcnow())).total_seconds()
 
@@ -89,7 +97,9 @@ class Claim(BaseModel):
         return JobView(id=self.id, user_id=self.user_id, kind=self.kind, model=self.model,
                        status=status, created_at=self.created_at, started_at=self.started_at,
                        finished_at=at, deadline_at=self.deadline_at, attempts=self.attempt,
-                       **outcome)
+                       webhook=self.webhook,
+                       webhook_events=tuple(self.webhook_events.split(","))
+                       if self.webhook_events else (), **outcome)
 
 
 class Billed(BaseModel):
@@ -123,21 +133,27 @@ def attempts_exhausted(max_attempts: int) -> Stop:
 
 class JobLifecycle:
     def __init__(self, *, database: Database, effects: Effects, policy: RetryPolicy,
-                 streams: JobStreams | None = None) -> None:
+                 streams: JobStreams | None = None,
+                 webhooks: WebhookDeliveries | None = None) -> None:
         self.database = database
         self.effects = effects
         self.policy = policy
         self.streams = streams
+        self.webhooks = webhooks
 
     @classmethod
     def of(cls, *, settings: Settings, database: Database, redis_client: redis.Redis,
            celery: Celery) -> JobLifecycle:
         """The lifecycle a web or worker process runs, from its own resources."""
         streams = job_streams(settings, redis_client)
+        publisher = Publisher(celery)
+        webhooks = WebhookDeliveries.of(settings=settings, database=database,
+                                        publisher=publisher)
         return cls(database=database, policy=RetryPolicy.from_settings(settings),
-                   effects=Effects(redis_client=redis_client, publisher=Publisher(celery),
-                                   after_commit=[streams.after_commit]),
-                   streams=streams)
+                   effects=Effects(redis_client=redis_client, publisher=publisher,
+                                   in_transaction=[webhooks.in_transaction],
+                                   after_commit=[streams.after_commit, webhooks.after_commit]),
+                   streams=streams, webhooks=webhooks)
 
     def commit(self, work: Callable[[Connection], tuple[T, list[Change]]], *,
                unsent: list[Step] | None = None) -> T:
@@ -172,6 +188,9 @@ class JobLifecycle:
             if claim.attempt > self.policy.max_attempts:
                 return None, self._stop(conn, [claim],
                                         attempts_exhausted(self.policy.max_attempts), now)
+            if claim.attempt == 1 and claim.webhook:  # the job starts: a `start` webhook
+                return claim, [Change(claim.id, claim.kind, at=now, started=True,
+                                      webhook=claim.webhook_target)]
             return claim, []
 
         claim = self.commit(work)
@@ -212,7 +231,7 @@ class JobLifecycle:
             total = _insert_usage(conn, claim, billed, now)
             change = Change(claim.id, claim.kind, at=now, created_at=claim.created_at,
                             cost=Cost(claim.model, total, billed.currency),
-                            streamed=claim.streams)
+                            streamed=claim.streams, webhook=claim.webhook_target)
             if succeeded:
                 change = dataclasses.replace(
                     change, ended=JobStatus.SUCCEEDED,
@@ -249,7 +268,7 @@ class JobLifecycle:
                               error_message=message[:1024], usage=usage)
             return True, [Change(claim.id, claim.kind, ended=JobStatus.FAILED, at=now,
                                  created_at=claim.created_at, view=view, cost=cost,
-                                 streamed=claim.streams)]
+                                 streamed=claim.streams, webhook=claim.webhook_target)]
 
         try:
             return self.commit(work)
@@ -328,7 +347,8 @@ class JobLifecycle:
                 return False, []
             return True, [Change(poll.id, poll.kind, ended=JobStatus.CANCELED, at=now,
                                  created_at=poll.created_at,
-                                 view=poll.view(JobStatus.CANCELED, now))]
+                                 view=poll.view(JobStatus.CANCELED, now),
+                                 webhook=poll.webhook_target)]
 
         return self.commit(work)
 
@@ -400,7 +420,7 @@ class JobLifecycle:
         # unfinished when this transaction read it.
         return [Change(t.id, t.kind, ended=reason.status, created_at=t.created_at, at=now,
                        follow_ups=(Step(CANCEL_IMAGE, t.id),) if _upstream_running(t) else (),
-                       interrupts=True)
+                       interrupts=True, webhook=WebhookTarget.of(t.webhook, t.webhook_events))
                 for t in targets]
 
 
@@ -420,7 +440,8 @@ def _insert_usage(conn: Connection, claim: Claim, billed: Billed, now: dt.dateti
 
 
 _STOPPABLE = select(jobs.c.id, jobs.c.user_id, jobs.c.kind, jobs.c.created_at,
-                    jobs.c.upstream_task_id, jobs.c.upstream_status)
+                    jobs.c.upstream_task_id, jobs.c.upstream_status, jobs.c.webhook,
+                    jobs.c.webhook_events)
 
 
 def _upstream_running(target) -> bool:

@@ -83,3 +83,7 @@ class Job(Base):
     finished_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
     updated_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow,
                                                     onupdate=utcnow)
+    # Where the job's events are POSTed (common/webhooks/), and which: "start,completed" or
+    # "completed"; both None for a job without a webhook.
+    webhook: Mapped[str | None] = mapped_column(String(2048))
+    webhook_events: Mapped[str | None] = mapped_column(String(32))

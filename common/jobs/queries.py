@@ -25,7 +25,7 @@ _VIEW_COLUMNS = (
     jobs.c.error_code, jobs.c.error_message,
     usage.c.id.label("usage_id"), usage.c.input_tokens, usage.c.output_tokens,
     usage.c.total_tokens, usage.c.image_count, usage.c.estimated, usage.c.cost,
-    usage.c.currency)
+    usage.c.currency, jobs.c.webhook, jobs.c.webhook_events)
 # Only a finished job has a usage row; the outer join costs one index lookup per job.
 _VIEWS = select(*_VIEW_COLUMNS).select_from(
     jobs.outerjoin(usage, usage.c.job_id == jobs.c.id))
@@ -56,7 +56,9 @@ def view_of(row: Row) -> JobView:
             input_tokens=row.input_tokens, output_tokens=row.output_tokens,
             total_tokens=row.total_tokens, image_count=row.image_count,
             estimated=row.estimated, cost=row.cost,
-            currency=row.currency))
+            currency=row.currency),
+        webhook=row.webhook,
+        webhook_events=tuple(row.webhook_events.split(",")) if row.webhook_events else ())
 
 
 def find(conn: Connection, job_id: str) -> JobView | None:

@@ -30,8 +30,12 @@ POLL_IMAGE = "jobs.poll_image"
 STORE_IMAGES = "jobs.store_images"
 CANCEL_IMAGE = "jobs.cancel_image"
 SWEEP = "jobs.sweep"
+DELIVER_WEBHOOK = "webhooks.deliver"
+# Webhook deliveries share the maintenance queue: short tasks (one POST of at most
+# WEBHOOK_TIMEOUT_SECONDS each) that every worker deployment already consumes.
 QUEUE_OF = {RUN_CHAT: CHAT_QUEUE, SUBMIT_IMAGE: IMAGE_QUEUE, POLL_IMAGE: IMAGE_QUEUE,
-            STORE_IMAGES: IMAGE_QUEUE, CANCEL_IMAGE: IMAGE_QUEUE, SWEEP: MAINTENANCE_QUEUE}
+            STORE_IMAGES: IMAGE_QUEUE, CANCEL_IMAGE: IMAGE_QUEUE, SWEEP: MAINTENANCE_QUEUE,
+            DELIVER_WEBHOOK: MAINTENANCE_QUEUE}
 FIRST_TASK = {JobKind.CHAT: RUN_CHAT, JobKind.IMAGE: SUBMIT_IMAGE}
 # Not "correlation_id": Celery uses that message property for the task id.
 CORRELATION_HEADER = "bailian_correlation_id"

@@ -16,7 +16,7 @@ from decimal import Decimal
 from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import IntegrityError
 
-from common.errors import Conflict
+from common.errors import Conflict, ValidationFailed
 from common.infra.orm import utcnow
 from common.infra.settings import Settings
 from common.jobs import queries, transitions
@@ -25,24 +25,32 @@ from common.jobs.lifecycle import JobLifecycle
 from common.jobs.models import JobKind, JobStatus
 from common.jobs.queue import Step, first_step
 from common.jobs.views import JobView
+from common.webhooks.addresses import UnsafeWebhook, WebhookPolicy
+from common.webhooks.targets import WebhookTarget
 
 jobs = transitions.jobs
 
 
-def fingerprint(kind: JobKind, model: str, request: dict) -> str:
-    canonical = json.dumps({"kind": kind.value, "model": model, "request": request},
-                           sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+def fingerprint(kind: JobKind, model: str, request: dict,
+                webhook: WebhookTarget | None = None) -> str:
+    body = {"kind": kind.value, "model": model, "request": request}
+    if webhook is not None:  # absent otherwise, so jobs without one keep their fingerprints
+        body["webhook"] = [webhook.url, webhook.column]
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def submit(*, lifecycle: JobLifecycle, settings: Settings, user_id: int, kind: JobKind,
            model: str, request: dict, idempotency_key: str | None = None,
-           correlation_id: str | None = None, job_id: str | None = None
-           ) -> tuple[JobView, bool]:
+           correlation_id: str | None = None, job_id: str | None = None,
+           webhook: WebhookTarget | None = None) -> tuple[JobView, bool]:
     """Commit a queued job (or find the one this idempotency key made) and publish it.
     Returns (job, created). `job_id` lets a caller know the id before the job exists, to
-    listen for its wake-up."""
-    digest = fingerprint(kind, model, request)
+    listen for its wake-up. A `webhook` that is unsafe to call, as far as can be told
+    without DNS, is refused here (400 naming it); the rest is checked at each send."""
+    if webhook is not None:
+        check_webhook(settings, webhook.url)
+    digest = fingerprint(kind, model, request, webhook)
     deadline = (settings.image_job_deadline_seconds if kind == JobKind.IMAGE
                 else settings.job_deadline_seconds)
     job_id = job_id or str(uuid.uuid4())
@@ -56,7 +64,9 @@ def submit(*, lifecycle: JobLifecycle, settings: Settings, user_id: int, kind: J
                 return existing, []
         view = JobView(id=job_id, user_id=user_id, kind=kind, model=model,
                        status=JobStatus.QUEUED, created_at=now,
-                       deadline_at=now + dt.timedelta(seconds=deadline))
+                       deadline_at=now + dt.timedelta(seconds=deadline),
+                       webhook=webhook and webhook.url,
+                       webhook_events=tuple(webhook.column.split(",")) if webhook else ())
         # enqueued_at is set optimistically: the publish follows the commit, and a failed one
         # clears it again (mark_unpublished).
         transitions.insert_job(conn, {
@@ -65,7 +75,8 @@ def submit(*, lifecycle: JobLifecycle, settings: Settings, user_id: int, kind: J
             "idempotency_key": idempotency_key, "request_fingerprint": digest,
             "correlation_id": correlation_id, "created_at": now, "updated_at": now,
             "enqueued_at": now, "path": settings.path_for(kind.value),
-            "compute_cost": Decimal(0), "deadline_at": view.deadline_at})
+            "compute_cost": Decimal(0), "deadline_at": view.deadline_at,
+            "webhook": webhook and webhook.url, "webhook_events": webhook and webhook.column})
         step = first_step(kind, job_id, correlation_id)
         return view, [Change(job_id, kind, submitted=True, follow_ups=(step,),
                              streamed=bool(request.get("stream")))]
@@ -82,6 +93,14 @@ def submit(*, lifecycle: JobLifecycle, settings: Settings, user_id: int, kind: J
         with lifecycle.database.transaction() as conn:
             transitions.mark_unpublished(conn, job_id)
     return view, view.id == job_id
+
+
+def check_webhook(settings: Settings, url: str) -> None:
+    try:
+        WebhookPolicy(settings.webhook_allow_hosts).check_url(url)
+    except UnsafeWebhook as exc:
+        raise ValidationFailed("Invalid webhook", errors=[
+            {"field": "webhook", "message": f"webhook {exc}"}]) from exc
 
 
 def _replay(conn: Connection, user_id: int, key: str, digest: str, now: dt.datetime,

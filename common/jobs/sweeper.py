@@ -20,6 +20,7 @@ class SweepReport:
     published: int
     unpublished: int
     resumed: int = 0
+    webhooks: int = 0
 
 
 def sweep(*, lifecycle: JobLifecycle, settings: Settings) -> SweepReport:
@@ -31,12 +32,16 @@ def sweep(*, lifecycle: JobLifecycle, settings: Settings) -> SweepReport:
     resumed = outbox.resume_owed_actions(
         database=database, effects=effects, grace_seconds=settings.sweeper_grace_seconds,
         retry_after_seconds=settings.republish_queued_after_seconds)
+    webhooks = lifecycle.webhooks.resume_due(
+        grace_seconds=settings.sweeper_grace_seconds,
+        republish_after_seconds=settings.republish_queued_after_seconds) \
+        if lifecycle.webhooks else 0
     report = SweepReport(expired=expired, published=published, unpublished=unpublished,
-                         resumed=resumed)
-    for action in ("expired", "published", "resumed"):
+                         resumed=resumed, webhooks=webhooks)
+    for action in ("expired", "published", "resumed", "webhooks"):
         if count := getattr(report, action):
             SWEEPER_ACTIONS.labels(action).inc(count)
-    if expired or published or unpublished or resumed:
-        logger.info("sweep expired=%s published=%s unpublished=%s resumed=%s", expired,
-                    published, unpublished, resumed)
+    if expired or published or unpublished or resumed or webhooks:
+        logger.info("sweep expired=%s published=%s unpublished=%s resumed=%s webhooks=%s",
+                    expired, published, unpublished, resumed, webhooks)
     return report

@@ -38,7 +38,7 @@ IS_ACTIVE = or_(*(c.status == status for status in ACTIVE_STATUSES))
 # What a worker needs of a job it took: who, what, where it runs, and how far it got.
 CLAIM_COLUMNS = (c.id, c.user_id, c.kind, c.model, c.request, c.path, c.correlation_id,
                  c.attempts, c.deadline_at, c.created_at, c.started_at, c.upstream_task_id,
-                 c.upstream_status, c.polls, c.compute_cost)
+                 c.upstream_status, c.polls, c.compute_cost, c.webhook, c.webhook_events)
 
 # Bound parameter names may not repeat column names in an UPDATE's SET clause: hence `p_`.
 _TAKE_LEASE = FastStatement(

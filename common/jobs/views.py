@@ -45,6 +45,8 @@ class JobView(BaseModel):
     error_code: str | None = None
     error_message: str | None = None
     usage: JobUsage | None = None
+    webhook: str | None = None  # where the job's events are POSTed
+    webhook_events: tuple[str, ...] = ()
 
     @property
     def settled(self) -> bool:

@@ -134,6 +134,11 @@ def platform_env(*, database_url: str, redis_url: str, broker_url: str,
         "IMAGE_DOWNLOAD_HOSTS": json.dumps(["127.0.0.1"]),
         "IMAGE_STORAGE_DIR": str(REPO / "var" / "test" / "images"),
         "NO_PROXY": "127.0.0.1,localhost",
+        # Webhook receivers in the tests listen on localhost (plain http), and retries come
+        # within seconds.
+        "WEBHOOK_ALLOW_HOSTS": json.dumps(["localhost"]),
+        "WEBHOOK_TIMEOUT_SECONDS": "3",
+        "WEBHOOK_RETRY_SCHEDULE": json.dumps([0.3, 0.5, 0.8]),
     }
     if emulator is not None:
         env["QWEN_API_KEY"] = EMULATOR_KEY

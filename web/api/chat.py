@@ -38,6 +38,7 @@ def chat_completions():
     body = parse_body(ChatCompletionRequest, {"chat_models": services().settings.chat_models})
     if body.stream and wait_seconds() > 0:
         return submit_and_stream(kind=JobKind.CHAT, model=body.model,
-                                 job_request=body.job_request())
+                                 job_request=body.job_request(), webhook=body.webhook_target())
     return submit_and_answer(kind=JobKind.CHAT, model=body.model,
-                             job_request=body.job_request(), render_result=chat_completion_data)
+                             job_request=body.job_request(), render_result=chat_completion_data,
+                             webhook=body.webhook_target())

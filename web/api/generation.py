@@ -32,4 +32,5 @@ def generation():
     if errors := body.rule_errors():
         raise ValidationFailed(errors=errors)
     return submit_and_answer(kind=JobKind.IMAGE, model=body.model,
-                             job_request=body.job_request(), render_result=generation_data)
+                             job_request=body.job_request(), render_result=generation_data,
+                             webhook=body.webhook_target())

@@ -63,12 +63,13 @@ def chat_completions():
                     {"chat_models": settings.chat_models})
     if body.stream:
         return submit_and_stream(kind=JobKind.CHAT, model=body.model,
-                                 job_request=body.job_request())
+                                 job_request=body.job_request(), webhook=body.webhook_target())
     wait = settings.v1_wait_seconds
     if wait is None:
         wait = settings.job_deadline_seconds + WAIT_MARGIN_SECONDS
     view, headers = submit_and_wait(kind=JobKind.CHAT, model=body.model,
-                                    job_request=body.job_request(), timeout=wait)
+                                    job_request=body.job_request(), timeout=wait,
+                                    webhook=body.webhook_target())
     if view.status == JobStatus.SUCCEEDED:
         response = jsonify(view.result.model_dump(mode="json"))
         response.headers.update(headers)
