@@ -145,6 +145,17 @@ class AuthState:
         return live, user
 
     # --- users -----------------------------------------------------------------------------
+    def user(self, user_id: int) -> UserState | None:
+        """The user's live state (an API key's check): the cache, else the database."""
+        state = UserState.decode(self.redis.get(USER_KEY.format(user_id)))
+        if state is None:
+            with self.session_factory() as session:
+                found = session.get(User, user_id)
+                state = UserState.of(found) if found else None
+            if state is not None:
+                self.redis.set(USER_KEY.format(user_id), state.encode(), ex=CACHE_TTL, nx=True)
+        return state
+
     def forget_user(self, user_id: int) -> None:
         self.redis.delete(USER_KEY.format(user_id))
 

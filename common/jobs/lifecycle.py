@@ -21,7 +21,9 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Connection, select
 from sqlalchemy.exc import IntegrityError
 
+from common.billing.budgets import Budgets
 from common.billing.pricing import Usage
+from common.billing.token_limits import TokenLimits
 from common.errors import Conflict, NotFound
 from common.infra import metrics
 from common.infra.db import Database
@@ -123,21 +125,27 @@ def attempts_exhausted(max_attempts: int) -> Stop:
 
 class JobLifecycle:
     def __init__(self, *, database: Database, effects: Effects, policy: RetryPolicy,
-                 streams: JobStreams | None = None) -> None:
+                 streams: JobStreams | None = None, budgets: Budgets | None = None) -> None:
         self.database = database
         self.effects = effects
         self.policy = policy
         self.streams = streams
+        self.budgets = budgets
 
     @classmethod
     def of(cls, *, settings: Settings, database: Database, redis_client: redis.Redis,
            celery: Celery) -> JobLifecycle:
         """The lifecycle a web or worker process runs, from its own resources."""
         streams = job_streams(settings, redis_client)
+        # Budgets settle and release with the transitions that end jobs (in their transaction).
+        budgets = Budgets(settings)
+        tokens = TokenLimits(redis_client, settings.token_limit_window_seconds)
         return cls(database=database, policy=RetryPolicy.from_settings(settings),
                    effects=Effects(redis_client=redis_client, publisher=Publisher(celery),
-                                   after_commit=[streams.after_commit]),
-                   streams=streams)
+                                   in_transaction=[budgets.in_transaction],
+                                   after_commit=[streams.after_commit,
+                                                 budgets.token_correction(tokens)]),
+                   streams=streams, budgets=budgets)
 
     def commit(self, work: Callable[[Connection], tuple[T, list[Change]]], *,
                unsent: list[Step] | None = None) -> T:

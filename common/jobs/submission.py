@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import json
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
 
 from sqlalchemy import Connection, select, update
@@ -37,11 +38,13 @@ def fingerprint(kind: JobKind, model: str, request: dict) -> str:
 
 def submit(*, lifecycle: JobLifecycle, settings: Settings, user_id: int, kind: JobKind,
            model: str, request: dict, idempotency_key: str | None = None,
-           correlation_id: str | None = None, job_id: str | None = None
+           correlation_id: str | None = None, job_id: str | None = None,
+           charge: Callable[[Connection, str, dt.datetime], None] | None = None
            ) -> tuple[JobView, bool]:
     """Commit a queued job (or find the one this idempotency key made) and publish it.
     Returns (job, created). `job_id` lets a caller know the id before the job exists, to
-    listen for its wake-up."""
+    listen for its wake-up. `charge` writes the job's budget reservation in its transaction
+    (common.billing.budgets; raising refuses the job)."""
     digest = fingerprint(kind, model, request)
     deadline = (settings.image_job_deadline_seconds if kind == JobKind.IMAGE
                 else settings.job_deadline_seconds)
@@ -66,6 +69,8 @@ def submit(*, lifecycle: JobLifecycle, settings: Settings, user_id: int, kind: J
             "correlation_id": correlation_id, "created_at": now, "updated_at": now,
             "enqueued_at": now, "path": settings.path_for(kind.value),
             "compute_cost": Decimal(0), "deadline_at": view.deadline_at})
+        if charge is not None:
+            charge(conn, job_id, now)
         step = first_step(kind, job_id, correlation_id)
         return view, [Change(job_id, kind, submitted=True, follow_ups=(step,),
                              streamed=bool(request.get("stream")))]

@@ -20,6 +20,7 @@ class SweepReport:
     published: int
     unpublished: int
     resumed: int = 0
+    released: int = 0  # budget charges of ended jobs closed here (common.billing.budgets)
 
 
 def sweep(*, lifecycle: JobLifecycle, settings: Settings) -> SweepReport:
@@ -31,12 +32,16 @@ def sweep(*, lifecycle: JobLifecycle, settings: Settings) -> SweepReport:
     resumed = outbox.resume_owed_actions(
         database=database, effects=effects, grace_seconds=settings.sweeper_grace_seconds,
         retry_after_seconds=settings.republish_queued_after_seconds)
+    released = 0
+    if lifecycle.budgets is not None:
+        with database.transaction() as conn:
+            released = lifecycle.budgets.release_ended(conn)
     report = SweepReport(expired=expired, published=published, unpublished=unpublished,
-                         resumed=resumed)
-    for action in ("expired", "published", "resumed"):
+                         resumed=resumed, released=released)
+    for action in ("expired", "published", "resumed", "released"):
         if count := getattr(report, action):
             SWEEPER_ACTIONS.labels(action).inc(count)
-    if expired or published or unpublished or resumed:
-        logger.info("sweep expired=%s published=%s unpublished=%s resumed=%s", expired,
-                    published, unpublished, resumed)
+    if expired or published or unpublished or resumed or released:
+        logger.info("sweep expired=%s published=%s unpublished=%s resumed=%s released=%s",
+                    expired, published, unpublished, resumed, released)
     return report

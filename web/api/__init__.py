@@ -4,7 +4,7 @@ from flask import Flask
 
 
 def register_blueprints(app: Flask) -> None:
-    from web.api import admin, auth, chat, generation, health, jobs, openai_v1, usage
+    from web.api import admin, auth, chat, generation, health, jobs, keys, openai_v1, usage
 
-    for module in (health, auth, admin, chat, generation, jobs, usage, openai_v1):
+    for module in (health, auth, admin, chat, generation, jobs, usage, keys, openai_v1):
         app.register_blueprint(module.bp)

@@ -46,7 +46,7 @@ WAIT_MARGIN_SECONDS = 5
                         "not take are 400 naming the parameter.",
             responses={200: Raw(JSON, ChatCompletion, "OpenAI's chat.completion object"),
                        **ERRORS})
-@login_required
+@login_required(api_keys=True)
 def chat_completions():
     settings = services().settings
     payload = request_json()
@@ -79,7 +79,7 @@ def chat_completions():
 @bp.get("/models")
 @documented(summary="The models this deployment enables (OpenAI's list shape)", tag="openai",
             responses={200: Raw(JSON, ModelList, "OpenAI's model list"), **ERRORS})
-@login_required
+@login_required(api_keys=True)
 def list_models():
     return jsonify(ModelList(data=_models()).model_dump(mode="json"))
 
@@ -87,7 +87,7 @@ def list_models():
 @bp.get("/models/<path:model_id>")
 @documented(summary="One model (OpenAI's model object)", tag="openai",
             responses={200: Raw(JSON, Model, "OpenAI's model object"), **ERRORS})
-@login_required
+@login_required(api_keys=True)
 def get_model(model_id: str):
     found = next((m for m in _models() if m.id == model_id), None)
     if found is None:
