@@ -26,7 +26,8 @@ def _when(value: dt.datetime | None) -> str | None:
     return value.isoformat() + "Z" if value is not None else None
 
 
-def key_data(key: ApiKey, model=ApiKeyData, **extra) -> ApiKeyData:
+def key_data(row: ApiKey, model=ApiKeyData, **extra) -> ApiKeyData:
+    key = row
     budgets = services().lifecycle.budgets
     budget = budget_of(key)
     with services().database.connect() as conn:
