@@ -260,3 +260,22 @@ def _counter(database, scope, owner_id) -> BudgetCounter:
     with database.session() as session:
         return session.scalars(select(BudgetCounter).where(
             BudgetCounter.scope == scope, BudgetCounter.owner_id == owner_id)).one()
+
+
+def test_operators_create_list_and_revoke_keys_from_the_cli(app, client, accounts):
+    account = accounts.create()
+    runner = app.test_cli_runner()
+    made = runner.invoke(args=["users", "keys", "create", "--username", account["username"],
+                               "--name", "cron", "--model", "qwen-turbo", "--budget",
+                               "5/day", "--tpm-limit", "50000"])
+    assert made.exit_code == 0, made.output
+    secret = made.output.strip().splitlines()[-1]
+    key_id = int(made.output.split("id=")[1].split()[0])
+    assert client.get("/api/jobs", headers=bearer(secret)).status_code == 200
+    listed = runner.invoke(args=["users", "keys", "list", "--username", account["username"]])
+    assert f"{secret[:8]}...{secret[-4:]}" in listed.output and secret not in listed.output
+    assert runner.invoke(args=["users", "keys", "revoke", "--id", str(key_id)]).exit_code == 0
+    assert client.get("/api/jobs", headers=bearer(secret)).status_code == 401
+    bad = runner.invoke(args=["users", "keys", "create", "--username", account["username"],
+                              "--name", "x", "--budget", "lots"])
+    assert bad.exit_code != 0 and "--budget" in bad.output

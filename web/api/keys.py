@@ -77,7 +77,8 @@ def create_key():
 
 @bp.get("")
 @documented(summary="Your API keys (admins: ?user_id= or ?all=true); never the secrets",
-            tag="keys", query=KeyListQuery, responses={200: list[ApiKeyData], 403: ERROR})
+            tag="keys", query=KeyListQuery,
+            responses={200: list[ApiKeyData], 400: ERROR, 403: ERROR})
 @login_required
 def list_keys():
     query = parse_query(KeyListQuery)
