@@ -179,6 +179,7 @@ def _authenticate_key(secret: str) -> None:
                                    code="invalid_api_key",
                                    headers={"WWW-Authenticate": "Bearer"})
     g.api_key = state
+    g.user_state = user
     # What flask_jwt_extended's current_user and get_jwt() read.
     g._jwt_extended_jwt_user = {"loaded_user": CurrentUser(id=state.user_id, username="",
                                                            role=user.role)}

@@ -15,6 +15,7 @@ import math
 import re
 import uuid
 from collections.abc import Callable
+from decimal import Decimal
 
 import redis
 from flask import g, request
@@ -31,6 +32,7 @@ from common.errors import (
     ValidationFailed,
 )
 from common.infra.metrics import RATE_LIMIT_REJECTIONS, RATE_LIMIT_STORAGE_ERRORS
+from common.infra.settings import BudgetSpec
 from common.jobs import queries, submission
 from common.jobs.models import JobKind, JobStatus
 from common.jobs.views import JobView
@@ -144,16 +146,23 @@ def admit(*, kind: JobKind, model: str, job_request: dict, job_id: str):
                            "to it.", code="model_not_found")
         raise PermissionDenied(f"This API key may not use the model {model}",
                                code="model_not_allowed")
+    state = g.get("user_state")  # what authentication read of the user (cached row)
     payer = Payer(user_id=current_user.id, role=current_user.role,
-                  api_key_id=key.id if key else None, key_budget=key.budget if key else None)
+                  api_key_id=key.id if key else None, key_budget=key.budget if key else None,
+                  user_budget=_budget_of(state), user_budget_known=state is not None)
     budgets = svc.lifecycle.budgets
     estimate = budgets.estimate(kind, model, job_request)
-    with svc.database.connect() as conn:
-        plan = budgets.plan(conn, payer, estimate)
+    plan = budgets.plan(svc.database, payer, estimate)
     if kind == JobKind.CHAT and svc.settings.rate_limits_enabled:
         _admit_tokens(job_id, payer, estimate)
     return (lambda conn, new_id, now: budgets.reserve(conn, job_id=new_id, plan=plan,
                                                       now=now)), payer
+
+
+def _budget_of(state) -> BudgetSpec | None:
+    if state is None or not state.budget_amount:
+        return None
+    return BudgetSpec(amount=Decimal(state.budget_amount), period=state.budget_period)
 
 
 def _admit_tokens(job_id: str, payer: Payer, estimate: Estimate) -> None:

@@ -43,9 +43,14 @@ class UserState:
     role: Role
     is_active: bool
     generation: int
+    # The user's own spend budget (common.billing.budgets), so a reservation needs no read
+    # of the user row: "" when none is set (the tier's default applies).
+    budget_amount: str = ""
+    budget_period: str = ""
 
     def encode(self) -> str:
-        return f"{self.role.value}|{int(self.is_active)}|{self.generation}"
+        return (f"{self.role.value}|{int(self.is_active)}|{self.generation}|"
+                f"{self.budget_amount}|{self.budget_period}")
 
     @classmethod
     def decode(cls, raw: str | bytes | None) -> UserState | None:
@@ -53,13 +58,16 @@ class UserState:
         if raw is None:
             return None
         parts = (raw.decode() if isinstance(raw, bytes) else raw).split("|")
-        if len(parts) != 3:
+        if len(parts) != 5:
             return None
-        return cls(Role(parts[0]), parts[1] == "1", int(parts[2]))
+        return cls(Role(parts[0]), parts[1] == "1", int(parts[2]), parts[3], parts[4])
 
     @classmethod
     def of(cls, user: User) -> UserState:
-        return cls(Role(user.role), bool(user.is_active), int(user.token_generation or 0))
+        amount = getattr(user, "budget_amount", None)
+        return cls(Role(user.role), bool(user.is_active), int(user.token_generation or 0),
+                   str(amount) if amount is not None else "",
+                   (getattr(user, "budget_period", None) or "") if amount is not None else "")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,10 +3,11 @@ cost when the job ends, release it when the job ends without one. Exact across p
 
 The ledger is MySQL's, and no Redis counter fronts it, so a Redis loss cannot let spend pass a
 budget. Each payer (a user, an API key) has one `budget_counters` row per budget period
-holding `spent` and `reserved`; a reservation locks the row (SELECT ... FOR UPDATE) inside the
-transaction that inserts the job, checks spent + reserved + worst case against the budget and
-adds to `reserved`. Concurrent submissions of one payer therefore queue on that row lock, and
-each sees what the ones before it reserved: the sum admitted never exceeds the budget.
+holding `spent` and `reserved`; a reservation is one conditional UPDATE of the row inside the
+transaction that inserts the job: add the worst case to `reserved` where spent + reserved +
+worst case stays within the budget. Concurrent submissions of one payer therefore queue on
+that row's lock, and each sees what the ones before it reserved: the sum admitted never
+exceeds the budget.
 
 Every job gets a `job_charges` row in that same transaction: who pays (user, key), the local
 day it was submitted (its period), what was reserved and against which counters. The job's
@@ -18,7 +19,7 @@ job's upstream work, still billed) adds its cost then. The sweeper closes charge
 ended without the hook (rows from before it existed, a crash between the two).
 
 Periods are calendar days or months in BUDGET_TIME_ZONE; a job counts in the period it was
-submitted in. A counter row is created on the first reservation of its period (in its own
+submitted in. A counter row is created before the first reservation of its period (in its own
 short transaction, before the submit's) and seeded from the usage rows of that period's
 charges, so a budget set in the middle of a period counts what was spent before it.
 """
@@ -32,7 +33,7 @@ import zoneinfo
 from collections.abc import Callable
 from decimal import ROUND_CEILING, Decimal
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, Numeric, bindparam, func, insert, select, update
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -40,11 +41,13 @@ from common.accounts.models import Role, User
 from common.billing.models import BudgetCounter, JobCharge, UsageRecord
 from common.errors import BudgetExceeded
 from common.infra.settings import BudgetSpec, Settings
+from common.infra.statements import FastStatement
 from common.jobs.effects import Change
 from common.jobs.models import ACTIVE_STATUSES, Job, JobKind
 
 logger = logging.getLogger(__name__)
 
+MONEY = Numeric(18, 8)
 _THOUSAND = Decimal(1000)
 _QUANTUM = Decimal("0.00000001")
 MESSAGE_OVERHEAD_TOKENS = 8  # the chat template's tokens around each message, bounded above
@@ -52,6 +55,17 @@ MESSAGE_OVERHEAD_TOKENS = 8  # the chat template's tokens around each message, b
 charges = JobCharge.__table__
 counters = BudgetCounter.__table__
 usage = UsageRecord.__table__
+
+# The submit's hot path, compiled once (common.infra.statements).
+_HOLD = FastStatement(update(counters).where(
+    counters.c.scope == bindparam("p_scope"), counters.c.owner_id == bindparam("p_owner"),
+    counters.c.period == bindparam("p_period"),
+    func.coalesce(counters.c.spent, 0) + counters.c.reserved + bindparam("p_amount", type_=MONEY)
+    <= bindparam("p_budget", type_=MONEY))
+    .values(reserved=counters.c.reserved + bindparam("p_amount", type_=MONEY)))
+_INSERT_CHARGE = FastStatement(insert(charges))
+_CHARGE_OF = FastStatement(select(charges).where(charges.c.job_id == bindparam("p_job"))
+                           .with_for_update())
 
 
 def _utc_now() -> dt.datetime:
@@ -66,6 +80,10 @@ class Payer:
     role: Role
     api_key_id: int | None = None
     key_budget: BudgetSpec | None = None
+    # The user's budget as the per-request auth state read it (the cached user row, see
+    # common.accounts.session_state); not known: read in the submit's transaction.
+    user_budget: BudgetSpec | None = None
+    user_budget_known: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,8 +109,9 @@ class Plan:
 
     payer: Payer
     day: str
-    holds: tuple[Hold, ...]
+    holds: tuple[Hold, ...]  # the key's; the user's is read in the submit's transaction
     estimate: Estimate
+    local: dt.datetime  # the instant the periods are of, in BUDGET_TIME_ZONE
 
 
 class Budgets:
@@ -160,27 +179,39 @@ class Budgets:
         return self.settings.budgets.get(role)
 
     # --- reserving -----------------------------------------------------------------------
-    def plan(self, conn: Connection, payer: Payer, estimate: Estimate) -> Plan:
-        """Resolve the payer's budgets and make sure their counter rows exist. Runs before the
-        submit's transaction (its own statements commit at once), so the reservation in that
-        transaction only has to lock rows that exist."""
+    def plan(self, database, payer: Payer, estimate: Estimate) -> Plan:
+        """Make sure the counter rows this submission may reserve against exist: the user's
+        for this day and this month (their budget is read in the submit's transaction), the
+        key's for its period. Runs before the submit's transaction, in a short one of its own
+        and only for counters this process has not seen yet, so the reservation in the
+        submit's transaction only ever locks rows that exist."""
         local = self.local_now()
+        if payer.user_budget_known:
+            user_spec = payer.user_budget or self.settings.budgets.get(payer.role)
+            wanted = [("user", payer.user_id, user_spec)] if user_spec else []
+        else:
+            wanted = [("user", payer.user_id, BudgetSpec(amount=Decimal(1), period=period))
+                      for period in ("day", "month")]
+        if payer.api_key_id is not None and payer.key_budget is not None:
+            wanted.append(("key", payer.api_key_id, payer.key_budget))
+        missing = [(scope, owner_id, self.period(spec, local))
+                   for scope, owner_id, spec in wanted
+                   if (scope, owner_id, self.period(spec, local)[0]) not in self._seeded]
+        if missing:
+            with database.connect() as conn:
+                for scope, owner_id, (name, start, end, _) in missing:
+                    self._ensure_counter(conn, scope, owner_id, name, start, end)
         holds = []
-        specs = (("user", payer.user_id, self.user_budget(conn, payer.user_id, payer.role)),
-                 ("key", payer.api_key_id, payer.key_budget))
-        for scope, owner_id, spec in specs:
-            if owner_id is None or spec is None:
-                continue
-            name, start, end, resets = self.period(spec, local)
-            self._ensure_counter(conn, scope, owner_id, name, start, end)
-            holds.append(Hold(scope, owner_id, name, spec.amount, resets))
-        return Plan(payer, local.date().isoformat(), tuple(holds), estimate)
+        if payer.user_budget_known and wanted and wanted[0][0] == "user":
+            name, _, _, resets = self.period(wanted[0][2], local)
+            holds.append(Hold("user", payer.user_id, name, wanted[0][2].amount, resets))
+        if payer.api_key_id is not None and payer.key_budget is not None:
+            name, _, _, resets = self.period(payer.key_budget, local)
+            holds.append(Hold("key", payer.api_key_id, name, payer.key_budget.amount, resets))
+        return Plan(payer, local.date().isoformat(), tuple(holds), estimate, local)
 
     def _ensure_counter(self, conn: Connection, scope: str, owner_id: int, period: str,
                         start: str, end: str) -> None:
-        marker = (scope, owner_id, period)
-        if marker in self._seeded:
-            return
         owner = charges.c.user_id if scope == "user" else charges.c.api_key_id
         day = charges.c.user_period if scope == "user" else charges.c.key_period
         seed = select(func.coalesce(func.sum(usage.c.cost), 0)).select_from(
@@ -194,39 +225,47 @@ class Budgets:
             statement = sqlite_insert(counters).values(values).on_conflict_do_nothing()
         conn.execute(statement)
         conn.commit()
-        self._seeded.add(marker)
+        self._seeded.add((scope, owner_id, period))
 
     def reserve(self, conn: Connection, *, job_id: str, plan: Plan,
                 now: dt.datetime) -> None:
         """Inside the submit's transaction: hold the worst case against every budget of the
-        payer, or raise BudgetExceeded (which rolls the job back)."""
-        amount = plan.estimate.cost
+        payer, or raise BudgetExceeded (which rolls the job back). Each hold is one
+        conditional UPDATE: the row lock it takes queues concurrent submissions of the payer,
+        and its condition sees what every one before it reserved."""
+        payer, amount = plan.payer, plan.estimate.cost
+        holds = list(plan.holds)
+        spec = None if payer.user_budget_known else \
+            self.user_budget(conn, payer.user_id, payer.role)
+        if spec is not None:
+            name, _, _, resets = self.period(spec, plan.local)
+            holds.insert(0, Hold("user", payer.user_id, name, spec.amount, resets))
         held: dict[str, str] = {}
-        for hold in plan.holds:  # always user, then key: one lock order for everyone
+        for hold in holds:  # always user, then key: one lock order for everyone
             key = (counters.c.scope == hold.scope, counters.c.owner_id == hold.owner_id,
                    counters.c.period == hold.period)
-            row = conn.execute(select(counters.c.spent, counters.c.reserved).where(*key)
-                               .with_for_update()).one()
-            spent, reserved = Decimal(row.spent or 0), Decimal(row.reserved)
-            if spent + reserved + amount > hold.budget:
-                raise _exceeded(hold, spent, reserved, amount)
-            conn.execute(update(counters).where(*key)
-                         .values(reserved=counters.c.reserved + amount))
+            granted = _HOLD.execute(conn, {
+                "p_scope": hold.scope, "p_owner": hold.owner_id, "p_period": hold.period,
+                "p_amount": amount, "p_budget": hold.budget}).rowcount
+            if not granted:
+                row = conn.execute(select(counters.c.spent, counters.c.reserved)
+                                   .where(*key)).one()
+                raise _exceeded(hold, Decimal(row.spent or 0), Decimal(row.reserved), amount)
             held[hold.scope] = hold.period
-        payer = plan.payer
-        conn.execute(charges.insert().values(
-            job_id=job_id, user_id=payer.user_id, api_key_id=payer.api_key_id,
-            user_period=plan.day, key_period=plan.day if payer.api_key_id else None,
-            reserved=amount if held else Decimal(0), reserved_tokens=plan.estimate.tokens,
-            held_user=held.get("user"), held_key=held.get("key"), created_at=now))
+        _INSERT_CHARGE.execute(conn, {
+            "job_id": job_id, "user_id": payer.user_id, "api_key_id": payer.api_key_id,
+            "user_period": plan.day, "key_period": plan.day if payer.api_key_id else None,
+            "reserved": amount if held else Decimal(0),
+            "reserved_tokens": plan.estimate.tokens, "held_user": held.get("user"),
+            "held_key": held.get("key"), "cost": None, "created_at": now, "closed_at": None,
+            "outcome": None})
 
     # --- closing (the lifecycle's in-transaction hook) ---------------------------------------
     def in_transaction(self, conn: Connection, change: Change) -> None:
         """Settle or release the job's charge with the transition that ends it."""
         if change.ended is None and change.cost is None:
             return
-        row = conn.execute(select(charges).where(charges.c.job_id == change.job_id)
-                           .with_for_update()).one_or_none()
+        row = _CHARGE_OF.execute(conn, {"p_job": change.job_id}).one_or_none()
         if row is None:
             return  # a job from before budgets existed
         cost = change.cost.amount if change.cost is not None else None

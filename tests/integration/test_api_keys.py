@@ -212,8 +212,7 @@ def test_period_rollover_resets_spend_with_an_injected_clock(settings, lifecycle
     estimate = budgets.estimate(JobKind.CHAT, "qwen-turbo", request)
 
     def submit():
-        with database.connect() as conn:
-            plan = budgets.plan(conn, payer, estimate)
+        plan = budgets.plan(database, payer, estimate)
         return submission.submit(
             lifecycle=lifecycle, settings=settings, user_id=account["id"], kind=JobKind.CHAT,
             model="qwen-turbo", request=request,
@@ -231,8 +230,10 @@ def test_period_rollover_resets_spend_with_an_injected_clock(settings, lifecycle
             select(BudgetCounter.period, BudgetCounter.reserved)
             .where(BudgetCounter.owner_id == account["id"], BudgetCounter.scope == "user")
         ).all())
-    assert set(periods) == {"2031-01-31", "2031-02-01"}
-    assert periods["2031-02-01"] == estimate.cost
+    # The user's day counters (the month's exist too: the budget was read in the submit's
+    # transaction, so both were made ready); the new day holds only the new job.
+    assert periods["2031-01-31"] == 2 * estimate.cost
+    assert periods["2031-02-01"] == estimate.cost and periods["2031-02"] == 0
 
 
 def test_cancel_releases_the_reservation_exactly_once(client, accounts, database, lifecycle):
