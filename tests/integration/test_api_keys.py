@@ -280,3 +280,64 @@ def test_operators_create_list_and_revoke_keys_from_the_cli(app, client, account
     bad = runner.invoke(args=["users", "keys", "create", "--username", account["username"],
                               "--name", "x", "--budget", "lots"])
     assert bad.exit_code != 0 and "--budget" in bad.output
+
+
+def test_an_admin_set_user_budget_applies_from_the_next_request(client, accounts):
+    account, login = accounts.headers()
+    _, admin = accounts.headers("admin")
+    assert client.post(CHAT, json=chat(), headers={**login, **ASYNC}).status_code == 202
+    assert client.patch(f"/api/admin/users/{account['id']}", headers=admin, json={
+        "budget": {"amount": "0.001", "period": "day"}}).status_code == 200
+    refused = client.post(CHAT, json=chat(), headers={**login, **ASYNC})
+    assert refused.status_code == 402 and "Your spend budget" in refused.json["message"]
+    assert client.patch(f"/api/admin/users/{account['id']}", headers=admin,
+                        json={"budget": None}).status_code == 200  # the tier's default again
+    assert client.post(CHAT, json=chat(), headers={**login, **ASYNC}).status_code == 202
+
+
+def test_a_keys_own_rpm_limit_narrows_its_users_tier(client, accounts):
+    _, login = accounts.headers()
+    key = make_key(client, login, rpm_limit=2)["key"]
+    codes = [client.post(CHAT, json=chat(), headers={**bearer(key), **ASYNC}).status_code
+             for _ in range(3)]
+    assert codes == [202, 202, 429]
+    assert client.post(CHAT, json=chat(), headers={**login, **ASYNC}).status_code == 202
+
+
+def test_admins_list_and_revoke_any_users_keys_and_others_cannot(client, accounts):
+    owner, login = accounts.headers()
+    key = make_key(client, login)
+    _, admin = accounts.headers("admin")
+    _, stranger = accounts.headers()
+    listed = client.get(f"/api/keys?user_id={owner['id']}", headers=admin).json["data"]
+    assert [k["id"] for k in listed] == [key["id"]]
+    assert client.get(f"/api/keys?user_id={owner['id']}", headers=stranger).status_code == 403
+    assert client.delete(f"/api/keys/{key['id']}", headers=stranger).status_code == 404
+    assert client.delete(f"/api/keys/{key['id']}", headers=admin).status_code == 200
+    assert client.get("/api/jobs", headers=bearer(key["key"])).status_code == 401
+
+
+def test_v1_models_lists_only_what_the_key_may_use(client, accounts):
+    _, login = accounts.headers()
+    key = make_key(client, login, models=["qwen-plus", "wanx-v1"])["key"]
+    listed = client.get("/v1/models", headers=bearer(key)).json["data"]
+    assert sorted(m["id"] for m in listed) == ["qwen-plus", "wanx-v1"]
+
+
+def test_the_sweeper_closes_charges_of_jobs_that_ended_without_the_hook(
+        client, accounts, database, lifecycle, settings):
+    from common.jobs import sweeper
+
+    _, login = accounts.headers()
+    key = make_key(client, login, budget={"amount": 1, "period": "month"})
+    job_id = client.post(CHAT, json=chat("[[emulator: latency_ms=4000]]"),
+                         headers={**bearer(key["key"]), **ASYNC}).json["data"]["id"]
+    with database.transaction() as conn:  # ended by hand: no lifecycle transition, no hook
+        conn.execute(Job.__table__.update().where(Job.__table__.c.id == job_id)
+                     .values(status="failed", finished_at=utcnow()))
+    assert _counter(database, "key", key["id"]).reserved > 0
+    sweeper.sweep(lifecycle=lifecycle, settings=settings)  # (or beat's, whichever is first)
+    with database.session() as session:
+        assert session.get(JobCharge, job_id).outcome == "released"
+    sweeper.sweep(lifecycle=lifecycle, settings=settings)
+    assert _counter(database, "key", key["id"]).reserved == 0  # released once, not twice

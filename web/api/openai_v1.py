@@ -15,7 +15,7 @@ from common.errors import NotFound, ValidationFailed
 from common.jobs.models import JobKind, JobStatus
 from common.jobs.results import ChatCompletion
 from common.jobs.views import JobView
-from web.authentication import login_required
+from web.authentication import api_key, login_required
 from web.context import services
 from web.error_responses import error_response
 from web.job_submission import submit_and_stream, submit_and_wait
@@ -96,9 +96,13 @@ def get_model(model_id: str):
 
 
 def _models() -> list[Model]:
+    """The enabled models; for an API key, those its allow-list names."""
     settings = services().settings
-    return ([Model(id=name, kind="chat") for name in settings.chat_models]
-            + [Model(id=name, kind="image") for name in settings.image_models])
+    key = api_key()
+    return [model for model in
+            [Model(id=name, kind="chat") for name in settings.chat_models]
+            + [Model(id=name, kind="image") for name in settings.image_models]
+            if key is None or key.allows(model.id)]
 
 
 def _model_not_found(model: str) -> NotFound:
