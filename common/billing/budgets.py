@@ -383,5 +383,6 @@ def _exceeded(hold: Hold, spent: Decimal, reserved: Decimal, amount: Decimal) ->
     return BudgetExceeded(
         f"{whose} spend budget of {hold.budget} cannot cover this request (worst case "
         f"{amount}; spent {spent}, reserved {reserved}); it resets at {resets}",
-        headers={"X-Budget-Reset": resets, "Retry-After": str(seconds)},
-        errors=None)
+        # A retry cannot succeed before the reset: the OpenAI SDKs honour x-should-retry.
+        headers={"X-Budget-Reset": resets, "Retry-After": str(seconds),
+                 "x-should-retry": "false"})

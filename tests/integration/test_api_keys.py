@@ -154,6 +154,7 @@ def test_budget_refusal_is_402_on_api_and_429_insufficient_quota_on_v1(client, a
     assert on_v1.json["error"]["code"] == "insufficient_quota"
     assert on_v1.json["error"]["type"] == "insufficient_quota"
     assert "resets at" in on_v1.json["error"]["message"]
+    assert on_v1.headers["x-should-retry"] == "false" and int(on_v1.headers["Retry-After"]) > 0
     small = client.post(CHAT, json=chat(max_tokens=1), headers={**bearer(key), **ASYNC})
     assert small.status_code == 202  # its worst case fits
 
