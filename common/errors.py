@@ -68,3 +68,12 @@ class ServiceUnavailable(AppError):
     def __init__(self, message: str | None = None, *, retry_after: int = 5, **kwargs) -> None:
         super().__init__(message, **kwargs)
         self.headers.setdefault("Retry-After", str(retry_after))
+
+
+class BudgetExceeded(AppError):
+    """A spend budget cannot cover a request's worst-case cost (on /v1: OpenAI's 429
+    insufficient_quota, web/openai_errors.py)."""
+
+    status = 402
+    code = "budget_exceeded"
+    message = "Spend budget exceeded"

@@ -7,8 +7,10 @@ import logging
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from common.accounts.api_keys import ApiKeys, hash_key
 from common.accounts.session_state import AuthState
 from common.accounts.signing_key import jwt_secret
+from common.billing.token_limits import TokenLimits
 from common.infra.db import database_from_settings
 from common.infra.log import configure_logging
 from common.infra.redis_client import redis_from_settings
@@ -65,6 +67,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         image_store=store,
         stream_hub=StreamHub(job_streams(settings, redis_client), redis_client),
         shapes=JobShapes(settings=settings, image_store=store, signing_key=jwt_secret(settings)),
+        api_keys=ApiKeys(hash_key=hash_key(settings, jwt_secret(settings)),
+                         redis_client=redis_client, session_factory=database.sessionmaker),
+        token_limits=TokenLimits(redis_client, settings.token_limit_window_seconds),
     ))
     request_id.init_app(app)
     http_metrics.init_app(app, settings)

@@ -14,9 +14,10 @@ import dataclasses
 import datetime as dt
 import functools
 import logging
+import time
 
 import jwt as pyjwt
-from flask import Flask, g
+from flask import Flask, g, request
 from flask_jwt_extended import (
     JWTManager,
     create_access_token,
@@ -30,9 +31,10 @@ from flask_jwt_extended.tokens import _decode_jwt as decode_verified
 from jwt import ExpiredSignatureError
 from sqlalchemy.orm import Session
 
+from common.accounts.api_keys import KeyState, looks_like_key
 from common.accounts.models import Role, User
 from common.accounts.signing_key import jwt_secret
-from common.errors import PermissionDenied
+from common.errors import AuthenticationFailed, PermissionDenied
 from common.infra.log import bind_log_context
 from common.infra.settings import Settings
 from web.context import services
@@ -120,17 +122,61 @@ def revoke_current_session() -> None:
     services().auth_state.end_session(token["sid"], int(token["sub"]))
 
 
+def _bearer() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
 def authenticate() -> CurrentUser:
-    """Verify the request's access token, once per request (the rate limiter asks first)."""
+    """Verify the request's access token or API key, once per request (the rate limiter
+    asks first)."""
     if not g.get("authenticated"):
-        verify_jwt_in_request()
+        token = _bearer()
+        if token is not None and looks_like_key(token):
+            _authenticate_key(token)
+        else:
+            verify_jwt_in_request()
         g.authenticated = True
         bind_log_context(user_id=current_user.id)
     return current_user
 
 
-def login_required(fn=None, *, refresh: bool = False, any_token: bool = False):
-    """Require a valid, unrevoked token of an active user."""
+def api_key() -> KeyState | None:
+    """The API key this request authenticated with (None: a login's token)."""
+    return g.get("api_key")
+
+
+def _authenticate_key(secret: str) -> None:
+    """An API key acts as its user, with the user's live tier and active flag; a revoked,
+    expired or unknown key, or one whose user is disabled, is a 401."""
+    svc = services()
+    state = svc.api_keys.lookup(secret)
+    if state is None:
+        raise AuthenticationFailed("Invalid or revoked API key", code="invalid_api_key",
+                                   headers={"WWW-Authenticate": "Bearer"})
+    if state.expired(time.time()):
+        raise AuthenticationFailed("API key has expired", code="invalid_api_key",
+                                   headers={"WWW-Authenticate": "Bearer"})
+    user = svc.auth_state.user(state.user_id)
+    if user is None or not user.is_active:
+        raise AuthenticationFailed("User account is disabled or no longer exists",
+                                   code="invalid_api_key",
+                                   headers={"WWW-Authenticate": "Bearer"})
+    g.api_key = state
+    g.user_state = user
+    # What flask_jwt_extended's current_user and get_jwt() read.
+    g._jwt_extended_jwt_user = {"loaded_user": CurrentUser(id=state.user_id, username="",
+                                                           role=user.role)}
+    g._jwt_extended_jwt = {}
+    g._jwt_extended_jwt_header = {}
+    svc.api_keys.touch(state.id)
+
+
+def login_required(fn=None, *, refresh: bool = False, any_token: bool = False,
+                   api_keys: bool = False):
+    """Require a valid, unrevoked token of an active user; with `api_keys`, an API key will
+    do too (elsewhere a key is a 403: managing keys, users and tiers needs a login)."""
     def decorate(view):
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
@@ -139,9 +185,15 @@ def login_required(fn=None, *, refresh: bool = False, any_token: bool = False):
                 bind_log_context(user_id=current_user.id)
             else:
                 authenticate()
+                if not api_keys and api_key() is not None:
+                    raise PermissionDenied("API keys cannot do this; log in with a password",
+                                           code="login_required")
             return view(*args, **kwargs)
         return wrapper
     return decorate(fn) if fn else decorate
+
+
+key_or_login_required = login_required(api_keys=True)
 
 
 def admin_required(view):

@@ -9,7 +9,9 @@ import redis
 from flask import current_app, g
 from sqlalchemy.orm import Session
 
+from common.accounts.api_keys import ApiKeys
 from common.accounts.session_state import AuthState
+from common.billing.token_limits import TokenLimits
 from common.infra.db import Database
 from common.infra.settings import Settings
 from common.infra.storage import ImageStore
@@ -30,6 +32,8 @@ class Services:
     image_store: ImageStore
     stream_hub: StreamHub  # relays streamed jobs' events to this process's clients
     shapes: JobShapes  # the job as clients see it (common/jobs/shapes.py)
+    api_keys: ApiKeys | None = None
+    token_limits: TokenLimits | None = None
 
 
 def services() -> Services:

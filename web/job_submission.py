@@ -10,24 +10,41 @@ errors found before that (validation, limits) keep their usual shape and status.
 from __future__ import annotations
 
 import contextlib
+import logging
+import math
 import re
 import uuid
 from collections.abc import Callable
+from decimal import Decimal
 
+import redis
 from flask import g, request
 from flask_jwt_extended import current_user
 from pydantic import BaseModel
 
-from common.errors import ValidationFailed
+from common.billing.budgets import Estimate, Payer
+from common.billing.token_limits import windows
+from common.errors import (
+    NotFound,
+    PermissionDenied,
+    ServiceUnavailable,
+    TooManyRequests,
+    ValidationFailed,
+)
+from common.infra.metrics import RATE_LIMIT_REJECTIONS, RATE_LIMIT_STORAGE_ERRORS
+from common.infra.settings import BudgetSpec
 from common.jobs import queries, submission
 from common.jobs.models import JobKind, JobStatus
 from common.jobs.views import JobView
 from common.webhooks.targets import WebhookTarget
+from web.authentication import api_key
 from web.context import services
 from web.envelope import envelope, ok
+from web.openai_errors import is_openai_request
 from web.serializers import failure_status, job_data, job_url
 from web.streaming import CANCEL_ON_DISCONNECT, sse_response
 
+logger = logging.getLogger(__name__)
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _WAIT = re.compile(r"\bwait\s*=\s*(\d+)")
 
@@ -95,14 +112,21 @@ def submit_and_wait(*, kind: JobKind, model: str, job_request: dict, timeout: fl
     svc = services()
     new_id = str(uuid.uuid4())
     key = idempotency_key()
+    charge, payer = admit(kind=kind, model=model, job_request=job_request, job_id=new_id)
     with contextlib.ExitStack() as stack:
         # Listen before the job is published, so the wake-up of a fast job cannot be missed
         # and the wait needs no read before it.
         waiting = stack.enter_context(svc.waiter.listening(new_id)) if timeout > 0 else None
-        view, created = submission.submit(
-            lifecycle=svc.lifecycle, settings=svc.settings, user_id=current_user.id,
-            kind=kind, model=model, request=job_request, idempotency_key=key,
-            correlation_id=g.request_id, job_id=new_id, webhook=webhook)
+        try:
+            view, created = submission.submit(
+                lifecycle=svc.lifecycle, settings=svc.settings, user_id=current_user.id,
+                kind=kind, model=model, request=job_request, idempotency_key=key,
+                correlation_id=g.request_id, job_id=new_id, webhook=webhook, charge=charge)
+        except BaseException:
+            _return_tokens(new_id, payer)
+            raise
+        if not created:  # a replay: the tokens counted for a new job were not used
+            _return_tokens(new_id, payer)
         if waiting is not None and not view.settled:
             if not created:  # a replay: its job may have finished long ago, so read first
                 waiting = stack.enter_context(svc.waiter.listening(view.id))
@@ -112,6 +136,77 @@ def submit_and_wait(*, kind: JobKind, model: str, job_request: dict, timeout: fl
     if not created:
         headers["Idempotent-Replayed"] = "true"
     return view, headers
+
+
+def admit(*, kind: JobKind, model: str, job_request: dict, job_id: str):
+    """What every job submission passes before its job exists: the API key's model
+    allow-list, the tokens-per-minute limits (tier and key), and the plan of its budget
+    reservation (made in the job's own transaction by the returned `charge`)."""
+    svc = services()
+    key = api_key()
+    if key is not None and not key.allows(model):
+        if is_openai_request():
+            raise NotFound(f"The model `{model}` does not exist or you do not have access "
+                           "to it.", code="model_not_found")
+        raise PermissionDenied(f"This API key may not use the model {model}",
+                               code="model_not_allowed")
+    state = g.get("user_state")  # what authentication read of the user (cached row)
+    payer = Payer(user_id=current_user.id, role=current_user.role,
+                  api_key_id=key.id if key else None, key_budget=key.budget if key else None,
+                  user_budget=_budget_of(state), user_budget_known=state is not None)
+    budgets = svc.lifecycle.budgets
+    estimate = budgets.estimate(kind, model, job_request)
+    plan = budgets.plan(svc.database, payer, estimate)
+    if kind == JobKind.CHAT and svc.settings.rate_limits_enabled:
+        _admit_tokens(job_id, payer, estimate)
+    return (lambda conn, new_id, now: budgets.reserve(conn, job_id=new_id, plan=plan,
+                                                      now=now)), payer
+
+
+def _budget_of(state) -> BudgetSpec | None:
+    if state is None or not state.budget_amount:
+        return None
+    return BudgetSpec(amount=Decimal(state.budget_amount), period=state.budget_period)
+
+
+def _admit_tokens(job_id: str, payer: Payer, estimate: Estimate) -> None:
+    svc = services()
+    key = api_key()
+    names = windows(payer.user_id, payer.api_key_id)
+    limits = [(names[0], svc.settings.tpm_limits[payer.role])]
+    if key is not None:
+        limits.append((names[1], key.tpm_limit if key.tpm_limit is not None
+                       else svc.settings.tpm_limits[payer.role]))
+    try:
+        decision = svc.token_limits.admit(job_id=job_id, tokens=estimate.tokens, limits=limits)
+    except redis.RedisError as exc:
+        # Like the request limits, closed by default; "local" admits (and counts it).
+        policy = svc.settings.rate_limit_on_redis_down
+        RATE_LIMIT_STORAGE_ERRORS.labels(policy).inc()
+        logger.warning("token limit storage unavailable policy=%s: %s", policy, exc)
+        if policy == "closed":
+            raise ServiceUnavailable("Rate limiting is temporarily unavailable; retry "
+                                     "shortly", code="rate_limit_unavailable") from exc
+        return
+    g.token_limit = decision
+    if not decision.granted:
+        RATE_LIMIT_REJECTIONS.labels("tokens", payer.role.value).inc()
+        raise TooManyRequests(
+            f"Token rate limit exceeded: this request may use {estimate.tokens} tokens and "
+            f"{decision.remaining} of {decision.limit} per minute are left",
+            headers={"Retry-After": str(math.ceil(decision.retry_after))})
+    g.tokens_admitted = True
+
+
+def _return_tokens(job_id: str, payer: Payer) -> None:
+    """A job that was not created uses none of the tokens admitted for it."""
+    if not g.pop("tokens_admitted", False):
+        return
+    try:
+        services().token_limits.correct(job_id=job_id, user_id=payer.user_id,
+                                        api_key_id=payer.api_key_id, tokens=0)
+    except redis.RedisError as exc:
+        logger.warning("admitted tokens not returned job_id=%s: %s", job_id, exc)
 
 
 def _read(job_id: str) -> JobView:

@@ -16,6 +16,8 @@ PREFIX = "/v1/"
 _BY_STATUS = {
     400: ("invalid_request_error", None),
     401: ("authentication_error", "invalid_api_key"),
+    # A spend budget: OpenAI answers an exhausted quota with 429 insufficient_quota.
+    402: ("insufficient_quota", "insufficient_quota"),
     403: ("permission_error", None),
     404: ("invalid_request_error", "not_found"),
     405: ("invalid_request_error", "method_not_allowed"),
@@ -36,7 +38,7 @@ def error_object(status: int, message: str, *, code: str | None = None,
                  errors: list[dict] | None = None) -> dict:
     """OpenAI's error object for an error of this HTTP status (also sent inside a stream)."""
     error_type, default_code = _BY_STATUS.get(status, ("api_error", None))
-    if code in _GENERIC_CODES or code is None:
+    if code in _GENERIC_CODES or code is None or status == 402:
         code = default_code or ("service_unavailable" if status == 503 else None)
     param = errors[0]["field"] if errors else None
     if errors:
@@ -48,7 +50,7 @@ def error_object(status: int, message: str, *, code: str | None = None,
 def openai_error(status: int, message: str, *, code: str | None = None,
                  errors: list[dict] | None = None, headers: dict | None = None):
     response = jsonify(error_object(status, message, code=code, errors=errors))
-    response.status_code = status
+    response.status_code = 429 if status == 402 else status
     if headers:
         response.headers.update(headers)
     return response

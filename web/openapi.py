@@ -99,8 +99,10 @@ def build_spec(app: Flask) -> dict:
         "paths": paths,
         "components": {
             "schemas": schemas,
-            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
-                                               "bearerFormat": "JWT"}},
+            "securitySchemes": {"bearerAuth": {
+                "type": "http", "scheme": "bearer", "bearerFormat": "JWT or API key",
+                "description": "A login's access token, or an API key (bk_...) on /v1, the "
+                               "job, usage, chat and generation endpoints"}},
         },
     }
 

@@ -35,11 +35,12 @@ from flask_limiter.util import get_remote_address
 from limits import parse
 
 from common.accounts import users
+from common.billing.token_limits import reset_text
 from common.errors import ServiceUnavailable, TooManyRequests
 from common.infra.metrics import RATE_LIMIT_REJECTIONS, RATE_LIMIT_STORAGE_ERRORS
 from common.infra.settings import Settings
 from common.infra.sliding_window import Decision, LocalSlidingWindow, SlidingWindow
-from web.authentication import authenticate
+from web.authentication import api_key, authenticate
 from web.context import db_session
 from web.validation import request_json
 
@@ -127,8 +128,19 @@ class TieredLimits:
         item = self.limits[endpoint][user.role]
         key = f"rl:{endpoint}:user:{user.id}"
         window = item.get_expiry()
+        credential = api_key()
+        if credential is not None and credential.rpm_limit is not None:
+            # The key's own requests per minute (every endpoint together), then its user's.
+            self._hit(f"rl:key:{credential.id}", credential.rpm_limit, 60,
+                      f"Rate limit exceeded: {credential.rpm_limit} per 1 minute for this "
+                      "API key", endpoint, user)
+        self._hit(key, item.amount, window,
+                  f"Rate limit exceeded: {item} for the {user.role.value} tier", endpoint, user)
+
+    def _hit(self, key: str, amount: int, window: float, message: str, endpoint: str,
+             user) -> None:
         try:
-            decision = self.shared.hit(key, item.amount, window)
+            decision = self.shared.hit(key, amount, window)
         except redis.RedisError as exc:
             if self.fallback is None:
                 RATE_LIMIT_STORAGE_ERRORS.labels("closed").inc()
@@ -137,13 +149,14 @@ class TieredLimits:
                                          "shortly", code="rate_limit_unavailable") from exc
             RATE_LIMIT_STORAGE_ERRORS.labels("local").inc()
             logger.warning("rate limit storage unavailable, limiting per process: %s", exc)
-            decision = self.fallback.hit(key, item.amount, window)
-        g.rate_limit = decision
+            decision = self.fallback.hit(key, amount, window)
+        previous = g.get("rate_limit")
+        if previous is None or decision.remaining <= previous.remaining:
+            g.rate_limit = decision  # the headers show the tighter of key and tier
         if not decision.granted:
             RATE_LIMIT_REJECTIONS.labels(endpoint, user.role.value).inc()
-            raise TooManyRequests(
-                f"Rate limit exceeded: {item} for the {user.role.value} tier",
-                headers={"Retry-After": str(math.ceil(decision.retry_after))})
+            raise TooManyRequests(message, headers={
+                "Retry-After": str(math.ceil(decision.retry_after))})
 
 
 class LoginLimitMetrics:
@@ -191,6 +204,11 @@ def add_rate_limit_headers(response):
         response.headers["X-RateLimit-Limit"] = str(decision.limit)
         response.headers["X-RateLimit-Remaining"] = str(decision.remaining)
         response.headers["X-RateLimit-Reset"] = str(math.ceil(decision.frees_at))
+    tokens = g.get("token_limit")
+    if tokens is not None:  # OpenAI's names; the reset is a duration, as OpenAI writes it
+        response.headers["X-RateLimit-Limit-Tokens"] = str(tokens.limit)
+        response.headers["X-RateLimit-Remaining-Tokens"] = str(tokens.remaining)
+        response.headers["X-RateLimit-Reset-Tokens"] = reset_text(tokens.reset_seconds)
     return response
 
 

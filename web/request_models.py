@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -54,9 +55,18 @@ class CreateUserRequest(StrictModel):
     role: Role = Role.DEFAULT
 
 
+class BudgetBody(StrictModel):
+    """A spend budget in PRICE_CURRENCY per calendar day or month (BUDGET_TIME_ZONE)."""
+
+    amount: Annotated[Decimal, Field(gt=0, le=Decimal("1e9"), decimal_places=8)]
+    period: Literal["day", "month"]
+
+
 class UpdateUserRequest(StrictModel):
     role: Role | None = None
     active: bool | None = Field(default=None, strict=True)
+    # The user's own spend budget; null: the tier's default again (BUDGETS).
+    budget: BudgetBody | None = None
 
 
 StrictNumber = Annotated[float, Field(strict=True)]
@@ -176,7 +186,7 @@ class JobListQuery(StrictModel):
 class UsageQuery(StrictModel):
     start: dt.datetime | dt.date | None = None
     end: dt.datetime | dt.date | None = None
-    group_by: Literal["model", "day"] | None = None
+    group_by: Literal["model", "day", "key"] | None = None
     user_id: Annotated[int, Field(ge=1)] | None = None
     all: bool = False
 
@@ -274,3 +284,46 @@ class GenerationRequest(WebhookFields):
                 "negative_prompt": self.negative_prompt or params.negative_prompt,
                 "parameters": {k: v for k, v in upstream.items() if v is not None},
                 "quality": params.quality}
+
+
+# --- API keys and budgets (common.accounts.api_keys, common.billing.budgets) ----------------
+
+KeyName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
+                                           max_length=100)]
+ModelList = Annotated[list[Annotated[str, StringConstraints(min_length=1, max_length=64)]],
+                      Field(min_length=1, max_length=50)]
+PositiveLimit = Annotated[int, Field(strict=True, ge=1, le=10**9)]
+
+
+class CreateKeyRequest(StrictModel):
+    name: KeyName
+    expires_at: dt.datetime | None = None
+    models: ModelList | None = Field(default=None, description="Allowed models (default: all)")
+    rpm_limit: PositiveLimit | None = None
+    tpm_limit: PositiveLimit | None = None
+    budget: BudgetBody | None = None
+
+    @field_validator("expires_at")
+    @classmethod
+    def _in_the_future(cls, value: dt.datetime | None) -> dt.datetime | None:
+        if value is None:
+            return None
+        value = _as_utc(value)
+        if value <= utcnow():
+            raise PydanticCustomError("expires_at", "expires_at must be in the future")
+        return value
+
+
+class UpdateKeyRequest(StrictModel):
+    """Only the fields sent change; null clears a limit, the allow-list or the budget."""
+
+    name: KeyName | None = None
+    models: ModelList | None = None
+    rpm_limit: PositiveLimit | None = None
+    tpm_limit: PositiveLimit | None = None
+    budget: BudgetBody | None = None
+
+
+class KeyListQuery(StrictModel):
+    user_id: Annotated[int, Field(ge=1)] | None = None  # admins: another user's keys
+    all: bool = False  # admins: everyone's keys

@@ -75,6 +75,27 @@ class UsageTotals(Shape):
 class UsageGroup(UsageTotals):
     model: str | None = None
     day: str | None = None
+    key: int | None = None  # group_by=key: the API key that paid (null: a login)
+
+
+class BudgetData(Shape):
+    amount: float
+    period: Literal["day", "month"]
+
+
+class BudgetState(Shape):
+    amount: float
+    period: Literal["day", "month"]
+    spent: float
+    reserved: float = Field(description="Worst-case cost of the jobs in flight")
+    remaining: float
+    resets_at: str
+    currency: str
+
+
+class UsageBudgets(Shape):
+    user: BudgetState | None = None
+    key: BudgetState | None = None
 
 
 class UsageReport(Shape):
@@ -85,6 +106,7 @@ class UsageReport(Shape):
     all_users: bool | None = None
     totals: UsageTotals
     groups: list[UsageGroup] | None = None
+    budget: UsageBudgets | None = None
 
 
 class FieldError(Shape):
@@ -147,3 +169,24 @@ class WebhookAttempts(Shape):
 
 class WebhookRedelivery(Shape):
     webhook_id: str
+
+
+class ApiKeyData(Shape):
+    id: int
+    user_id: int
+    name: str
+    prefix: str = Field(description="The first characters of the secret")
+    last_four: str
+    models: list[str] | None
+    rpm_limit: int | None
+    tpm_limit: int | None
+    budget: BudgetData | None
+    expires_at: str | None
+    created_at: str
+    last_used_at: str | None
+    revoked_at: str | None
+    spend_this_period: float = Field(description="In the budget's period (else this month)")
+
+
+class CreatedApiKeyData(ApiKeyData):
+    key: str = Field(description="The secret: shown this once, never again")

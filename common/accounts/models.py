@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from decimal import Decimal
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, Numeric, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from common.infra.orm import Base, BigId, Timestamp, string_enum, utcnow
@@ -34,6 +35,9 @@ class User(Base):
     token_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    # An admin-set spend budget (common.billing.budgets); None: the tier's default.
+    budget_amount: Mapped[Decimal | None] = mapped_column(Numeric(18, 8))
+    budget_period: Mapped[str | None] = mapped_column(String(8))
 
 
 class LoginSession(Base):
@@ -46,4 +50,28 @@ class LoginSession(Base):
                                          index=True)
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(Timestamp)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+
+
+class ApiKey(Base):
+    """A program's credential: acts as its user, narrowed by its own limits. Only an HMAC of
+    the secret is stored (common.accounts.api_keys)."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (Index("ix_api_keys_user", "user_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    prefix: Mapped[str] = mapped_column(String(16))
+    last_four: Mapped[str] = mapped_column(String(4))
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    models: Mapped[list | None] = mapped_column(JSON)
+    rpm_limit: Mapped[int | None] = mapped_column(Integer)
+    tpm_limit: Mapped[int | None] = mapped_column(Integer)
+    budget_amount: Mapped[Decimal | None] = mapped_column(Numeric(18, 8))
+    budget_period: Mapped[str | None] = mapped_column(String(8))
+    expires_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)

@@ -43,9 +43,14 @@ class UserState:
     role: Role
     is_active: bool
     generation: int
+    # The user's own spend budget (common.billing.budgets), so a reservation needs no read
+    # of the user row: "" when none is set (the tier's default applies).
+    budget_amount: str = ""
+    budget_period: str = ""
 
     def encode(self) -> str:
-        return f"{self.role.value}|{int(self.is_active)}|{self.generation}"
+        return (f"{self.role.value}|{int(self.is_active)}|{self.generation}|"
+                f"{self.budget_amount}|{self.budget_period}")
 
     @classmethod
     def decode(cls, raw: str | bytes | None) -> UserState | None:
@@ -53,13 +58,16 @@ class UserState:
         if raw is None:
             return None
         parts = (raw.decode() if isinstance(raw, bytes) else raw).split("|")
-        if len(parts) != 3:
+        if len(parts) != 5:
             return None
-        return cls(Role(parts[0]), parts[1] == "1", int(parts[2]))
+        return cls(Role(parts[0]), parts[1] == "1", int(parts[2]), parts[3], parts[4])
 
     @classmethod
     def of(cls, user: User) -> UserState:
-        return cls(Role(user.role), bool(user.is_active), int(user.token_generation or 0))
+        amount = getattr(user, "budget_amount", None)
+        return cls(Role(user.role), bool(user.is_active), int(user.token_generation or 0),
+                   str(amount) if amount is not None else "",
+                   (getattr(user, "budget_period", None) or "") if amount is not None else "")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,6 +153,17 @@ class AuthState:
         return live, user
 
     # --- users -----------------------------------------------------------------------------
+    def user(self, user_id: int) -> UserState | None:
+        """The user's live state (an API key's check): the cache, else the database."""
+        state = UserState.decode(self.redis.get(USER_KEY.format(user_id)))
+        if state is None:
+            with self.session_factory() as session:
+                found = session.get(User, user_id)
+                state = UserState.of(found) if found else None
+            if state is not None:
+                self.redis.set(USER_KEY.format(user_id), state.encode(), ex=CACHE_TTL, nx=True)
+        return state
+
     def forget_user(self, user_id: int) -> None:
         self.redis.delete(USER_KEY.format(user_id))
 

@@ -104,6 +104,16 @@ def change_user(*, session: Session, auth_state: AuthState, user_id: int, actor_
     return user
 
 
+def set_budget(*, session: Session, user_id: int, budget) -> None:
+    """Set (or, with None, clear back to the tier's default) the user's spend budget; the
+    caller commits (common.billing.budgets reads it at each reservation)."""
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound("User not found", code="user_not_found")
+    user.budget_amount = budget.amount if budget is not None else None
+    user.budget_period = budget.period if budget is not None else None
+
+
 def revoke_sessions(*, session: Session, auth_state: AuthState, user_id: int) -> User:
     """End every session of the user: all their tokens are refused from the next request."""
     user = session.get(User, user_id)

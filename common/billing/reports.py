@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from common.billing.models import UsageRecord
 
-GROUPINGS = ("model", "day")
+GROUPINGS = ("model", "day", "key")
 
 
 def summarize(*, session: Session, start: dt.datetime, end: dt.datetime,
@@ -31,11 +31,35 @@ def summarize(*, session: Session, start: dt.datetime, end: dt.datetime,
     totals = session.execute(select(*measures).where(*where)).one()
     report = {"totals": _row(totals)}
     if group_by:
-        key = UsageRecord.model if group_by == "model" else func.date(UsageRecord.created_at)
+        key = {"model": UsageRecord.model, "key": UsageRecord.api_key_id}.get(
+            group_by, func.date(UsageRecord.created_at))
         rows = session.execute(select(key.label("key"), *measures).where(*where)
                                .group_by(key).order_by(key)).all()
-        report["groups"] = [{group_by: str(row.key), **_row(row)} for row in rows]
+        report["groups"] = [{group_by: _group_key(group_by, row.key), **_row(row)}
+                            for row in rows]
     return report
+
+
+def _group_key(group_by: str, value):
+    if group_by == "key":  # null: paid without an API key (a login's token)
+        return int(value) if value is not None else None
+    return str(value)
+
+
+def rows(*, session: Session, start: dt.datetime, end: dt.datetime,
+         user_id: int | None, limit: int = 100_000) -> list[UsageRecord]:
+    """The usage rows themselves, oldest first (the CSV export)."""
+    query = select(UsageRecord).where(UsageRecord.created_at >= start,
+                                      UsageRecord.created_at < end)
+    if user_id is not None:
+        query = query.where(UsageRecord.user_id == user_id)
+    return list(session.scalars(query.order_by(UsageRecord.created_at, UsageRecord.id)
+                                .limit(limit)))
+
+
+CSV_COLUMNS = ("created_at", "job_id", "user_id", "api_key_id", "kind", "model",
+               "input_tokens", "output_tokens", "total_tokens", "image_count", "estimated",
+               "cost", "compute_cost", "currency", "path")
 
 
 def _row(row) -> dict:

@@ -77,6 +77,13 @@ class ImageModelLimits(BaseModel):
     concurrency: int = Field(default=2, ge=0)
 
 
+class BudgetSpec(BaseModel):
+    """A spend budget: at most `amount` (in PRICE_CURRENCY) per calendar day or month."""
+
+    amount: Decimal = Field(gt=0)
+    period: Literal["day", "month"]
+
+
 class InsecureSettingsError(ValueError):
     """Raised when a production deployment is configured with an unsafe value."""
 
@@ -143,6 +150,23 @@ class Settings(BaseSettings):
     # Redis unreachable: "closed" answers 503 (nothing is created); "local" falls back to
     # per-process counters, i.e. the limits multiplied by the number of web processes.
     rate_limit_on_redis_down: Literal["closed", "local"] = "closed"
+    # Tokens per minute, per tier (every chat endpoint together): a request reserves its
+    # prompt plus max_tokens at submit, corrected to its usage when it ends. API keys may
+    # set a lower tpm_limit and rpm_limit of their own.
+    tpm_limits: dict[Role, int] = Field(default_factory=lambda: {
+        Role.DEFAULT: 1_000_000, Role.PREMIUM: 5_000_000, Role.ADMIN: 20_000_000})
+    token_limit_window_seconds: int = Field(default=60, gt=0)  # "per minute"; tests shorten it
+
+    # Spend budgets per tier (a user's own, set by an admin, wins), in PRICE_CURRENCY per
+    # calendar day or month of BUDGET_TIME_ZONE; null: no budget. The ledger is MySQL's.
+    budgets: dict[Role, BudgetSpec | None] = Field(default_factory=lambda: {
+        Role.DEFAULT: BudgetSpec(amount=Decimal(100), period="month"),
+        Role.PREMIUM: BudgetSpec(amount=Decimal(1000), period="month"),
+        Role.ADMIN: None})
+    budget_time_zone: str = "UTC"
+    # The key of the HMAC that API-key secrets are stored as; default: derived from
+    # JWT_SECRET_KEY (changing either makes every API key invalid).
+    api_key_hash_secret: SecretStr | None = None
 
     # HTTP
     max_content_length: int = 1024 * 1024
@@ -290,6 +314,25 @@ class Settings(BaseSettings):
     def _positive_delays(cls, value: list[float]) -> list[float]:
         if any(delay <= 0 for delay in value):
             raise ValueError("WEBHOOK_RETRY_SCHEDULE takes delays in seconds above 0")
+        return value
+
+    @field_validator("budget_time_zone")
+    @classmethod
+    def _known_time_zone(cls, value: str) -> str:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("tpm_limits", "budgets")
+    @classmethod
+    def _every_tier(cls, value: dict) -> dict:
+        missing = set(Role) - set(value)
+        if missing:
+            raise ValueError(f"needs every tier; missing {', '.join(sorted(missing))}")
         return value
 
     @field_validator("public_base_url")

@@ -21,7 +21,9 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Connection, select
 from sqlalchemy.exc import IntegrityError
 
+from common.billing.budgets import Budgets
 from common.billing.pricing import Usage
+from common.billing.token_limits import TokenLimits
 from common.errors import Conflict, NotFound
 from common.infra import metrics
 from common.infra.db import Database
@@ -134,12 +136,14 @@ def attempts_exhausted(max_attempts: int) -> Stop:
 class JobLifecycle:
     def __init__(self, *, database: Database, effects: Effects, policy: RetryPolicy,
                  streams: JobStreams | None = None,
-                 webhooks: WebhookDeliveries | None = None) -> None:
+                 webhooks: WebhookDeliveries | None = None,
+                 budgets: Budgets | None = None) -> None:
         self.database = database
         self.effects = effects
         self.policy = policy
         self.streams = streams
         self.webhooks = webhooks
+        self.budgets = budgets
 
     @classmethod
     def of(cls, *, settings: Settings, database: Database, redis_client: redis.Redis,
@@ -149,11 +153,16 @@ class JobLifecycle:
         publisher = Publisher(celery)
         webhooks = WebhookDeliveries.of(settings=settings, database=database,
                                         publisher=publisher)
+        # Budgets settle and release with the transitions that end jobs (in their transaction).
+        budgets = Budgets(settings)
+        tokens = TokenLimits(redis_client, settings.token_limit_window_seconds)
         return cls(database=database, policy=RetryPolicy.from_settings(settings),
                    effects=Effects(redis_client=redis_client, publisher=publisher,
-                                   in_transaction=[webhooks.in_transaction],
-                                   after_commit=[streams.after_commit, webhooks.after_commit]),
-                   streams=streams, webhooks=webhooks)
+                                   in_transaction=[webhooks.in_transaction,
+                                                   budgets.in_transaction],
+                                   after_commit=[streams.after_commit, webhooks.after_commit,
+                                                 budgets.token_correction(tokens)]),
+                   streams=streams, webhooks=webhooks, budgets=budgets)
 
     def commit(self, work: Callable[[Connection], tuple[T, list[Change]]], *,
                unsent: list[Step] | None = None) -> T:

@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import json
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
 
 from sqlalchemy import Connection, select, update
@@ -43,11 +44,15 @@ def fingerprint(kind: JobKind, model: str, request: dict,
 def submit(*, lifecycle: JobLifecycle, settings: Settings, user_id: int, kind: JobKind,
            model: str, request: dict, idempotency_key: str | None = None,
            correlation_id: str | None = None, job_id: str | None = None,
-           webhook: WebhookTarget | None = None) -> tuple[JobView, bool]:
+           webhook: WebhookTarget | None = None,
+           charge: Callable[[Connection, str, dt.datetime], None] | None = None
+           ) -> tuple[JobView, bool]:
     """Commit a queued job (or find the one this idempotency key made) and publish it.
     Returns (job, created). `job_id` lets a caller know the id before the job exists, to
     listen for its wake-up. A `webhook` that is unsafe to call, as far as can be told
-    without DNS, is refused here (400 naming it); the rest is checked at each send."""
+    without DNS, is refused here (400 naming it); the rest is checked at each send.
+    `charge` writes the job's budget reservation in its transaction
+    (common.billing.budgets; raising refuses the job)."""
     if webhook is not None:
         check_webhook(settings, webhook.url)
     digest = fingerprint(kind, model, request, webhook)
@@ -77,6 +82,8 @@ def submit(*, lifecycle: JobLifecycle, settings: Settings, user_id: int, kind: J
             "enqueued_at": now, "path": settings.path_for(kind.value),
             "compute_cost": Decimal(0), "deadline_at": view.deadline_at,
             "webhook": webhook and webhook.url, "webhook_events": webhook and webhook.column})
+        if charge is not None:
+            charge(conn, job_id, now)
         step = first_step(kind, job_id, correlation_id)
         return view, [Change(job_id, kind, submitted=True, follow_ups=(step,),
                              streamed=bool(request.get("stream")))]

@@ -21,6 +21,7 @@ class SweepReport:
     unpublished: int
     resumed: int = 0
     webhooks: int = 0
+    released: int = 0  # budget charges of ended jobs closed here (common.billing.budgets)
 
 
 def sweep(*, lifecycle: JobLifecycle, settings: Settings) -> SweepReport:
@@ -36,12 +37,16 @@ def sweep(*, lifecycle: JobLifecycle, settings: Settings) -> SweepReport:
         grace_seconds=settings.sweeper_grace_seconds,
         republish_after_seconds=settings.republish_queued_after_seconds) \
         if lifecycle.webhooks else 0
+    released = 0
+    if lifecycle.budgets is not None:
+        with database.transaction() as conn:
+            released = lifecycle.budgets.release_ended(conn)
     report = SweepReport(expired=expired, published=published, unpublished=unpublished,
-                         resumed=resumed, webhooks=webhooks)
-    for action in ("expired", "published", "resumed", "webhooks"):
+                         resumed=resumed, webhooks=webhooks, released=released)
+    for action in ("expired", "published", "resumed", "webhooks", "released"):
         if count := getattr(report, action):
             SWEEPER_ACTIONS.labels(action).inc(count)
-    if expired or published or unpublished or resumed or webhooks:
-        logger.info("sweep expired=%s published=%s unpublished=%s resumed=%s webhooks=%s",
-                    expired, published, unpublished, resumed, webhooks)
+    if expired or published or unpublished or resumed or webhooks or released:
+        logger.info("sweep expired=%s published=%s unpublished=%s resumed=%s webhooks=%s "
+                    "released=%s", expired, published, unpublished, resumed, webhooks, released)
     return report

@@ -124,6 +124,7 @@ def platform_env(*, database_url: str, redis_url: str, broker_url: str,
         "RATE_LIMITS": json.dumps({endpoint: {tier: "100000/minute" for tier in
                                               ("default", "premium", "admin")}
                                    for endpoint in ("chat", "generation")}),
+        "TPM_LIMITS": json.dumps({tier: 10**9 for tier in ("default", "premium", "admin")}),
         # Generous limits for most image tests; one model keeps DashScope's tight ones.
         "IMAGE_MODELS": json.dumps({
             "wanx-v1": {"submit_qps": 100, "concurrency": 0},

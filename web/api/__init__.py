@@ -11,11 +11,12 @@ def register_blueprints(app: Flask) -> None:
         generation,
         health,
         jobs,
+        keys,
         openai_v1,
         usage,
         webhooks,
     )
 
-    for module in (health, auth, admin, chat, generation, jobs, usage, webhooks,
+    for module in (health, auth, admin, chat, generation, jobs, usage, keys, webhooks,
                    openai_v1):
         app.register_blueprint(module.bp)

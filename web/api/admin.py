@@ -45,6 +45,8 @@ def list_users():
 @admin_required
 def update_user(user_id: int):
     body = parse_body(UpdateUserRequest)
+    if "budget" in body.model_fields_set:
+        users.set_budget(session=db_session(), user_id=user_id, budget=body.budget)
     user = users.change_user(session=db_session(), auth_state=services().auth_state,
                              user_id=user_id, actor_id=current_user.id, role=body.role,
                              is_active=body.active)

@@ -33,7 +33,7 @@ bp = Blueprint("chat", __name__, url_prefix="/api/bailian")
             responses={200: ChatCompletionData, 202: JobData, 400: [ERROR, JobData],
                        409: [ERROR, JobData], 429: ERROR, 502: JobData, 503: [ERROR, JobData],
                        504: JobData})
-@login_required
+@login_required(api_keys=True)
 def chat_completions():
     body = parse_body(ChatCompletionRequest, {"chat_models": services().settings.chat_models})
     if body.stream and wait_seconds() > 0:

@@ -26,7 +26,7 @@ bp = Blueprint("generation", __name__, url_prefix="/api/bailian")
             responses={200: GenerationData, 202: JobData, 400: [ERROR, JobData],
                        409: [ERROR, JobData], 429: ERROR, 502: JobData, 503: [ERROR, JobData],
                        504: JobData})
-@login_required
+@login_required(api_keys=True)
 def generation():
     body = parse_body(GenerationRequest, {"image_models": services().settings.image_models})
     if errors := body.rule_errors():

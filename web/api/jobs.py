@@ -34,7 +34,7 @@ def _owner() -> queries.Owner:
 @bp.get("/<job_id>")
 @documented(summary="One job (its owner or an admin; anyone else gets 404)", tag="jobs",
             responses={200: JobData, 404: ERROR})
-@login_required
+@login_required(api_keys=True)
 def get_job(job_id: str):
     with services().database.connect() as conn:
         view = queries.get(conn, job_id, _owner())
@@ -45,7 +45,7 @@ def get_job(job_id: str):
 @bp.get("")
 @documented(summary="Your jobs, newest first, one cursor page at a time", tag="jobs",
             query=JobListQuery, responses={200: JobPage, 400: ERROR})
-@login_required
+@login_required(api_keys=True)
 def list_jobs():
     query = parse_query(JobListQuery)
     with services().database.connect() as conn:
@@ -57,7 +57,7 @@ def list_jobs():
 @bp.post("/<job_id>/cancel")
 @documented(summary="Cancel a queued or running job", tag="jobs",
             responses={200: JobData, 404: ERROR, 409: ERROR})
-@login_required
+@login_required(api_keys=True)
 def cancel_job(job_id: str):
     return ok(job_data(services().lifecycle.cancel(job_id, _owner())), "Job canceled")
 
@@ -71,7 +71,7 @@ def cancel_job(job_id: str):
                         "for jobs submitted with stream: true (409 otherwise).",
             responses={200: Raw("text/event-stream", description="The job's events"),
                        400: ERROR, 404: ERROR, 409: ERROR})
-@login_required
+@login_required(api_keys=True)
 def job_stream(job_id: str):
     svc = services()
     after = request.headers.get("Last-Event-ID")

@@ -15,7 +15,7 @@ from common.errors import NotFound, ValidationFailed
 from common.jobs.models import JobKind, JobStatus
 from common.jobs.results import ChatCompletion
 from common.jobs.views import JobView
-from web.authentication import login_required
+from web.authentication import api_key, login_required
 from web.context import services
 from web.error_responses import error_response
 from web.job_submission import submit_and_stream, submit_and_wait
@@ -46,7 +46,7 @@ WAIT_MARGIN_SECONDS = 5
                         "not take are 400 naming the parameter.",
             responses={200: Raw(JSON, ChatCompletion, "OpenAI's chat.completion object"),
                        **ERRORS})
-@login_required
+@login_required(api_keys=True)
 def chat_completions():
     settings = services().settings
     payload = request_json()
@@ -80,7 +80,7 @@ def chat_completions():
 @bp.get("/models")
 @documented(summary="The models this deployment enables (OpenAI's list shape)", tag="openai",
             responses={200: Raw(JSON, ModelList, "OpenAI's model list"), **ERRORS})
-@login_required
+@login_required(api_keys=True)
 def list_models():
     return jsonify(ModelList(data=_models()).model_dump(mode="json"))
 
@@ -88,7 +88,7 @@ def list_models():
 @bp.get("/models/<path:model_id>")
 @documented(summary="One model (OpenAI's model object)", tag="openai",
             responses={200: Raw(JSON, Model, "OpenAI's model object"), **ERRORS})
-@login_required
+@login_required(api_keys=True)
 def get_model(model_id: str):
     found = next((m for m in _models() if m.id == model_id), None)
     if found is None:
@@ -97,9 +97,13 @@ def get_model(model_id: str):
 
 
 def _models() -> list[Model]:
+    """The enabled models; for an API key, those its allow-list names."""
     settings = services().settings
-    return ([Model(id=name, kind="chat") for name in settings.chat_models]
-            + [Model(id=name, kind="image") for name in settings.image_models])
+    key = api_key()
+    return [model for model in
+            [Model(id=name, kind="chat") for name in settings.chat_models]
+            + [Model(id=name, kind="image") for name in settings.image_models]
+            if key is None or key.allows(model.id)]
 
 
 def _model_not_found(model: str) -> NotFound:
