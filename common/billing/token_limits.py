@@ -11,10 +11,11 @@ of their tokens with a running sum; the limit is an argument, not part of the ke
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 import redis
+
+from common.infra.sliding_window import Decision
 
 logger = logging.getLogger(__name__)
 
@@ -77,25 +78,8 @@ return 1
 """
 
 
-@dataclasses.dataclass(frozen=True)
-class TokenDecision:
-    granted: bool
-    limit: int
-    used: int
-    now: float  # Redis's clock, epoch seconds
-    frees_at: float  # when the oldest entry leaves the window
-
-    @property
-    def remaining(self) -> int:
-        return max(0, self.limit - self.used)
-
-    @property
-    def retry_after(self) -> float:
-        return 0.0 if self.granted else max(0.001, self.frees_at - self.now)
-
-    @property
-    def reset_seconds(self) -> float:
-        return max(0.0, self.frees_at - self.now)
+# The same decision as the request limits' (the tokens are its `used` and `limit`).
+TokenDecision = Decision
 
 
 def windows(user_id: int, api_key_id: int | None) -> list[str]:

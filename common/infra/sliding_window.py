@@ -55,6 +55,11 @@ class Decision:
         """Seconds until a refused hit could be granted."""
         return 0.0 if self.granted else max(0.001, self.frees_at - self.now)
 
+    @property
+    def reset_seconds(self) -> float:
+        """Seconds until the oldest entry leaves the window."""
+        return max(0.0, self.frees_at - self.now)
+
 
 class SlidingWindow:
     """At most `limit` hits in any `window_seconds` for each key."""

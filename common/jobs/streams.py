@@ -130,7 +130,7 @@ class JobStreams:
 
     def read(self, job_id: str, after: str) -> list[Entry]:
         """The entries after `after` (an entry id), without waiting. (Waiting for them is
-        web/stream_hub.py's: one blocking read per process for every watched stream.)"""
+        web/stream_hub.py's, from the published entries.)"""
         answer = self.redis.xread({KEY.format(job_id): after}, count=500)
         return [entry(entry_id, fields) for _, entries in answer or ()
                 for entry_id, fields in entries]
