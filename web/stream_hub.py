@@ -26,6 +26,7 @@ import redis
 
 from common.jobs import streams as job_streams
 from common.jobs.streams import Entry, JobStreams
+from web.channel_listener import ChannelListener
 
 logger = logging.getLogger(__name__)
 
@@ -68,16 +69,17 @@ def _order(entry_id: str) -> tuple[int, int]:
 class StreamHub:
     def __init__(self, streams: JobStreams, listener: redis.Redis) -> None:
         self.streams = streams
-        self._listener_redis = listener
         self._lock = threading.Lock()
         self._watches: dict[str, list[Watch]] = {}
-        self._thread: threading.Thread | None = None
-        self._subscribed = threading.Event()
+        # After each (re)subscription every watcher reads for itself: what was published
+        # meanwhile is in the streams.
+        self._listener = ChannelListener(listener, job_streams.CHANNEL, name="stream-hub",
+                                         on_message=self._hand, on_subscribed=self._wake_all)
 
     @contextlib.contextmanager
     def watching(self, job_id: str, after: str) -> Iterator[Watch]:
         watch = Watch(job_id, after)
-        self._ensure_listener()
+        self._listener.ensure_started()
         with self._lock:
             self._watches.setdefault(job_id, []).append(watch)
         try:
@@ -109,34 +111,6 @@ class StreamHub:
                 return []
 
     # --- the listener -------------------------------------------------------------------------
-
-    def _ensure_listener(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            return
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._listen, name="stream-hub",
-                                                daemon=True)
-                self._thread.start()
-        self._subscribed.wait(0.5)  # so the first watcher's deltas are rarely read late
-
-    def _listen(self) -> None:
-        while True:
-            pubsub = self._listener_redis.pubsub(ignore_subscribe_messages=True)
-            try:
-                pubsub.subscribe(job_streams.CHANNEL)
-                self._subscribed.set()
-                self._wake_all()  # messages published while unsubscribed are in the streams
-                while True:
-                    message = pubsub.get_message(timeout=5.0)
-                    if message and message["type"] == "message":
-                        self._hand(message["data"])
-            except redis.RedisError as exc:
-                logger.warning("stream hub lost its subscription: %s; retrying", exc)
-                time.sleep(1.0)
-            finally:
-                with contextlib.suppress(redis.RedisError):
-                    pubsub.close()
 
     def _hand(self, message: str) -> None:
         job_id = job_streams.job_of(message)

@@ -23,6 +23,7 @@ import redis
 
 from common.jobs import events
 from common.jobs.views import JobView
+from web.channel_listener import ChannelListener
 
 logger = logging.getLogger(__name__)
 
@@ -51,17 +52,16 @@ class Waiting:
 
 class JobWaiter:
     def __init__(self, redis_client: redis.Redis) -> None:
-        self._redis = redis_client
         self._lock = threading.Lock()
         self._waiting: dict[str, list[Waiting]] = {}
-        self._thread: threading.Thread | None = None
-        self._subscribed = threading.Event()
+        self._listener = ChannelListener(redis_client, events.JOB_EVENTS_CHANNEL,
+                                         name="job-waiter", on_message=self._wake)
 
     @contextlib.contextmanager
     def listening(self, job_id: str) -> Iterator[Waiting]:
         """Be woken whenever `job_id` is announced, for the duration of the block. Enter it
         before the job can finish (before it is published), so no wake-up is missed."""
-        self._ensure_listener()
+        self._listener.ensure_started()
         waiting = Waiting(job_id)
         with self._lock:
             self._waiting.setdefault(job_id, []).append(waiting)
@@ -90,34 +90,6 @@ class JobWaiter:
             announced = waiting.take() if woken else None
             latest = announced or read()
         return latest
-
-    def _ensure_listener(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            return
-        with self._lock:
-            if self._thread is not None and self._thread.is_alive():
-                return
-            self._thread = threading.Thread(target=self._listen, name="job-waiter", daemon=True)
-            self._thread.start()
-        # Give the first subscription a moment, so the very first job is rarely missed.
-        self._subscribed.wait(0.5)
-
-    def _listen(self) -> None:
-        while True:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-            try:
-                pubsub.subscribe(events.JOB_EVENTS_CHANNEL)
-                self._subscribed.set()
-                while True:
-                    message = pubsub.get_message(timeout=5.0)
-                    if message and message["type"] == "message":
-                        self._wake(message["data"])
-            except redis.RedisError as exc:
-                logger.warning("job waiter lost its subscription: %s; retrying", exc)
-                time.sleep(1.0)
-            finally:
-                with contextlib.suppress(redis.RedisError):
-                    pubsub.close()
 
     def _wake(self, message: str) -> None:
         job_id, view_json = events.split(message)
