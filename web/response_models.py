@@ -83,9 +83,7 @@ class BudgetData(Shape):
     period: Literal["day", "month"]
 
 
-class BudgetState(Shape):
-    amount: float
-    period: Literal["day", "month"]
+class BudgetState(BudgetData):
     spent: float
     reserved: float = Field(description="Worst-case cost of the jobs in flight")
     remaining: float
