@@ -1,18 +1,19 @@
-"""Smoke-test a running bailian-backend: health, readiness, login, chat (sync and async),
-generation, jobs, usage and metrics, against any base URL.
+"""Smoke-test a running bailian-backend: health, readiness, login, chat (sync, async and
+streamed), generation, jobs, usage and metrics, against any base URL.
 
     python test_qwen_apis.py --base-url https://bailian.example.com --username ops \\
         --password '...'            (or BAILIAN_BASE_URL / BAILIAN_USERNAME / BAILIAN_PASSWORD)
 
 Prints a table of endpoint, status, latency, tokens and cost, then the success rate; exits
 non-zero when fewer than --min-success (default 80 %) of the checks pass. Uses real model
-calls: about two short chat completions and one image.
+calls: about three short chat completions and one image.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -108,6 +109,7 @@ class Smoke:
                   verify=lambda r, c: _expect(r.json()["data"]["username"] == self.username))
         self._chat_sync()
         self._chat_async()
+        self._chat_stream()
         self._generation()
         self.call("list jobs", "GET", "/api/jobs?limit=10", (200,),
                   verify=lambda r, c: _expect(set(self.job_ids) & {
@@ -159,6 +161,24 @@ class Smoke:
                   json=self._chat_body("Reply with one word: pong"), verify=verify,
                   headers={"Authorization": f"Bearer {self.token}",
                            "Prefer": "respond-async"})
+
+    def _chat_stream(self) -> None:
+        def verify(response, check):
+            job_id = response.headers["X-Job-ID"]
+            data = [line[6:] for line in response.iter_lines(decode_unicode=True)
+                    if line.startswith("data: ")]
+            _expect(data and data[-1] == "[DONE]", "the stream did not end with [DONE]")
+            chunks = [json.loads(item) for item in data[:-1]]
+            _expect(not any("error" in chunk for chunk in chunks), f"error event: {data[-2]}")
+            _expect("".join(choice["delta"].get("content") or "" for chunk in chunks
+                            for choice in chunk.get("choices") or []), "no content streamed")
+            self.job_ids.append(job_id)
+            job = self.wait_for_job(job_id)
+            _expect(job["status"] == "succeeded", f"job {job['status']}: {job.get('error')}")
+            self._job_cost(check, job)
+        self.call("chat (stream)", "POST", "/api/bailian/chat/completions", (200,),
+                  json={**self._chat_body("Reply with one word: stream"), "stream": True},
+                  verify=verify, stream=True)
 
     def _generation(self) -> None:
         image_urls: list[str] = []

@@ -17,6 +17,7 @@ from alembic import command
 from common.accounts import users
 from common.accounts.models import Role
 from common.infra.db import Database
+from common.jobs.queue import STREAM_QUEUE, THREAD_QUEUES
 from tests.support import processes
 from tests.support.stack import (
     REDIS_HOST,
@@ -36,6 +37,11 @@ WEB_WORKER_CLASS = os.environ.get("WEB_WORKER_CLASS", "gevent")
 WEB_MODEL = (f"{WEB_WORKERS}x{os.environ.get('WEB_THREADS', '16')} gthread"
              if WEB_WORKER_CLASS == "gthread" else
              f"{WEB_WORKERS}x{os.environ.get('WEB_WORKER_CONNECTIONS', '2000')} {WEB_WORKER_CLASS}")
+
+
+def deployed_workers(streams: int = 1000, threads: int = 32) -> str:
+    """What start_deployed_workers runs, for a result's setup."""
+    return f"workers: threads x{threads} (chat, images, maintenance), gevent x{streams} (streams)"
 
 
 class BenchStack:
@@ -100,10 +106,23 @@ class BenchStack:
         return url
 
     def start_worker(self, pool: str = "threads", concurrency: int = 32) -> processes.Process:
+        """A worker of every queue (streamed chats included)."""
         self.stop("worker")
+        self.stop("streams-worker")
         self.procs["worker"] = processes.worker(self.env, self.log_dir, pool=pool,
                                                 concurrency=concurrency)
         return self.procs["worker"]
+
+    def start_deployed_workers(self, threads: int = 32, streams: int = 1000) -> None:
+        """The workers as deployed (docker-compose.yml): threads for the chat, images and
+        maintenance queues, a gevent pool of `streams` greenlets for streamed chats."""
+        self.stop("worker")
+        self.stop("streams-worker")
+        self.procs["worker"] = processes.worker(self.env, self.log_dir, concurrency=threads,
+                                                queues=THREAD_QUEUES)
+        self.procs["streams-worker"] = processes.worker(
+            self.env, self.log_dir, name="streams-worker", pool="gevent", concurrency=streams,
+            queues=(STREAM_QUEUE,))
 
     def stop(self, name: str) -> None:
         proc = self.procs.pop(name, None)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
 import sys
 import threading
@@ -21,7 +20,7 @@ from sqlalchemy import select
 
 from bench import peers
 from bench.load import run_concurrently, summary_ms
-from bench.stack import WEB_MODEL, BenchStack
+from bench.stack import WEB_MODEL, BenchStack, deployed_workers
 from common.billing.models import UsageRecord
 from tests.support.stack import EMULATOR_KEY
 
@@ -162,7 +161,7 @@ def _usage_mismatches(stack: BenchStack, samples: list[dict], wait_s: float = 15
 
 def streaming_latency(stack: BenchStack, chunks: int = 20, chunk_ms: int = 20,
                       concurrencies=(1, 32), streams_c1: int = 60, per_thread_c32: int = 3,
-                      rounds: int = 3, worker_concurrency: int = 64) -> list[dict]:
+                      rounds: int = 3) -> list[dict]:
     """Time to first content delta and total time of one streamed chat completion through
     (a) the emulator's compatible mode directly (the floor), (b) LiteLLM's proxy and (c) the
     platform's /v1, in interleaved blocks; ours - floor against LiteLLM - floor. For (c),
@@ -170,7 +169,7 @@ def streaming_latency(stack: BenchStack, chunks: int = 20, chunk_ms: int = 20,
     from bench.scenarios import CPUS, row
 
     stack.emulator.configure(latency_ms=0, jitter_ms=0, chunk_interval_ms=0)
-    stack.start_worker("threads", worker_concurrency)
+    stack.start_deployed_workers()
     token = stack.token()
     sides = [Side("floor", f"{stack.emulator.base}/compatible-mode/v1", EMULATOR_KEY),
              _start_litellm(stack)]
@@ -217,8 +216,7 @@ def streaming_latency(stack: BenchStack, chunks: int = 20, chunk_ms: int = 20,
         setup = (f"{CPUS} CPUs; openai SDK, {concurrency} client thread(s); {chunks} content "
                  f"deltas {chunk_ms} ms apart; {n} streams per side in {rounds} interleaved "
                  f"blocks; LiteLLM {peers.litellm_version()} ({peers.LITELLM_WORKERS} uvicorn "
-                 f"workers); ours: gunicorn {WEB_MODEL}, worker threads "
-                 f"x{worker_concurrency}")
+                 f"workers); ours: gunicorn {WEB_MODEL}, {deployed_workers()}")
         for metric, label in (("ttft", "time to first token"), ("total", "total time")):
             for q in ("p50", "p99"):
                 floor = stats["floor"][metric][q]
@@ -386,45 +384,45 @@ def _sync_chats(url: str, token: str, count: int, timeout: float = 30) -> dict:
     those answered 200, and how many were not (an error or no answer within `timeout`)."""
     http = requests.Session()
     headers = {"Authorization": f"Bearer {token}"}
-    times, failed = [], 0
+    times, failed, why = [], 0, set()
     for i in range(count):
         started = time.perf_counter()
         try:
             response = http.post(f"{url}{CHAT}", headers=headers, timeout=timeout,
                                  json={"model": "qwen-turbo", "messages": [
                                      {"role": "user", "content": f"small {i}"}]})
-        except requests.RequestException:
+        except requests.RequestException as error:
             failed += 1
+            why.add(type(error).__name__)
             continue
         if response.status_code == 200:
             times.append(time.perf_counter() - started)
         else:
             failed += 1
-    return {"times": times, "failed": failed}
+            why.add(f"HTTP {response.status_code}: {response.text[:80]}")
+    return {"times": times, "failed": failed, "why": sorted(why)}
 
 
 def open_streams(stack: BenchStack, count: int = 1000, chunks: int = 60, chunk_ms: int = 1000,
-                 ramp_s: float = 20.0, worker_concurrency: int = 1100, sync_samples: int = 40,
-                 worker_pool: str = os.environ.get("BENCH_STREAM_WORKER_POOL", "threads"),
-                 floor: bool = True) -> list[dict]:
+                 ramp_s: float = 20.0, sync_samples: int = 40, floor: bool = True) -> list[dict]:
     """`count` concurrent open streams on one web instance (gunicorn, WEB_WORKERS processes):
     peak RSS of each web process, the delay from the emulator's emission stamp to the client
     for every chunk, and ordinary sync chats meanwhile against the same without streams.
 
-    The worker streams upstream, one thread per streaming job on the threads pool, so it runs
-    with `worker_concurrency` threads (more than `count`: the sync chats need threads too).
+    The workers run as deployed: the streams are read from upstream by the gevent streams
+    worker (one greenlet each, `count` of them), the sync chats by the threads worker.
     `floor`: the same streams straight from the emulator's compatible mode first, the delay
     the client and the emulator add by themselves."""
     from bench.scenarios import CPUS, row
 
     stack.emulator.configure(latency_ms=0, jitter_ms=0, chunk_interval_ms=0)
-    stack.start_worker(worker_pool, worker_concurrency)
+    stack.start_deployed_workers(streams=count)
     token = stack.token()
     _sync_chats(stack.web_url, token, 10)  # warm-up
     quiet = summary_ms(_sync_chats(stack.web_url, token, sync_samples)["times"])
     setup = (f"{CPUS} CPUs; {count} streams opened over {ramp_s:g} s by one asyncio aiohttp "
              f"client, {chunks} stamped deltas {chunk_ms} ms apart; gunicorn "
-             f"{WEB_MODEL}; worker {worker_pool} x{worker_concurrency}")
+             f"{WEB_MODEL}; {deployed_workers(count)}")
     rows = []
     floor_delay = None
     if floor:
@@ -445,10 +443,13 @@ def open_streams(stack: BenchStack, count: int = 1000, chunks: int = 60, chunk_m
         return rows
     web_rss = _RssPeaks(stack, "web", skip_root=True)
     worker_rss = _RssPeaks(stack, "worker", skip_root=False)
+    streams_rss = _RssPeaks(stack, "streams-worker", skip_root=False)
+    streams_rss.start()
     web_rss.start()
     worker_rss.start()
     me = psutil.Process()
     cpu_before = {"web": stack.cpu_seconds("web"), "worker": stack.cpu_seconds("worker"),
+                  "streams-worker": stack.cpu_seconds("streams-worker"),
                   "emulator": stack.cpu_seconds("emulator"),
                   "client": sum(me.cpu_times()[:2])}
     wall_started = time.monotonic()
@@ -458,18 +459,22 @@ def open_streams(stack: BenchStack, count: int = 1000, chunks: int = 60, chunk_m
         during=lambda: _sync_chats(stack.web_url, token, sync_samples)))
     wall = time.monotonic() - wall_started
     cores = {"web": stack.cpu_seconds("web"), "worker": stack.cpu_seconds("worker"),
+             "streams-worker": stack.cpu_seconds("streams-worker"),
              "emulator": stack.cpu_seconds("emulator"), "client": sum(me.cpu_times()[:2])}
     cores = {name: (cores[name] - cpu_before[name]) / wall for name in cores}
     web_peaks = web_rss.stop()
     worker_peaks = worker_rss.stop()
+    streams_peaks = streams_rss.stop()
     delay = summary_ms(state.delays)
     busy = summary_ms(during["times"])
     errors = "; ".join(sorted(set(state.errors))[:3])
     for pid, peak in sorted(web_peaks.items()):
         rows.append(row(f"open streams: peak RSS, web process {pid}", peak, None, "MB",
                         target="<= 250 MB", passed=peak <= 250, setup=setup))
-    rows.append(row("open streams: peak RSS, worker", max(worker_peaks.values(), default=0),
-                    None, "MB", setup=setup))
+    rows.append(row("open streams: peak RSS, streams worker",
+                    max(streams_peaks.values(), default=0), None, "MB",
+                    setup=f"{setup}; the threads worker (sync chats): "
+                          f"{max(worker_peaks.values(), default=0):.0f} MB"))
     rows.append(row("open streams: stamp->client delay p99", delay["p99"],
                     floor_delay["p99"] if floor_delay else None, "ms", target="<= 50 ms",
                     passed=delay["p99"] <= 50 and state.completed == count,
@@ -479,13 +484,14 @@ def open_streams(stack: BenchStack, count: int = 1000, chunks: int = 60, chunk_m
                     target=f"{count}", passed=state.completed == count,
                     setup=f"{len(state.errors)} errors{': ' + errors if errors else ''}"))
     rows.append(row("open streams: CPU of the web processes", cores["web"], None, "cores",
-                    setup=f"mean over the {wall:.0f} s of the platform phase; worker "
+                    setup=f"mean over the {wall:.0f} s of the platform phase; streams "
+                          f"worker {cores['streams-worker']:.2f}, threads worker "
                           f"{cores['worker']:.2f}, emulator {cores['emulator']:.2f}, this "
                           f"client {cores['client']:.2f} cores (where the delay comes from)"))
     rows.append(row("open streams: sync chat p50 while streams are open", busy["p50"],
                     quiet["p50"], "ms",
                     setup=f"{sync_samples} sequential POST {CHAT} (non-stream, small) with "
                           f"{state.opened_at_sample} streams open, {during['failed']} failed "
-                          f"or unanswered in 30 s; baseline: the same with none; p99 "
-                          f"{busy['p99']:.1f} vs {quiet['p99']:.1f} ms"))
+                          f"or unanswered in 30 s {during['why'][:2]}; baseline: the same "
+                          f"with none; p99 {busy['p99']:.1f} vs {quiet['p99']:.1f} ms"))
     return rows

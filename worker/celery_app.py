@@ -7,7 +7,7 @@ from celery.signals import worker_init, worker_process_init
 from common.infra.log import configure_logging
 from common.infra.memory import limit_malloc_arenas
 from common.infra.settings import get_settings
-from common.jobs.queue import make_celery
+from common.jobs.queue import is_amqp, make_celery, sized_for_pool
 from worker import health, metrics_server, runtime
 
 limit_malloc_arenas()  # before the pool starts its threads (prefork children inherit it)
@@ -24,7 +24,12 @@ app.steps["consumer"].add(health.ConsumingHeartbeat)
 def _size_for_concurrency(sender=None, **_kwargs) -> None:
     # Each thread of the pool may hold an upstream connection (a streaming job, for its whole
     # stream): the keep-alive pool is sized to match, so none is opened and discarded per call.
-    runtime.configure(concurrency=getattr(sender, "concurrency", None))
+    concurrency = getattr(sender, "concurrency", None)
+    runtime.configure(concurrency=concurrency)
+    # Read when the consumer connects, after this signal.
+    app.conf.broker_transport_options = sized_for_pool(
+        app.conf.broker_transport_options, amqp=is_amqp(settings.broker_url),
+        concurrency=concurrency)
 
 
 @worker_process_init.connect

@@ -31,6 +31,10 @@ class Runtime:
 
 _concurrency: int | None = None
 UPSTREAM_POOL_MIN = 64
+# Jobs hold a database connection only to claim and to commit, not while they wait on
+# upstream: one pooled connection per this many slots (a 1,000-greenlet streams worker
+# ending a burst of streams at once would otherwise queue past the pool timeout).
+SLOTS_PER_DB_CONNECTION = 40
 
 
 def configure(*, concurrency: int | None) -> None:
@@ -45,7 +49,8 @@ def get() -> Runtime:
     from worker.celery_app import app  # the worker publishes with its own app
 
     settings = get_settings()
-    database = database_from_settings(settings)
+    database = database_from_settings(
+        settings, pool_size=(_concurrency or 0) // SLOTS_PER_DB_CONNECTION)
     redis_client = redis_from_settings(settings)
     available = backends(settings, pool_size=max(UPSTREAM_POOL_MIN, _concurrency or 0))
     lifecycle = JobLifecycle.of(settings=settings, database=database,

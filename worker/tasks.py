@@ -21,6 +21,7 @@ from common.jobs.queue import (
     POLL_IMAGE,
     RUN_CHAT,
     STORE_IMAGES,
+    STREAM_CHAT,
     SUBMIT_IMAGE,
     SWEEP,
 )
@@ -37,6 +38,13 @@ JOB_TASK = {"bind": True, "max_retries": 50, "autoretry_for": INFRASTRUCTURE_ERR
 
 @app.task(name=RUN_CHAT, **JOB_TASK)
 def run_chat(self, job_id: str) -> None:
+    _bind(self, job_id)
+    runtime.get().chat.run(job_id)
+
+
+@app.task(name=STREAM_CHAT, **JOB_TASK)
+def stream_chat(self, job_id: str) -> None:
+    """A chat whose client streams it: the same use case, on the streams queue."""
     _bind(self, job_id)
     runtime.get().chat.run(job_id)
 

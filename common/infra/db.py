@@ -185,10 +185,10 @@ class Database:
         self.engine.dispose()
 
 
-def database_from_settings(settings) -> Database:
+def database_from_settings(settings, *, pool_size: int | None = None) -> Database:
     return Database(
         settings.sqlalchemy_url,
-        pool_size=settings.db_pool_size,
+        pool_size=max(settings.db_pool_size, pool_size or 0),
         connect_timeout=settings.db_connect_timeout,
         tls=tls_connect_args(settings.db_ssl_mode, settings.db_ssl_ca),
     )

@@ -19,7 +19,6 @@ from common.billing.pricing import cost_of
 from common.infra.log import bind_log_context
 from common.infra.settings import Settings
 from common.jobs.lifecycle import Billed, Claim, JobLifecycle
-from common.jobs.queue import RUN_CHAT
 from common.jobs.results import ChatCompletion
 from common.jobs.streaming import StreamingAttempts
 from common.upstream.backends import backend_for
@@ -61,7 +60,7 @@ class ChatJobs:
         try:
             answer = backend.chat(request)
         except UpstreamError as error:
-            self.lifecycle.upstream_failed(claim, error, retry_task=RUN_CHAT)
+            self.lifecycle.upstream_failed(claim, error, retry_task=claim.first_task)
             return
         logger.info("chat upstream ok attempt=%s path=%s input_tokens=%s output_tokens=%s",
                     claim.attempt, claim.path, answer.usage.input_tokens,

@@ -31,8 +31,15 @@ from common.infra.orm import utcnow
 from common.infra.settings import Settings
 from common.jobs import queries, transitions
 from common.jobs.effects import Change, Cost, Effects
-from common.jobs.models import ACTIVE_STATUSES, JobKind, JobStatus
-from common.jobs.queue import CANCEL_IMAGE, POLL_IMAGE, STORE_IMAGES, Publisher, Step
+from common.jobs.models import ACTIVE_STATUSES, JobKind, JobStatus, streamed
+from common.jobs.queue import (
+    CANCEL_IMAGE,
+    POLL_IMAGE,
+    STORE_IMAGES,
+    Publisher,
+    Step,
+    first_step,
+)
 from common.jobs.results import ChatCompletion, ImageResult
 from common.jobs.streams import JobStreams, job_streams
 from common.jobs.views import JobUsage, JobView
@@ -85,7 +92,12 @@ class Claim(BaseModel):
     @property
     def streams(self) -> bool:
         """The client asked for the job's deltas as they come (common/jobs/streams.py)."""
-        return bool(self.request.get("stream"))
+        return streamed(self.request)
+
+    @property
+    def first_task(self) -> str:
+        """The task that runs the job again from the start (a retry of an attempt)."""
+        return first_step(self.kind, self.id, streamed=self.streams).task
 
     @property
     def webhook_target(self) -> WebhookTarget | None:

@@ -12,6 +12,11 @@ from sqlalchemy.orm import Mapped, mapped_column
 from common.infra.orm import Base, BigId, Timestamp, string_enum, utcnow
 
 
+def streamed(request: dict | None) -> bool:
+    """Whether a job's client asked for its deltas as they come (the request's `stream`)."""
+    return bool((request or {}).get("stream"))
+
+
 class JobKind(enum.StrEnum):
     CHAT = "chat"
     IMAGE = "image"

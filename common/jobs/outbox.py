@@ -12,7 +12,7 @@ from common.infra.db import Database
 from common.infra.orm import utcnow
 from common.jobs import transitions
 from common.jobs.effects import Effects
-from common.jobs.models import JobStatus
+from common.jobs.models import JobStatus, streamed
 from common.jobs.queue import POLL_IMAGE, STORE_IMAGES, Step, first_step
 from common.upstream.failures import UpstreamStatus
 
@@ -36,14 +36,15 @@ def republish_unsent(*, database: Database, effects: Effects, grace_seconds: flo
     stale = now - dt.timedelta(seconds=republish_after_seconds)
     queued, running = c.status == JobStatus.QUEUED, c.status == JobStatus.RUNNING
     with database.connect() as conn:
-        due = conn.execute(select(c.id, c.kind).where(or_(
+        due = conn.execute(select(c.id, c.kind, c.request).where(or_(
             and_(queued, c.enqueued_at.is_(None), c.created_at < grace),
             and_(queued, c.enqueued_at < stale),
             and_(running, c.lease_until < grace,
                  or_(c.enqueued_at.is_(None), c.enqueued_at < c.lease_until,
                      c.enqueued_at < stale)),
         )).limit(limit)).all()
-    published = [row.id for row in due if effects.follow_up(first_step(row.kind, row.id))]
+    published = [row.id for row in due if effects.follow_up(
+        first_step(row.kind, row.id, streamed=streamed(row.request)))]
     if published:
         with database.transaction() as conn:
             transitions.mark_published(conn, published, now=utcnow())

@@ -20,11 +20,18 @@ from common.jobs.models import JobKind
 logger = logging.getLogger(__name__)
 
 CHAT_QUEUE = "chat"
+# Streamed chats hold their slot for the whole stream, mostly waiting on upstream: they have a
+# queue of their own, consumed by a gevent worker of a thousand slots (README, "Streaming"),
+# so they neither starve the other queues' threads nor need a thread each.
+STREAM_QUEUE = "streams"
 IMAGE_QUEUE = "images"
 MAINTENANCE_QUEUE = "maintenance"
-QUEUES = (CHAT_QUEUE, IMAGE_QUEUE, MAINTENANCE_QUEUE)
+QUEUES = (CHAT_QUEUE, STREAM_QUEUE, IMAGE_QUEUE, MAINTENANCE_QUEUE)
+# What the threads worker consumes; the streams worker consumes STREAM_QUEUE.
+THREAD_QUEUES = (CHAT_QUEUE, IMAGE_QUEUE, MAINTENANCE_QUEUE)
 
 RUN_CHAT = "jobs.run_chat"
+STREAM_CHAT = "jobs.stream_chat"
 SUBMIT_IMAGE = "jobs.submit_image"
 POLL_IMAGE = "jobs.poll_image"
 STORE_IMAGES = "jobs.store_images"
@@ -33,10 +40,11 @@ SWEEP = "jobs.sweep"
 DELIVER_WEBHOOK = "webhooks.deliver"
 # Webhook deliveries share the maintenance queue: short tasks (one POST of at most
 # WEBHOOK_TIMEOUT_SECONDS each) that every worker deployment already consumes.
-QUEUE_OF = {RUN_CHAT: CHAT_QUEUE, SUBMIT_IMAGE: IMAGE_QUEUE, POLL_IMAGE: IMAGE_QUEUE,
-            STORE_IMAGES: IMAGE_QUEUE, CANCEL_IMAGE: IMAGE_QUEUE, SWEEP: MAINTENANCE_QUEUE,
-            DELIVER_WEBHOOK: MAINTENANCE_QUEUE}
+QUEUE_OF = {RUN_CHAT: CHAT_QUEUE, STREAM_CHAT: STREAM_QUEUE, SUBMIT_IMAGE: IMAGE_QUEUE,
+            POLL_IMAGE: IMAGE_QUEUE, STORE_IMAGES: IMAGE_QUEUE, CANCEL_IMAGE: IMAGE_QUEUE,
+            SWEEP: MAINTENANCE_QUEUE, DELIVER_WEBHOOK: MAINTENANCE_QUEUE}
 FIRST_TASK = {JobKind.CHAT: RUN_CHAT, JobKind.IMAGE: SUBMIT_IMAGE}
+STREAMED_FIRST_TASK = {JobKind.CHAT: STREAM_CHAT}
 # Not "correlation_id": Celery uses that message property for the task id.
 CORRELATION_HEADER = "bailian_correlation_id"
 
@@ -57,8 +65,12 @@ class Step:
         return [self.job_id] if self.polls is None else [self.job_id, self.polls]
 
 
-def first_step(kind: JobKind, job_id: str, correlation_id: str | None = None) -> Step:
-    return Step(FIRST_TASK[kind], job_id, correlation_id=correlation_id)
+def first_step(kind: JobKind, job_id: str, correlation_id: str | None = None, *,
+               streamed: bool = False) -> Step:
+    """The message that starts (or restarts) a job; `streamed` when its client asked for the
+    deltas as they come."""
+    task = STREAMED_FIRST_TASK.get(kind, FIRST_TASK[kind]) if streamed else FIRST_TASK[kind]
+    return Step(task, job_id, correlation_id=correlation_id)
 
 
 AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
@@ -100,6 +112,18 @@ def transport_options(settings: Settings, amqp: bool) -> dict:
         "socket_connect_timeout": 3,
         "health_check_interval": 25,
     }
+
+
+def sized_for_pool(options: dict, *, amqp: bool, concurrency: int | None) -> dict:
+    """Transport options for a worker whose pool runs `concurrency` tasks at once.
+
+    kombu's Redis channel pools at most 10 connections and raises MaxConnectionsError past
+    them; the late acks of a gevent pool's greenlets (a streams worker of 1,000) can all be
+    due at once, and a failed ack means a redelivery after the visibility timeout. RabbitMQ
+    acks over the consumer's one channel, so it needs nothing."""
+    if amqp or not concurrency:
+        return options
+    return {**options, "max_connections": max(10, concurrency + 10)}
 
 
 def celery_config(settings: Settings) -> dict:

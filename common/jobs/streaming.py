@@ -30,7 +30,6 @@ import redis
 from common.billing.pricing import Usage
 from common.jobs import streams as job_streams
 from common.jobs.lifecycle import Claim
-from common.jobs.queue import RUN_CHAT
 from common.upstream.failures import UpstreamError
 from common.upstream.interface import AIBackend, ChatDelta, ChatRequest, ChatResult
 
@@ -62,7 +61,7 @@ class StreamingAttempts:
             answer = backend.chat_stream(request, relay.on_delta)
         except UpstreamError as error:
             if not relay.deltas:
-                lifecycle.upstream_failed(claim, error, retry_task=RUN_CHAT)
+                lifecycle.upstream_failed(claim, error, retry_task=claim.first_task)
                 return
             logger.warning("chat stream failed after %s deltas code=%s message=%s",
                            relay.deltas, error.code, error.message)

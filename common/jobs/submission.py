@@ -23,7 +23,7 @@ from common.infra.settings import Settings
 from common.jobs import queries, transitions
 from common.jobs.effects import Change
 from common.jobs.lifecycle import JobLifecycle
-from common.jobs.models import JobKind, JobStatus
+from common.jobs.models import JobKind, JobStatus, streamed
 from common.jobs.queue import Step, first_step
 from common.jobs.views import JobView
 from common.webhooks.addresses import UnsafeWebhook, WebhookPolicy
@@ -84,9 +84,9 @@ def submit(*, lifecycle: JobLifecycle, settings: Settings, user_id: int, kind: J
             "webhook": webhook and webhook.url, "webhook_events": webhook and webhook.column})
         if charge is not None:
             charge(conn, job_id, now)
-        step = first_step(kind, job_id, correlation_id)
+        step = first_step(kind, job_id, correlation_id, streamed=streamed(request))
         return view, [Change(job_id, kind, submitted=True, follow_ups=(step,),
-                             streamed=bool(request.get("stream")))]
+                             streamed=streamed(request))]
 
     unsent: list[Step] = []
     try:

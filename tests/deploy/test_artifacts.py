@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from common.infra.settings import Settings
-from common.jobs.queue import QUEUES
+from common.jobs.queue import QUEUES, STREAM_QUEUE, THREAD_QUEUES
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
@@ -21,9 +21,12 @@ SETTINGS_ENV = {name.upper() for name in Settings.model_fields} | {"DASHSCOPE_AP
 # Read by processes other than ours: gunicorn.conf.py, compose interpolation, Flower.
 OTHER_ENV = {"WEB_CONCURRENCY", "WEB_WORKER_CLASS", "WEB_WORKER_CONNECTIONS", "WEB_THREADS",
              "BIND", "PROMETHEUS_MULTIPROC_DIR"}
-APP_SERVICES = ("migrate", "web", "worker", "beat", "flower")
+APP_SERVICES = ("migrate", "web", "worker", "worker-streams", "beat", "flower")
 WORKER_COMMAND = ["celery", "-A", "worker.celery_app", "worker", "-P", "threads", "-c", "32",
-                  "-Q", ",".join(QUEUES), "--loglevel", "INFO"]
+                  "-Q", ",".join(THREAD_QUEUES), "-n", "worker@%h", "--loglevel", "INFO"]
+STREAMS_WORKER_COMMAND = ["celery", "-A", "worker.celery_app", "worker", "-P", "gevent",
+                          "-c", "1000", "-Q", STREAM_QUEUE, "-n", "streams@%h",
+                          "--loglevel", "INFO"]
 
 
 def _tool(name: str) -> str:
@@ -121,6 +124,9 @@ def test_commands_are_the_applications_entry_points(compose):
     assert services["migrate"]["command"] == ["alembic", "upgrade", "head"]
     assert services["web"]["command"][:2] == ["gunicorn", "web.wsgi:app"]
     assert services["worker"]["command"] == WORKER_COMMAND
+    assert services["worker-streams"]["command"] == STREAMS_WORKER_COMMAND
+    # Between them the workers consume every queue the platform publishes to.
+    assert set(THREAD_QUEUES) | {STREAM_QUEUE} == set(QUEUES)
     assert services["beat"]["command"][:4] == ["celery", "-A", "worker.celery_app", "beat"]
     assert services["flower"]["command"][:4] == ["celery", "-A", "worker.celery_app", "flower"]
     assert services["emulator"]["command"][:3] == ["python", "-m", "emulator"]
@@ -225,6 +231,9 @@ def test_web_probes_use_the_documented_health_endpoints(manifests):
 def test_worker_runs_the_platform_command_and_autoscales_on_its_queues(manifests):
     worker = _container(manifests, "bailian-worker")
     assert worker["command"] == WORKER_COMMAND
+    assert _container(manifests, "bailian-worker-streams")["command"] == STREAMS_WORKER_COMMAND
+    streams = manifests[("ScaledObject", "bailian-worker-streams")]
+    assert [t["metadata"]["listName"] for t in streams["spec"]["triggers"]] == [STREAM_QUEUE]
     assert {p["containerPort"] for p in worker["ports"]} == {9808}
     scaled = manifests[("ScaledObject", "bailian-worker")]
     assert scaled["spec"]["scaleTargetRef"]["name"] == "bailian-worker"

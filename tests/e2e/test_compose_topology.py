@@ -63,11 +63,12 @@ class Topology:
     def __init__(self, tmp: Path, database: str) -> None:
         self.tmp = tmp
         self.ports = {name: processes.free_port()
-                      for name in ("web", "emulator", "flower", "worker-metrics")}
+                      for name in ("web", "emulator", "flower", "worker-metrics",
+                                   "worker-streams-metrics")}
         self.hosts = {"mysql": MYSQL_HOST, "redis": REDIS_HOST, "emulator": "127.0.0.1"}
         self.database = database
 
-    def environment(self, service: dict) -> dict[str, str]:
+    def environment(self, service: dict, name: str = "") -> dict[str, str]:
         env = {**os.environ, **{k: str(v) for k, v in (service.get("environment") or {}).items()}}
         env.update({
             "DB_HOST": MYSQL_HOST, "DB_PORT": str(MYSQL_PORT), "DB_NAME": self.database,
@@ -78,7 +79,8 @@ class Topology:
                 "emulator:8089", f"127.0.0.1:{self.ports['emulator']}"),
             "IMAGE_DOWNLOAD_HOSTS": '["127.0.0.1"]',
             "IMAGE_STORAGE_DIR": str(self.tmp / "images"), "DATA_DIR": str(self.tmp),
-            "WORKER_METRICS_PORT": str(self.ports["worker-metrics"]),
+            # Containers each have the port to themselves; processes on one host do not.
+            "WORKER_METRICS_PORT": str(self.ports.get(f"{name}-metrics", 0)),
             "PYTHONPATH": str(REPO),
         })
         return env
@@ -117,15 +119,19 @@ def test_compose_services_as_processes_pass_the_smoke_test(tmp_path, mysql_serve
             subprocess.run(topology.command(migrate), cwd=REPO, check=True,
                            env=topology.environment(migrate), capture_output=True)
 
-            for name in ("web", "worker", "beat", "flower"):
+            running = {}
+            for name in ("web", "worker", "worker-streams", "beat", "flower"):
                 service = services[name]
-                started.append(processes.Process(f"topology-{name}", topology.command(service),
-                                                 topology.environment(service),
-                                                 log_dir).start())
+                running[name] = processes.Process(f"topology-{name}", topology.command(service),
+                                                  topology.environment(service, name),
+                                                  log_dir).start()
+                started.append(running[name])
             web_url = f"http://127.0.0.1:{topology.ports['web']}"
-            started[1].wait_for_http(f"{web_url}/health/ready")
-            started[2].wait_for_log("ready.")
-            started[4].wait_for_http(f"http://127.0.0.1:{topology.ports['flower']}/healthcheck")
+            running["web"].wait_for_http(f"{web_url}/health/ready")
+            running["worker"].wait_for_log("ready.")
+            running["worker-streams"].wait_for_log("ready.")
+            running["flower"].wait_for_http(
+                f"http://127.0.0.1:{topology.ports['flower']}/healthcheck")
 
             smoke = subprocess.run(
                 [sys.executable, str(REPO / "test_qwen_apis.py"), "--base-url", web_url,

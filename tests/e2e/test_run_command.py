@@ -120,8 +120,9 @@ def _children(pid: int) -> dict[int, str]:
 
 
 def _worker_pid(pid: int) -> int | None:
+    """The threads worker (not the gevent streams worker)."""
     return next((child for child, args in _children(pid).items()
-                 if "worker.celery_app worker" in args), None)
+                 if "worker.celery_app worker -P threads" in args), None)
 
 
 def test_a_child_that_dies_is_restarted_with_backoff_and_counted(tmp_path):

@@ -15,6 +15,7 @@ class Platform:
     worker: processes.Process
     beat: processes.Process
     log_dir: object
+    streamer: processes.Process | None = None  # a streams worker of its own, where started
 
     def restart_worker(self) -> None:
         self.worker.stop()
@@ -29,3 +30,5 @@ def platform(base_env, log_dir, emulator):
     yield running
     running.worker.stop()
     running.beat.stop()
+    if running.streamer is not None:
+        running.streamer.stop()

@@ -15,10 +15,28 @@ import redis
 import requests
 
 from common.jobs.models import JobStatus
+from common.jobs.queue import STREAM_QUEUE, THREAD_QUEUES
+from tests.integration.conftest import Platform
 from tests.support import processes
 from tests.support.jobs import directive, usage_rows, wait_for_job, wait_until
 
 NATIVE = "/api/bailian/chat/completions"
+
+
+def streams_worker(env, log_dir) -> processes.Process:
+    return processes.worker(env, log_dir, name="streams-worker", pool="gevent",
+                            concurrency=200, queues=(STREAM_QUEUE,))
+
+
+@pytest.fixture(scope="module")
+def platform(base_env, log_dir, emulator):
+    """As deployed: streamed chats on a gevent worker of their own, the rest on threads."""
+    running = Platform(base_env, processes.worker(base_env, log_dir, queues=THREAD_QUEUES),
+                       processes.beat(base_env, log_dir), log_dir,
+                       streamer=streams_worker(base_env, log_dir))
+    yield running
+    for proc in (running.worker, running.beat, running.streamer):
+        proc.stop()
 
 
 @pytest.fixture(scope="module")
@@ -242,8 +260,8 @@ def test_a_worker_killed_mid_stream_fails_the_job_once_and_tells_the_reader(
     stream = events(response)
     next(stream), next(stream)
 
-    platform.worker.kill(signal.SIGKILL)
-    platform.worker = processes.worker(platform.env, platform.log_dir)
+    platform.streamer.kill(signal.SIGKILL)
+    platform.streamer = streams_worker(platform.env, platform.log_dir)
 
     rest = list(stream)  # the reader is told, on the connection it already has
     assert rest[-1].data == "[DONE]"

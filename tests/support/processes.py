@@ -13,6 +13,8 @@ from pathlib import Path
 
 import requests
 
+from common.jobs.queue import QUEUES
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 GUNICORN_CONF = REPO / "gunicorn.conf.py"  # what production reads, from its working directory
@@ -100,17 +102,21 @@ def emulator(env: dict[str, str], log_dir: Path, port: int, *extra: str) -> Proc
 
 
 def worker(env: dict[str, str], log_dir: Path, *, name: str = "worker", pool: str = "threads",
-           concurrency: int = 8, metrics_port: int | None = None) -> Process:
+           concurrency: int = 8, metrics_port: int | None = None,
+           queues: tuple[str, ...] = QUEUES) -> Process:
+    """A worker of every queue unless `queues` says (deployed, streams get a worker of their
+    own: common/jobs/queue.py)."""
     env = {**env, "WORKER_METRICS_PORT": str(metrics_port or free_port())}
-    proc = Process(name, worker_argv(name, pool=pool, concurrency=concurrency), env,
-                   log_dir).start()
+    proc = Process(name, worker_argv(name, pool=pool, concurrency=concurrency, queues=queues),
+                   env, log_dir).start()
     proc.wait_for_log("ready.")
     return proc
 
 
-def worker_argv(name: str, *, pool: str = "threads", concurrency: int = 8) -> list[str]:
+def worker_argv(name: str, *, pool: str = "threads", concurrency: int = 8,
+                queues: tuple[str, ...] = QUEUES) -> list[str]:
     return [str(BIN / "celery"), "-A", "worker.celery_app", "worker", "-P", pool,
-            "-c", str(concurrency), "-Q", "chat,images,maintenance",
+            "-c", str(concurrency), "-Q", ",".join(queues),
             "-n", f"{name}-{os.getpid()}@%h", "--without-gossip", "--without-mingle",
             "--loglevel", "INFO"]
 
