@@ -33,7 +33,7 @@ from common.jobs import queries, transitions
 from common.jobs.effects import Change, Cost, Effects
 from common.jobs.models import ACTIVE_STATUSES, JobKind, JobStatus
 from common.jobs.queue import CANCEL_IMAGE, POLL_IMAGE, STORE_IMAGES, Publisher, Step
-from common.jobs.results import ChatCompletion, ImageResult
+from common.jobs.results import ChatCompletion, EmbeddingSummary, ImageResult
 from common.jobs.streams import JobStreams, job_streams
 from common.jobs.views import JobUsage, JobView
 from common.upstream.failures import (
@@ -107,7 +107,7 @@ class Claim(BaseModel):
 class Billed(BaseModel):
     """An upstream result to record: DashScope bills it, so it is recorded exactly once."""
 
-    result: ChatCompletion | ImageResult
+    result: ChatCompletion | ImageResult | EmbeddingSummary
     usage: Usage
     cost: Decimal  # DashScope's price for `usage`
     currency: str

@@ -15,6 +15,8 @@ from common.infra.orm import Base, BigId, Timestamp, string_enum, utcnow
 class JobKind(enum.StrEnum):
     CHAT = "chat"
     IMAGE = "image"
+    # Run in the request that asks (common/jobs/embedding.py), recorded like any job.
+    EMBEDDING = "embedding"
 
 
 class JobStatus(enum.StrEnum):
