@@ -49,7 +49,7 @@ def _norm(vector) -> float:
 # --- embeddings -------------------------------------------------------------------------------
 
 def test_embeddings_with_dimensions_are_openais_list_and_one_exact_usage_row(
-        sdk, database, settings):
+        sdk, web, database, settings):
     raw = sdk.embeddings.with_raw_response.create(
         model="text-embedding-v4", input=["a cat", "a dog"], dimensions=256,
         encoding_format="float")
@@ -70,6 +70,11 @@ def test_embeddings_with_dimensions_are_openais_list_and_one_exact_usage_row(
         JobKind.EMBEDDING, 4, 0, 4)
     assert row.cost == Decimal(4) * settings.prices["text-embedding-v4"]["input"] / 1000
     assert row.upstream_request_id
+    # The call is a job like any other on the jobs API.
+    shown = requests.get(f"{web}/api/jobs/{job_id}", timeout=10,
+                         headers={"Authorization": f"Bearer {sdk.api_key}"}).json()["data"]
+    assert (shown["kind"], shown["status"], shown["usage"]["total_tokens"]) == (
+        "embedding", "succeeded", 4)
 
 
 def test_base64_is_little_endian_float32_that_the_sdk_decodes(sdk, web):
