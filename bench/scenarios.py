@@ -96,14 +96,7 @@ def sync_chat_overhead(stack: BenchStack, pairs: int = 300, block: int = 25) -> 
     platform = _pairs(f"{stack.web_url}{CHAT}", headers, api_base)
     proxy = _pairs(f"{bare}/proxy", {}, api_base)
 
-    def round_trips(count: int) -> list[float]:
-        times = []
-        for i in range(count):
-            started = time.perf_counter()
-            noop.send_task("noop", args=[i]).get(timeout=30)
-            times.append(time.perf_counter() - started)
-        return times
-
+    round_trips = _round_trips(noop)
     platform(10), proxy(10), round_trips(10)  # warm connections and caches first
     meter = _CpuMeter(stack)
     sides: dict[str, list] = {"platform": [], "proxy": [], "celery": []}
@@ -169,6 +162,18 @@ def sync_chat_overhead(stack: BenchStack, pairs: int = 300, block: int = 25) -> 
                                   f"worker threads x32; {concurrency} client threads, each a "
                                   f"direct call then a platform call; {overhead['n']} pairs"))
     return rows
+
+
+def _round_trips(noop):
+    """Sequential bare Celery round trips: send_task, then wait for the no-op's result."""
+    def run(count: int) -> list[float]:
+        times = []
+        for i in range(count):
+            started = time.perf_counter()
+            noop.send_task("noop", args=[i]).get(timeout=30)
+            times.append(time.perf_counter() - started)
+        return times
+    return run
 
 
 def _noop_app(stack: BenchStack):
@@ -948,14 +953,7 @@ def embeddings_overhead(stack: BenchStack, pairs: int = 400, concurrency: int = 
     stack.start_noop_worker("threads", 32)
     noop = _noop_app(stack)
 
-    def round_trips(count: int) -> list[float]:
-        times = []
-        for i in range(count):
-            started = time.perf_counter()
-            noop.send_task("noop", args=[i]).get(timeout=30)
-            times.append(time.perf_counter() - started)
-        return times
-
+    round_trips = _round_trips(noop)
     platform(20), round_trips(20)  # warm connections and caches first
     sequential: list[tuple[float, float]] = []
     celery: list[float] = []

@@ -251,3 +251,29 @@ def test_a_failed_image_task_is_an_openai_error(sdk):
         sdk.images.generate(prompt=f"no {directive(fault='inspection')}", model="wanx-v1")
     assert caught.value.status_code == 400
     assert caught.value.body["code"] == "DataInspectionFailed"
+
+
+def test_an_in_request_job_whose_caller_died_is_never_queued_and_ends_at_its_deadline(
+        platform, lifecycle, settings, accounts, database):
+    from sqlalchemy import update
+
+    from common.jobs import submission
+    from common.jobs.embedding import EmbeddingCall
+    from common.jobs.models import Job
+
+    call = EmbeddingCall(model="text-embedding-v4", texts=["lost"], dimension=1024,
+                         encoding_format="float")
+    view, _ = submission.submit(lifecycle=lifecycle, settings=settings,
+                                user_id=accounts.create()["id"], kind=JobKind.EMBEDDING,
+                                model=call.model, request=call.job_request(), in_request=True)
+    assert (view.status, view.attempts) == (JobStatus.RUNNING, 1)
+    assert (view.deadline_at - view.created_at).total_seconds() == \
+        settings.upstream_timeout_seconds + submission.IN_REQUEST_MARGIN_SECONDS
+    # The web process died mid-call: the running sweeper (beat) ends the job at its deadline.
+    with database.transaction() as conn:
+        conn.execute(update(Job).where(Job.id == view.id).values(
+            deadline_at=view.created_at))
+    job = wait_for_job(database, view.id, timeout=30)
+    assert (job.status, job.error_code) == (JobStatus.FAILED, "deadline_exceeded")
+    assert (job.attempts, job.enqueued_at) == (1, None)  # no worker was ever given it
+    assert usage_rows(database, view.id) == []

@@ -107,11 +107,7 @@ def chat_completions():
 @login_required(api_keys=True)
 def embeddings():
     svc = services()
-    payload = _json_object()
-    model = payload.get("model")
-    if isinstance(model, str) and model not in svc.settings.embedding_models:
-        raise _model_not_found(model)
-    body = validate(OpenAIEmbeddingRequest, payload)
+    body = validate(OpenAIEmbeddingRequest, _body_naming_one_of(svc.settings.embedding_models))
     limits = EMBEDDING_MODELS[body.model]
     if errors := body.rule_errors(limits):
         raise ValidationFailed(errors=errors)
@@ -163,10 +159,7 @@ def _base64(vector: list[float]) -> str:
 def images_generations():
     svc = services()
     settings = svc.settings
-    payload = _json_object()
-    model = payload.get("model")
-    if isinstance(model, str) and model not in settings.image_models:
-        raise _model_not_found(model)
+    payload = _body_naming_one_of(settings.image_models)
     openai_request = validate(OpenAIImageRequest, refuse_unsupported_image_parameters(payload))
     body = validate(GenerationRequest,
                     openai_request.platform_request(settings.v1_default_image_model),
@@ -238,6 +231,15 @@ def _json_object() -> dict:
         raise ValidationFailed("Request body must be a JSON object",
                                errors=[{"field": "body", "message": "expected a JSON object"}])
     return dict(payload)
+
+
+def _body_naming_one_of(models) -> dict:
+    """A copy of the JSON body; a model it names outside `models` is OpenAI's 404."""
+    payload = _json_object()
+    model = payload.get("model")
+    if isinstance(model, str) and model not in models:
+        raise _model_not_found(model)
+    return payload
 
 
 def _wait(deadline_seconds: float) -> float:
