@@ -912,10 +912,12 @@ SCENARIOS["key_budget_overhead"] = key_budget_overhead
 
 
 # --- embeddings_overhead ---------------------------------------------------------------------
-# Self-contained: what POST /v1/embeddings adds over a direct `TextEmbedding.call` to the same
-# emulator, in pairs (c=1 and c=16), and the floor a trip through the job queue would add on
-# top: a bare Celery round trip (publish, a worker's pickup, the result back), measured in the
-# same run. Embeddings run as jobs only if that costs at most 2 ms over a direct call.
+# What POST /v1/embeddings (in the request) adds over a direct `TextEmbedding.call` to the
+# same emulator, in pairs (c=1 and c=16), with the web processes' CPU per request; and, in
+# alternating blocks of the same run, what the job path costs: a /v1 chat completion (the same
+# submit and finish transactions, plus the queue, a worker's claim and the wake-up) over its
+# direct SDK call, and the bare Celery round trip under it. Embeddings run as jobs only if
+# that costs at most 2 ms over a direct call.
 
 def _embedding_pairs(url: str, headers: dict, api_base: str, dimension: int = 1024):
     from dashscope import TextEmbedding
@@ -947,20 +949,24 @@ def _embedding_pairs(url: str, headers: dict, api_base: str, dimension: int = 10
 def embeddings_overhead(stack: BenchStack, pairs: int = 400, concurrency: int = 16
                         ) -> list[dict]:
     stack.emulator.configure(latency_ms=0, jitter_ms=0)
+    stack.start_worker("threads", 32)
     headers = {"Authorization": f"Bearer {stack.token()}"}
     platform = _embedding_pairs(f"{stack.web_url}/v1/embeddings", headers,
                                 stack.emulator.api_base)
+    chat_jobs = _pairs(f"{stack.web_url}/v1/chat/completions", headers, stack.emulator.api_base)
     stack.start_noop_worker("threads", 32)
-    noop = _noop_app(stack)
-
-    round_trips = _round_trips(noop)
-    platform(20), round_trips(20)  # warm connections and caches first
+    round_trips = _round_trips(_noop_app(stack))
+    platform(20), chat_jobs(20), round_trips(20)  # warm connections and caches first
+    meter = _CpuMeter(stack)
     sequential: list[tuple[float, float]] = []
+    chats: list[tuple[float, float]] = []
     celery: list[float] = []
-    for _ in range(pairs // 50):  # alternating blocks: a slow minute slows both sides alike
-        sequential += platform(50)
+    for _ in range(pairs // 50):  # alternating blocks: a slow minute slows every side alike
+        sequential += meter.measure(("web", "servers"), lambda: platform(50))
+        chats += chat_jobs(50)
         celery += round_trips(50)
     stack.stop("noop-worker")
+    web_cpu = {name: spent * 1000 / len(sequential) for name, spent in meter.spent.items()}
     per_thread = max(25, pairs // concurrency) + 10
     concurrent = run_concurrently(
         lambda _i: _embedding_pairs(f"{stack.web_url}/v1/embeddings", headers,
@@ -977,6 +983,17 @@ def embeddings_overhead(stack: BenchStack, pairs: int = 400, concurrency: int = 
                                   f"text, 1024 floats; {clients} client thread(s), each a "
                                   f"direct TextEmbedding.call then POST /v1/embeddings; "
                                   f"{overhead['n']} pairs; baseline: the direct call"))
+    rows += [row("embeddings c=1 CPU per request: web processes", web_cpu["web"], None, "ms",
+                 setup="gunicorn arbiter + workers, during the c=1 embedding blocks (the "
+                       "DashScope SDK call included)"),
+             row("embeddings c=1 CPU per request: MariaDB + Redis", web_cpu["servers"], None,
+                 "ms", setup="the machine's mariadbd and redis-server, same blocks")]
+    chat = summary_ms([p - d for p, d in chats])
+    for q in ("p50", "p99"):
+        rows.append(row(f"job path: /v1 chat completion overhead c=1 {q}", chat[q], None, "ms",
+                        setup=f"{CPUS} CPUs; worker threads x32; qwen-turbo through the queue, "
+                              f"minus its direct Generation.call; {chat['n']} pairs in blocks "
+                              "alternating with the embedding pairs"))
     floor = summary_ms(celery)
     for q in ("p50", "p99"):
         rows.append(row(f"embeddings as a job would add at least (Celery round trip) c=1 {q}",
