@@ -164,12 +164,31 @@ def test_an_api_key_embeds_and_its_usage_row_names_it(web, accounts, database):
     assert row.api_key_id == key["id"] and row.total_tokens == 2  # ceil(5 / 4)
 
 
-def test_embeddings_have_their_own_rate_limit(base_env, log_dir, platform, accounts):
+def test_a_budget_that_cannot_cover_the_texts_refuses_before_any_job(
+        web, accounts, database):
+    from tests.integration.test_api_keys import make_key
+
+    _, login = accounts.headers("default")
+    # Reserved: 5e-7 CNY per UTF-8 byte (text-embedding-v4's input price).
+    key = make_key(accounts.client, login, budget={"amount": "0.000001", "period": "month"})
+    sdk = _sdk(web, key["key"])
+    with pytest.raises(openai.RateLimitError) as caught:
+        sdk.embeddings.create(model="text-embedding-v4", input="x" * 10)
+    assert caught.value.body["code"] == "insufficient_quota"
+    assert "X-Job-ID" not in caught.value.response.headers
+    raw = sdk.embeddings.with_raw_response.create(model="text-embedding-v4", input="x")
+    [row] = usage_rows(database, raw.headers["X-Job-ID"])
+    assert row.cost == Decimal("0.0000005")
+
+
+def test_embeddings_have_their_own_rate_limit_and_an_image_past_the_wait_is_504(
+        base_env, log_dir, platform, accounts):
     limits = {endpoint: {t: "100000/minute" for t in ("default", "premium", "admin")}
               for endpoint in ("chat", "generation")}
     limits["embeddings"] = {t: "2/minute" for t in ("default", "premium", "admin")}
     port = processes.free_port()
-    proc = processes.gunicorn({**base_env, "RATE_LIMITS": json.dumps(limits)}, log_dir, port,
+    proc = processes.gunicorn({**base_env, "RATE_LIMITS": json.dumps(limits),
+                               "V1_WAIT_SECONDS": "1"}, log_dir, port,
                               name="embeddings-limited-web", workers=1)
     try:
         _, headers = accounts.headers("default")
@@ -184,6 +203,11 @@ def test_embeddings_have_their_own_rate_limit(base_env, log_dir, platform, accou
         # Chat keeps its own budget.
         assert sdk.chat.completions.create(
             model="qwen-turbo", messages=[{"role": "user", "content": "still"}]).choices
+        # An image job not settled within V1_WAIT_SECONDS: OpenAI's error naming the job.
+        with pytest.raises(openai.APIStatusError) as pending:
+            sdk.images.generate(prompt=f"slow {directive(duration_s=5)}", model="wanx-v1")
+        assert (pending.value.status_code, pending.value.body["code"]) == (504, "job_pending")
+        assert pending.value.response.headers["X-Job-ID"] in pending.value.body["message"]
     finally:
         proc.stop()
 
