@@ -96,14 +96,7 @@ def sync_chat_overhead(stack: BenchStack, pairs: int = 300, block: int = 25) -> 
     platform = _pairs(f"{stack.web_url}{CHAT}", headers, api_base)
     proxy = _pairs(f"{bare}/proxy", {}, api_base)
 
-    def round_trips(count: int) -> list[float]:
-        times = []
-        for i in range(count):
-            started = time.perf_counter()
-            noop.send_task("noop", args=[i]).get(timeout=30)
-            times.append(time.perf_counter() - started)
-        return times
-
+    round_trips = _round_trips(noop)
     platform(10), proxy(10), round_trips(10)  # warm connections and caches first
     meter = _CpuMeter(stack)
     sides: dict[str, list] = {"platform": [], "proxy": [], "celery": []}
@@ -169,6 +162,18 @@ def sync_chat_overhead(stack: BenchStack, pairs: int = 300, block: int = 25) -> 
                                   f"worker threads x32; {concurrency} client threads, each a "
                                   f"direct call then a platform call; {overhead['n']} pairs"))
     return rows
+
+
+def _round_trips(noop):
+    """Sequential bare Celery round trips: send_task, then wait for the no-op's result."""
+    def run(count: int) -> list[float]:
+        times = []
+        for i in range(count):
+            started = time.perf_counter()
+            noop.send_task("noop", args=[i]).get(timeout=30)
+            times.append(time.perf_counter() - started)
+        return times
+    return run
 
 
 def _noop_app(stack: BenchStack):
@@ -904,3 +909,100 @@ def key_budget_overhead(stack: BenchStack, requests_per_side: int = 400) -> list
 
 
 SCENARIOS["key_budget_overhead"] = key_budget_overhead
+
+
+# --- embeddings_overhead ---------------------------------------------------------------------
+# What POST /v1/embeddings (in the request) adds over a direct `TextEmbedding.call` to the
+# same emulator, in pairs (c=1 and c=16), with the web processes' CPU per request; and, in
+# alternating blocks of the same run, what the job path costs: a /v1 chat completion (the same
+# submit and finish transactions, plus the queue, a worker's claim and the wake-up) over its
+# direct SDK call, and the bare Celery round trip under it. Embeddings run as jobs only if
+# that costs at most 2 ms over a direct call.
+
+def _embedding_pairs(url: str, headers: dict, api_base: str, dimension: int = 1024):
+    from dashscope import TextEmbedding
+
+    http = requests.Session()
+    sdk_http = requests.Session()
+
+    def run(count: int) -> list[tuple[float, float]]:
+        samples = []
+        for _ in range(count):
+            text = f"benchmark text {uuid.uuid4().hex}"
+            started = time.perf_counter()
+            direct = TextEmbedding.call(model="text-embedding-v4", input=[text],
+                                        dimension=dimension, api_key="sk-emulator-test-key",
+                                        base_address=api_base, session=sdk_http)
+            direct_s = time.perf_counter() - started
+            assert direct.status_code == 200, direct
+            started = time.perf_counter()
+            response = http.post(url, headers=headers, json={
+                "model": "text-embedding-v4", "input": [text], "dimensions": dimension,
+                "encoding_format": "float"})
+            through_s = time.perf_counter() - started
+            assert response.status_code == 200, response.text
+            samples.append((through_s, direct_s))
+        return samples
+    return run
+
+
+def embeddings_overhead(stack: BenchStack, pairs: int = 400, concurrency: int = 16
+                        ) -> list[dict]:
+    stack.emulator.configure(latency_ms=0, jitter_ms=0)
+    stack.start_worker("threads", 32)
+    headers = {"Authorization": f"Bearer {stack.token()}"}
+    platform = _embedding_pairs(f"{stack.web_url}/v1/embeddings", headers,
+                                stack.emulator.api_base)
+    chat_jobs = _pairs(f"{stack.web_url}/v1/chat/completions", headers, stack.emulator.api_base)
+    stack.start_noop_worker("threads", 32)
+    round_trips = _round_trips(_noop_app(stack))
+    platform(20), chat_jobs(20), round_trips(20)  # warm connections and caches first
+    meter = _CpuMeter(stack)
+    sequential: list[tuple[float, float]] = []
+    chats: list[tuple[float, float]] = []
+    celery: list[float] = []
+    for _ in range(pairs // 50):  # alternating blocks: a slow minute slows every side alike
+        sequential += meter.measure(("web", "servers"), lambda: platform(50))
+        chats += chat_jobs(50)
+        celery += round_trips(50)
+    stack.stop("noop-worker")
+    web_cpu = {name: spent * 1000 / len(sequential) for name, spent in meter.spent.items()}
+    per_thread = max(25, pairs // concurrency) + 10
+    concurrent = run_concurrently(
+        lambda _i: _embedding_pairs(f"{stack.web_url}/v1/embeddings", headers,
+                                    stack.emulator.api_base)(per_thread)[10:], concurrency)
+    rows = []
+    for clients, samples in ((1, sequential), (concurrency, concurrent)):
+        overhead = summary_ms([p - d for p, d in samples])
+        through = summary_ms([p for p, _ in samples])
+        direct = summary_ms([d for _, d in samples])
+        for q in ("p50", "p99"):
+            rows.append(row(f"embeddings overhead (in the request) c={clients} {q}",
+                            overhead[q], direct[q], "ms", ratio=through[q] / direct[q],
+                            setup=f"{CPUS} CPUs; gunicorn {WEB_MODEL}; text-embedding-v4, 1 "
+                                  f"text, 1024 floats; {clients} client thread(s), each a "
+                                  f"direct TextEmbedding.call then POST /v1/embeddings; "
+                                  f"{overhead['n']} pairs; baseline: the direct call"))
+    rows += [row("embeddings c=1 CPU per request: web processes", web_cpu["web"], None, "ms",
+                 setup="gunicorn arbiter + workers, during the c=1 embedding blocks (the "
+                       "DashScope SDK call included)"),
+             row("embeddings c=1 CPU per request: MariaDB + Redis", web_cpu["servers"], None,
+                 "ms", setup="the machine's mariadbd and redis-server, same blocks")]
+    chat = summary_ms([p - d for p, d in chats])
+    for q in ("p50", "p99"):
+        rows.append(row(f"job path: /v1 chat completion overhead c=1 {q}", chat[q], None, "ms",
+                        setup=f"{CPUS} CPUs; worker threads x32; qwen-turbo through the queue, "
+                              f"minus its direct Generation.call; {chat['n']} pairs in blocks "
+                              "alternating with the embedding pairs"))
+    floor = summary_ms(celery)
+    for q in ("p50", "p99"):
+        rows.append(row(f"embeddings as a job would add at least (Celery round trip) c=1 {q}",
+                        floor[q], None, "ms", target="<= 2 ms to run as jobs",
+                        passed=floor[q] <= 2.0,
+                        setup=f"{CPUS} CPUs; send_task + result.get(), no-op task on threads "
+                              f"x32; {floor['n']} sequential, in blocks alternating with the "
+                              "c=1 pairs"))
+    return rows
+
+
+SCENARIOS["embeddings_overhead"] = embeddings_overhead

@@ -7,7 +7,7 @@ import time
 from aiohttp import web
 
 from emulator import directives as knobs
-from emulator import images, models, streams, text
+from emulator import embeddings, images, models, streams, text
 from emulator.core import (
     Emulator,
     error_response,
@@ -23,10 +23,13 @@ def register(app: web.Application, emu: Emulator) -> None:
     native = NativeHandlers(emu)
     compatible = CompatibleHandlers(emu)
     tasks = TaskHandlers(emu)
+    vectors = EmbeddingHandlers(emu)
     admin = AdminHandlers(emu)
     app.add_routes([
         web.post("/api/v1/services/aigc/text-generation/generation", native.generation),
         web.post("/compatible-mode/v1/chat/completions", compatible.chat),
+        web.post("/api/v1/services/embeddings/text-embedding/text-embedding", vectors.native),
+        web.post("/compatible-mode/v1/embeddings", vectors.compatible),
         web.post("/api/v1/services/aigc/text2image/image-synthesis", tasks.submit),
         web.get("/api/v1/tasks/{task_id}", tasks.fetch),
         web.post("/api/v1/tasks/{task_id}/cancel", tasks.cancel),
@@ -252,6 +255,55 @@ class TaskHandlers:
                                      "<Message>Request has expired.</Message></Error>")
         return web.Response(body=images.render_png(f"{task.task_id}/{request.match_info['index']}"),
                             content_type="image/png")
+
+
+class EmbeddingHandlers:
+    """Both embedding endpoints: same checks, faults and directives (in any text)."""
+
+    def __init__(self, emu: Emulator) -> None:
+        self.emu = emu
+
+    async def _checked(self, request: web.Request, endpoint: str, texts_of):
+        emu = self.emu
+        body = await emu.read_json(request)
+        texts = texts_of(body)
+        found = emu.directives_of(request, [t for t in (texts if isinstance(texts, list)
+                                                         else [texts]) if isinstance(t, str)])
+        emu.stats.record(endpoint, model=body.get("model"), headers=request.headers,
+                         directive=knobs.signature(found) or None)
+        emu.authorize(request)
+        emu.throttle("embeddings", emu.config.rate_limit_rps)
+        await emu.delay(found)
+        await emu.apply_fault(request, emu.chosen_fault(found), found)
+        return body, texts
+
+    async def native(self, request: web.Request) -> web.Response:
+        try:
+            body, texts = await self._checked(
+                request, "embeddings", lambda b: (b.get("input") or {}).get("texts")
+                if isinstance(b.get("input"), dict) else None)
+            parameters = body.get("parameters") or {}
+            _, texts, dimension = embeddings.check(body.get("model"), texts,
+                                                   parameters.get("dimension"))
+        except EmulatorError as error:
+            return error_response(error)
+        return json_response(embeddings.native_body(body["model"], texts, dimension,
+                                                    new_request_id()))
+
+    async def compatible(self, request: web.Request) -> web.Response:
+        try:
+            body, texts = await self._checked(request, "compatible_embeddings",
+                                              lambda b: b.get("input"))
+            _, texts, dimension = embeddings.check(body.get("model"), texts,
+                                                   body.get("dimensions"))
+            encoding = body.get("encoding_format") or "float"
+            if encoding not in ("float", "base64"):
+                raise EmulatorError(400, "InvalidParameter",
+                                    "encoding_format must be float or base64")
+        except EmulatorError as error:
+            return openai_error_response(error)
+        return json_response(embeddings.compatible_body(body["model"], texts, dimension,
+                                                        encoding, new_request_id()))
 
 
 class AdminHandlers:

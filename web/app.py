@@ -16,10 +16,12 @@ from common.infra.log import configure_logging
 from common.infra.redis_client import redis_from_settings
 from common.infra.settings import Settings, get_settings
 from common.infra.storage import image_store
+from common.jobs.embedding import EmbeddingCalls
 from common.jobs.lifecycle import JobLifecycle
 from common.jobs.queue import make_celery
 from common.jobs.shapes import JobShapes
 from common.jobs.streams import job_streams
+from common.upstream.backends import backends
 from web import (
     access_log,
     authentication,
@@ -56,13 +58,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     database = database_from_settings(settings)
     redis_client = redis_from_settings(settings)
     store = image_store(settings)
+    lifecycle = JobLifecycle.of(settings=settings, database=database,
+                                redis_client=redis_client, celery=make_celery(settings))
     init_context(app, Services(
         settings=settings,
         database=database,
         redis=redis_client,
         auth_state=AuthState(redis_client, database.sessionmaker),
-        lifecycle=JobLifecycle.of(settings=settings, database=database,
-                                  redis_client=redis_client, celery=make_celery(settings)),
+        lifecycle=lifecycle,
         waiter=JobWaiter(redis_client),
         image_store=store,
         stream_hub=StreamHub(job_streams(settings, redis_client), redis_client),
@@ -70,6 +73,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         api_keys=ApiKeys(hash_key=hash_key(settings, jwt_secret(settings)),
                          redis_client=redis_client, session_factory=database.sessionmaker),
         token_limits=TokenLimits(redis_client, settings.token_limit_window_seconds),
+        # Embeddings call DashScope from the web process (common/jobs/embedding.py).
+        embeddings=EmbeddingCalls(lifecycle=lifecycle, settings=settings,
+                                  backend=backends(settings)["dashscope"]),
     ))
     request_id.init_app(app)
     http_metrics.init_app(app, settings)

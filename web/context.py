@@ -15,6 +15,7 @@ from common.billing.token_limits import TokenLimits
 from common.infra.db import Database
 from common.infra.settings import Settings
 from common.infra.storage import ImageStore
+from common.jobs.embedding import EmbeddingCalls
 from common.jobs.lifecycle import JobLifecycle
 from common.jobs.shapes import JobShapes
 from web.stream_hub import StreamHub
@@ -34,6 +35,7 @@ class Services:
     shapes: JobShapes  # the job as clients see it (common/jobs/shapes.py)
     api_keys: ApiKeys | None = None
     token_limits: TokenLimits | None = None
+    embeddings: EmbeddingCalls | None = None  # run in the request (common/jobs/embedding.py)
 
 
 def services() -> Services:

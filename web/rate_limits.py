@@ -46,9 +46,11 @@ from web.validation import request_json
 
 logger = logging.getLogger(__name__)
 
-# Limit name -> the views that share its budget (/v1 chat counts with /api chat).
+# Limit name -> the views that share its budget (/v1 chat counts with /api chat, /v1 images
+# with /api generation).
 TIERED_ENDPOINTS = {"chat": ("chat.chat_completions", "openai.chat_completions"),
-                    "generation": ("generation.generation",)}
+                    "generation": ("generation.generation", "openai.images_generations"),
+                    "embeddings": ("openai.embeddings",)}
 LOGIN = "login"
 LOGIN_TIER = "anonymous"  # login limits are per client address: there is no user yet
 KNOWN_ADDRESSES_KEY = "login:known:{}"

@@ -37,7 +37,8 @@ logger = logging.getLogger(__name__)
 
 def install(app: Celery, settings: Settings, runtime) -> None:
     """Connect the worker's metrics to its lifecycle signals."""
-    configure_labels([*settings.chat_models, *settings.image_models])
+    configure_labels([*settings.chat_models, *settings.image_models,
+                      *settings.embedding_models])
 
     @worker_init.connect(weak=False)
     def _require_multiprocess_for_prefork(sender=None, **_kwargs):

@@ -130,12 +130,17 @@ class Budgets:
         token (each token of DashScope's tokenizer, and of the emulator's, covers at least
         one byte) plus each message's template, and max_tokens (else the model's limit) of
         output, plus a thinking budget as output when thinking. Images: n x the image price.
+        Embeddings: every UTF-8 byte of the texts as an input token.
         The Function Compute path adds its worst invocations."""
         price = self.settings.prices.get(model, {})
         if kind == JobKind.IMAGE:
             n = int(request.get("parameters", {}).get("n", 1))
             cost = Decimal(n) * price.get("image", Decimal(0))
             tokens = 0
+        elif kind == JobKind.EMBEDDING:
+            # The texts are not kept in the job row: their UTF-8 size stands in for them.
+            tokens = int(request["input_bytes"])
+            cost = Decimal(tokens) * price.get("input", Decimal(0)) / _THOUSAND
         else:
             prompt = sum(len(str(m.get("content", "")).encode()) + MESSAGE_OVERHEAD_TOKENS
                          for m in request.get("messages", []))

@@ -67,6 +67,20 @@ DEFAULT_PRICES: dict[str, dict[str, Decimal]] = {
     "wanx2.1-t2i-turbo": {"image": Decimal("0.14")},
     "wanx2.1-t2i-plus": {"image": Decimal("0.20")},
     "wanx2.0-t2i-turbo": {"image": Decimal("0.04")},
+    # dashscope-protocol-2.md section 4.2: CN list prices per 1K tokens (v3 grouped with v4).
+    "text-embedding-v4": {"input": Decimal("0.0005")},
+    "text-embedding-v3": {"input": Decimal("0.0005")},
+    "text-embedding-v2": {"input": Decimal("0.0007")},
+    "text-embedding-v1": {"input": Decimal("0.0007")},
+}
+DEFAULT_RATE_LIMITS = {
+    "chat": {Role.DEFAULT: "100/minute", Role.PREMIUM: "500/minute", Role.ADMIN: "1000/minute"},
+    "generation": {Role.DEFAULT: "50/minute", Role.PREMIUM: "100/minute",
+                   Role.ADMIN: "200/minute"},
+    # Short calls that RAG pipelines make in bursts; DashScope's own account limit for
+    # text-embedding-v3 is 6,000 per minute (dashscope-protocol-2.md section 4.2).
+    "embeddings": {Role.DEFAULT: "300/minute", Role.PREMIUM: "1500/minute",
+                   Role.ADMIN: "3000/minute"},
 }
 
 
@@ -138,13 +152,9 @@ class Settings(BaseSettings):
 
     # Rate limits: endpoint -> tier -> limit ("100/minute"), per authenticated user
     rate_limits_enabled: bool = True
-    rate_limits: dict[Literal["chat", "generation"], dict[Role, str]] = Field(
-        default_factory=lambda: {
-            "chat": {Role.DEFAULT: "100/minute", Role.PREMIUM: "500/minute",
-                     Role.ADMIN: "1000/minute"},
-            "generation": {Role.DEFAULT: "50/minute", Role.PREMIUM: "100/minute",
-                           Role.ADMIN: "200/minute"},
-        })
+    # (/v1/images/generations counts as generation; an endpoint left out keeps its default)
+    rate_limits: dict[Literal["chat", "generation", "embeddings"], dict[Role, str]] = Field(
+        default_factory=lambda: {name: dict(tiers) for name, tiers in DEFAULT_RATE_LIMITS.items()})
     login_rate_limit: str = "30/minute"  # per client address, on top of the failure limit
     rate_limit_storage_url: str | None = None  # default: the Redis above
     # Redis unreachable: "closed" answers 503 (nothing is created); "local" falls back to
@@ -201,6 +211,11 @@ class Settings(BaseSettings):
     job_max_attempts: int = Field(default=5, ge=1)
     idempotency_ttl_seconds: int = Field(default=24 * 3600, gt=0)
 
+    # Text embeddings (POST /v1/embeddings), run in the request: the models offered (each
+    # known to common/upstream/embedding_models.py and priced in PRICES).
+    embedding_models: list[str] = Field(default=[
+        "text-embedding-v4", "text-embedding-v3", "text-embedding-v2", "text-embedding-v1"])
+
     # Upstream calls
     upstream_timeout_seconds: float = Field(default=60.0, gt=0)
     upstream_retry_base_seconds: float = Field(default=1.0, gt=0)
@@ -222,6 +237,8 @@ class Settings(BaseSettings):
         "wanx2.1-t2i-plus": ImageModelLimits(submit_qps=2, concurrency=2),
         "wanx2.0-t2i-turbo": ImageModelLimits(submit_qps=2, concurrency=2),
     })
+    # The model /v1/images/generations uses when a request names none (one of IMAGE_MODELS).
+    v1_default_image_model: str = "wanx2.1-t2i-turbo"
     image_job_deadline_seconds: int = Field(default=1800, gt=0)
     task_query_budget: float = Field(default=20.0, gt=0)  # GET /tasks per second, all workers
     image_poll_backoff: list[float] = Field(default=[1.0, 2.0, 5.0, 10.0], min_length=1)
@@ -307,6 +324,9 @@ class Settings(BaseSettings):
                 missing = set(Role) - set(tiers)
                 if missing:
                     raise ValueError(f"{endpoint} has no limit for {sorted(missing)}")
+            # A RATE_LIMITS written before an endpoint existed keeps working.
+            value = {**{name: dict(tiers) for name, tiers in DEFAULT_RATE_LIMITS.items()},
+                     **value}
         return value
 
     @field_validator("webhook_retry_schedule")
@@ -425,9 +445,18 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_models_are_priced(self) -> Settings:
-        unpriced = sorted((set(self.chat_models) | set(self.image_models)) - set(self.prices))
+        unpriced = sorted((set(self.chat_models) | set(self.image_models)
+                           | set(self.embedding_models)) - set(self.prices))
         if unpriced:
             raise ValueError(f"PRICES has no entry for allowed models: {', '.join(unpriced)}")
+        from common.upstream.embedding_models import EMBEDDING_MODELS
+
+        unknown = sorted(set(self.embedding_models) - set(EMBEDDING_MODELS))
+        if unknown:
+            raise ValueError(f"EMBEDDING_MODELS names models whose limits are not known: "
+                             f"{', '.join(unknown)} (known: {', '.join(EMBEDDING_MODELS)})")
+        if self.v1_default_image_model not in self.image_models:
+            raise ValueError("V1_DEFAULT_IMAGE_MODEL must be one of IMAGE_MODELS")
         return self
 
     @property
@@ -475,7 +504,10 @@ class Settings(BaseSettings):
         return self.celery_broker_url or self.redis_connection_url
 
     def path_for(self, kind: str) -> str:
-        """Where a new job of `kind` ("chat" or "image") runs: Function Compute or DashScope."""
+        """Where a new job of `kind` ("chat" or "image") runs: Function Compute or DashScope.
+        Embeddings always call DashScope (there is no embedding function)."""
+        if kind == "embedding":
+            return "dashscope"
         endpoint = self.fc_qwen_endpoint if kind == "chat" else self.fc_wanx_endpoint
         return "fc" if endpoint else "dashscope"
 

@@ -40,7 +40,7 @@ from common.jobs.queue import (
     Step,
     first_step,
 )
-from common.jobs.results import ChatCompletion, ImageResult
+from common.jobs.results import ChatCompletion, EmbeddingSummary, ImageResult
 from common.jobs.streams import JobStreams, job_streams
 from common.jobs.views import JobUsage, JobView
 from common.upstream.failures import (
@@ -119,7 +119,7 @@ class Claim(BaseModel):
 class Billed(BaseModel):
     """An upstream result to record: DashScope bills it, so it is recorded exactly once."""
 
-    result: ChatCompletion | ImageResult
+    result: ChatCompletion | ImageResult | EmbeddingSummary
     usage: Usage
     cost: Decimal  # DashScope's price for `usage`
     currency: str

@@ -20,6 +20,8 @@ def streamed(request: dict | None) -> bool:
 class JobKind(enum.StrEnum):
     CHAT = "chat"
     IMAGE = "image"
+    # Run in the request that asks (common/jobs/embedding.py), recorded like any job.
+    EMBEDDING = "embedding"
 
 
 class JobStatus(enum.StrEnum):

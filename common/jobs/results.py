@@ -120,9 +120,20 @@ class ImageResult(Result):
         return all(image.settled for _, image in self.images)
 
 
-JobResult = ChatCompletion | ImageResult
+class EmbeddingSummary(Result):
+    """An embedding call's record: what was embedded, not the vectors (the caller got them in
+    its answer; the job row is the call's ledger entry, not a vector store)."""
+
+    object: Literal["embedding_summary"] = "embedding_summary"
+    count: int
+    dimensions: int
+    encoding_format: str
+
+
+JobResult = ChatCompletion | ImageResult | EmbeddingSummary
 RESULT_TYPES: dict[JobKind, type[JobResult]] = {JobKind.CHAT: ChatCompletion,
-                                                JobKind.IMAGE: ImageResult}
+                                                JobKind.IMAGE: ImageResult,
+                                                JobKind.EMBEDDING: EmbeddingSummary}
 
 
 def parse_result(kind: JobKind, raw: dict | None) -> JobResult | None:

@@ -80,7 +80,7 @@ class JobLinks(Shape):
 
 class JobData(Shape):
     id: str
-    kind: Literal["chat", "image"]
+    kind: Literal["chat", "image", "embedding"]
     model: str
     status: Literal["queued", "running", "succeeded", "failed", "canceled"]
     created_at: str

@@ -30,6 +30,8 @@ from common.webhooks.addresses import UnsafeWebhook, WebhookPolicy
 from common.webhooks.targets import WebhookTarget
 
 jobs = transitions.jobs
+# An in-request job's deadline past the upstream timeout: the call and its two transactions.
+IN_REQUEST_MARGIN_SECONDS = 30
 
 
 def fingerprint(kind: JobKind, model: str, request: dict,
@@ -45,18 +47,24 @@ def submit(*, lifecycle: JobLifecycle, settings: Settings, user_id: int, kind: J
            model: str, request: dict, idempotency_key: str | None = None,
            correlation_id: str | None = None, job_id: str | None = None,
            webhook: WebhookTarget | None = None,
-           charge: Callable[[Connection, str, dt.datetime], None] | None = None
-           ) -> tuple[JobView, bool]:
+           charge: Callable[[Connection, str, dt.datetime], None] | None = None,
+           in_request: bool = False) -> tuple[JobView, bool]:
     """Commit a queued job (or find the one this idempotency key made) and publish it.
     Returns (job, created). `job_id` lets a caller know the id before the job exists, to
     listen for its wake-up. A `webhook` that is unsafe to call, as far as can be told
     without DNS, is refused here (400 naming it); the rest is checked at each send.
     `charge` writes the job's budget reservation in its transaction
-    (common.billing.budgets; raising refuses the job)."""
+    (common.billing.budgets; raising refuses the job).
+
+    `in_request`: the caller does the work itself, now (embeddings, common/jobs/embedding.py):
+    the job starts running, on its first attempt, and nothing is published. It has no lease,
+    so the outbox never hands it to a worker; if the caller dies, the sweeper ends it at its
+    deadline (the upstream timeout and a margin), which releases its reservation."""
     if webhook is not None:
         check_webhook(settings, webhook.url)
     digest = fingerprint(kind, model, request, webhook)
     deadline = (settings.image_job_deadline_seconds if kind == JobKind.IMAGE
+                else settings.upstream_timeout_seconds + IN_REQUEST_MARGIN_SECONDS if in_request
                 else settings.job_deadline_seconds)
     job_id = job_id or str(uuid.uuid4())
 
@@ -67,8 +75,10 @@ def submit(*, lifecycle: JobLifecycle, settings: Settings, user_id: int, kind: J
                                settings.idempotency_ttl_seconds)
             if existing is not None:
                 return existing, []
+        status = JobStatus.RUNNING if in_request else JobStatus.QUEUED
         view = JobView(id=job_id, user_id=user_id, kind=kind, model=model,
-                       status=JobStatus.QUEUED, created_at=now,
+                       status=status, created_at=now, attempts=1 if in_request else 0,
+                       started_at=now if in_request else None,
                        deadline_at=now + dt.timedelta(seconds=deadline),
                        webhook=webhook and webhook.url,
                        webhook_events=tuple(webhook.column.split(",")) if webhook else ())
@@ -76,16 +86,18 @@ def submit(*, lifecycle: JobLifecycle, settings: Settings, user_id: int, kind: J
         # clears it again (mark_unpublished).
         transitions.insert_job(conn, {
             "id": job_id, "user_id": user_id, "kind": kind, "model": model,
-            "status": JobStatus.QUEUED, "request": request, "attempts": 0, "polls": 0,
+            "status": status, "request": request, "attempts": int(in_request), "polls": 0,
+            "started_at": now if in_request else None,
             "idempotency_key": idempotency_key, "request_fingerprint": digest,
             "correlation_id": correlation_id, "created_at": now, "updated_at": now,
-            "enqueued_at": now, "path": settings.path_for(kind.value),
+            "enqueued_at": None if in_request else now, "path": settings.path_for(kind.value),
             "compute_cost": Decimal(0), "deadline_at": view.deadline_at,
             "webhook": webhook and webhook.url, "webhook_events": webhook and webhook.column})
         if charge is not None:
             charge(conn, job_id, now)
-        step = first_step(kind, job_id, correlation_id, streamed=streamed(request))
-        return view, [Change(job_id, kind, submitted=True, follow_ups=(step,),
+        steps = () if in_request else (
+            first_step(kind, job_id, correlation_id, streamed=streamed(request)),)
+        return view, [Change(job_id, kind, submitted=True, follow_ups=steps,
                              streamed=streamed(request))]
 
     unsent: list[Step] = []

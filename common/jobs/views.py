@@ -9,7 +9,7 @@ from decimal import Decimal
 from pydantic import BaseModel, ConfigDict
 
 from common.jobs.models import JobKind, JobStatus
-from common.jobs.results import ChatCompletion, ImageResult
+from common.jobs.results import ChatCompletion, EmbeddingSummary, ImageResult
 
 
 class JobUsage(BaseModel):
@@ -41,7 +41,7 @@ class JobView(BaseModel):
     attempts: int = 0
     # Shown only once the job succeeded: a result that arrived after a cancel stays hidden
     # (its usage is still recorded, because DashScope bills it).
-    result: ChatCompletion | ImageResult | None = None
+    result: ChatCompletion | ImageResult | EmbeddingSummary | None = None
     error_code: str | None = None
     error_message: str | None = None
     usage: JobUsage | None = None

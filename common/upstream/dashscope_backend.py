@@ -17,7 +17,7 @@ from typing import Any
 
 import dashscope
 import requests
-from dashscope import Generation, ImageSynthesis
+from dashscope import Generation, ImageSynthesis, TextEmbedding
 from dashscope.v2 import errors as v2_errors
 
 from common.billing.pricing import Usage
@@ -29,6 +29,8 @@ from common.upstream.interface import (
     ChatDelta,
     ChatRequest,
     ChatResult,
+    EmbeddingRequest,
+    EmbeddingResult,
     ImageRequest,
     ImageTask,
 )
@@ -156,6 +158,26 @@ class DashScopeBackend:
             except v2_errors.DashScopeError as exc:
                 raise _from_v2(exc) from exc
         return True
+
+    def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+        with upstream_call(request.model, "embedding", billed=True):
+            extra = {"dimension": request.dimension} if request.dimension is not None else {}
+            response = self._call(TextEmbedding.call, model=request.model, input=request.texts,
+                                  headers=self._headers(request.correlation_id), **extra)
+            try:
+                # `output` is a plain dict here (dashscope-protocol-2.md section 4.1); rows
+                # carry text_index, which puts them back in the order of the texts.
+                rows = sorted(response.output["embeddings"], key=lambda r: r["text_index"])
+                vectors = [list(row["embedding"]) for row in rows]
+            except (AttributeError, IndexError, KeyError, TypeError) as exc:
+                raise _malformed(response, exc) from exc
+            if len(vectors) != len(request.texts):
+                raise _malformed(response, f"{len(request.texts)} embeddings")
+        tokens = int((response.usage or {}).get("total_tokens", 0) or 0)
+        AI_TOKENS.labels(model_label(request.model), "input").inc(tokens)
+        return EmbeddingResult(vectors=vectors, usage=Usage(input_tokens=tokens,
+                                                            total_tokens=tokens),
+                               upstream_request_id=response.request_id)
 
     def _headers(self, correlation_id: str | None) -> dict[str, str]:
         return {CORRELATION_HEADER: correlation_id} if correlation_id else {}

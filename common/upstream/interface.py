@@ -68,6 +68,21 @@ class ImageTask:
         return UpstreamStatus(self.status).is_terminal
 
 
+@dataclasses.dataclass(frozen=True)
+class EmbeddingRequest:
+    model: str
+    texts: list[str]
+    dimension: int | None  # None: the model's fixed size (v1/v2 take no dimension)
+    correlation_id: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbeddingResult:
+    vectors: list[list[float]]  # in the order of the request's texts
+    usage: Usage
+    upstream_request_id: str | None = None
+
+
 class AIBackend(Protocol):
     """What the job services need from an AI provider."""
 
@@ -90,4 +105,8 @@ class AIBackend(Protocol):
 
     def cancel_image(self, task_id: str, model: str | None = None) -> bool:
         """True when the task was canceled; False when it can no longer be (not PENDING)."""
+        ...
+
+    def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+        """Embed each text (DashScope only: Function Compute has no embedding function)."""
         ...

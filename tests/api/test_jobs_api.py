@@ -109,4 +109,4 @@ def test_cursor_from_listing_is_opaque_but_tamper_proof(client, accounts):
 
 
 def test_kind_filter_uses_enum_values():
-    assert {k.value for k in JobKind} == {"chat", "image"}
+    assert {k.value for k in JobKind} == {"chat", "image", "embedding"}

@@ -178,6 +178,15 @@ def test_documented_default_limits():
                               Role.ADMIN: "1000/minute"}
     assert limits["generation"] == {Role.DEFAULT: "50/minute", Role.PREMIUM: "100/minute",
                                     Role.ADMIN: "200/minute"}
+    assert limits["embeddings"] == {Role.DEFAULT: "300/minute", Role.PREMIUM: "1500/minute",
+                                    Role.ADMIN: "3000/minute"}
+
+
+def test_a_rate_limits_setting_without_an_endpoint_keeps_its_default():
+    limits = Settings(_env_file=None, app_env="development",
+                      rate_limits={"chat": LIMITS["chat"]}).rate_limits
+    assert limits["chat"] == LIMITS["chat"]
+    assert limits["embeddings"][Role.PREMIUM] == "1500/minute"
 
 
 def test_malformed_limit_settings_are_refused_at_start():

@@ -135,7 +135,8 @@ def test_upstream_failures_keep_their_status_and_code(sdk, database):
 
 def test_models_lists_what_this_deployment_enables(sdk, settings):
     models = {m.id: m for m in sdk.models.list()}
-    assert set(models) == set(settings.chat_models) | set(settings.image_models)
+    assert set(models) == set(settings.chat_models) | set(settings.image_models) | set(
+        settings.embedding_models)
     assert models["qwen-turbo"].model_extra["kind"] == "chat"
     assert models["wanx-v1"].model_extra["kind"] == "image"
     assert sdk.models.retrieve("qwen-turbo").id == "qwen-turbo"

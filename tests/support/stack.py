@@ -123,7 +123,7 @@ def platform_env(*, database_url: str, redis_url: str, broker_url: str,
         "LOGIN_RATE_LIMIT": "100000/minute",
         "RATE_LIMITS": json.dumps({endpoint: {tier: "100000/minute" for tier in
                                               ("default", "premium", "admin")}
-                                   for endpoint in ("chat", "generation")}),
+                                   for endpoint in ("chat", "generation", "embeddings")}),
         "TPM_LIMITS": json.dumps({tier: 10**9 for tier in ("default", "premium", "admin")}),
         # Generous limits for most image tests; one model keeps DashScope's tight ones.
         "IMAGE_MODELS": json.dumps({

@@ -1,27 +1,52 @@
-"""The OpenAI-compatible surface: `/v1/chat/completions` and `/v1/models`, OpenAI's objects
-exactly, with no envelope, so the official SDKs and every client built on them work unchanged.
+"""The OpenAI-compatible surface: `/v1/chat/completions`, `/v1/embeddings`,
+`/v1/images/generations` and `/v1/models`, OpenAI's objects exactly, with no envelope, so the
+official SDKs and every client built on them work unchanged.
 
 A chat completion here is the same job as on /api/bailian/chat/completions (same validation,
 tiers, rate-limit budget, idempotency, usage row and cost); it waits until the job is settled
 (OpenAI clients cannot poll), bounded by the job's own deadline. Errors are OpenAI's error
 object (web/openai_errors.py).
+
+Embeddings run in the request (common/jobs/embedding.py), still as a job row with its usage
+row, budget and rate limit. An image generation is the Wanx job of /api/bailian/generation,
+waited for like a chat completion, answered with our stored copies (never DashScope's
+24-hour URLs).
 """
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+import base64
+import datetime as dt
+import struct
+import uuid
+
+from flask import Blueprint, g, jsonify
+from flask_jwt_extended import current_user
 
 from common.errors import NotFound, ValidationFailed
+from common.jobs.embedding import EmbeddingCall
 from common.jobs.models import JobKind, JobStatus
-from common.jobs.results import ChatCompletion
+from common.jobs.results import ChatCompletion, ImageResult
 from common.jobs.views import JobView
+from common.upstream.embedding_models import EMBEDDING_MODELS
 from web.authentication import api_key, login_required
 from web.context import services
 from web.error_responses import error_response
-from web.job_submission import submit_and_stream, submit_and_wait
-from web.openai_models import Model, ModelList, OpenAIChatRequest, OpenAIError, refuse_unsupported
+from web.job_submission import admit, submit_and_stream, submit_and_wait
+from web.openai_models import (
+    EmbeddingList,
+    ImagesResponse,
+    Model,
+    ModelList,
+    OpenAIChatRequest,
+    OpenAIEmbeddingRequest,
+    OpenAIError,
+    OpenAIImageRequest,
+    refuse_unsupported,
+    refuse_unsupported_image_parameters,
+)
 from web.openapi import Raw, documented
-from web.request_models import ChatCompletionRequest
+from web.request_models import ChatCompletionRequest, GenerationRequest
 from web.serializers import failure_status
 from web.validation import request_json, validate
 
@@ -49,11 +74,7 @@ WAIT_MARGIN_SECONDS = 5
 @login_required(api_keys=True)
 def chat_completions():
     settings = services().settings
-    payload = request_json()
-    if not isinstance(payload, dict):
-        raise ValidationFailed("Request body must be a JSON object",
-                               errors=[{"field": "body", "message": "expected a JSON object"}])
-    payload = dict(payload)  # refuse_unsupported drops the neutral values from its copy
+    payload = _json_object()  # a copy: refuse_unsupported drops the neutral values from it
     model = payload.get("model")
     if isinstance(model, str) and model not in settings.chat_models:
         raise _model_not_found(model)
@@ -64,17 +85,113 @@ def chat_completions():
     if body.stream:
         return submit_and_stream(kind=JobKind.CHAT, model=body.model,
                                  job_request=body.job_request(), webhook=body.webhook_target())
-    wait = settings.v1_wait_seconds
-    if wait is None:
-        wait = settings.job_deadline_seconds + WAIT_MARGIN_SECONDS
     view, headers = submit_and_wait(kind=JobKind.CHAT, model=body.model,
-                                    job_request=body.job_request(), timeout=wait,
+                                    job_request=body.job_request(),
+                                    timeout=_wait(settings.job_deadline_seconds),
                                     webhook=body.webhook_target())
     if view.status == JobStatus.SUCCEEDED:
         response = jsonify(view.result.model_dump(mode="json"))
         response.headers.update(headers)
         return response
     return _job_error(view, headers)
+
+
+@bp.post("/embeddings")
+@documented(summary="Text embeddings, OpenAI-compatible (run in the request)", tag="openai",
+            body=OpenAIEmbeddingRequest,
+            description="OpenAI's embeddings list; X-Job-ID names the call's job (its usage "
+                        "row). encoding_format base64 is little-endian float32, as OpenAI's. "
+                        "Limits per model (texts per request, dimensions) are 400s naming the "
+                        "parameter; unknown models are 404 model_not_found.",
+            responses={200: Raw(JSON, EmbeddingList, "OpenAI's embeddings list"), **ERRORS})
+@login_required(api_keys=True)
+def embeddings():
+    svc = services()
+    body = validate(OpenAIEmbeddingRequest, _body_naming_one_of(svc.settings.embedding_models))
+    limits = EMBEDDING_MODELS[body.model]
+    if errors := body.rule_errors(limits):
+        raise ValidationFailed(errors=errors)
+    call = EmbeddingCall(model=body.model, texts=body.texts,
+                         dimension=body.dimensions or limits.default_dimension,
+                         encoding_format=body.encoding_format)
+    job_id = str(uuid.uuid4())
+    charge, _ = admit(kind=JobKind.EMBEDDING, model=body.model,
+                      job_request=call.job_request(), job_id=job_id)
+    outcome = svc.embeddings.embed(call, user_id=current_user.id, job_id=job_id,
+                                   correlation_id=g.request_id, charge=charge)
+    headers = {"X-Job-ID": job_id}
+    if outcome.vectors is None:
+        view = outcome.view
+        if failure_status(view) == 400:
+            # DashScope refused the texts (a row over its token limit: only its tokenizer
+            # can tell); the rest was checked above.
+            return error_response(400, view.error_message or "", code=view.error_code,
+                                  errors=[{"field": "input", "message": view.error_message}],
+                                  headers={**headers, "x-should-retry": "false"})
+        return _job_error(view, headers)
+    encode = _base64 if body.encoding_format == "base64" else (lambda vector: vector)
+    # Built as plain dicts: up to 10 x 2048 floats, which a model's validation would walk.
+    response = jsonify({
+        "object": "list", "model": body.model,
+        "data": [{"object": "embedding", "index": index, "embedding": encode(vector)}
+                 for index, vector in enumerate(outcome.vectors)],
+        "usage": {"prompt_tokens": outcome.usage.input_tokens,
+                  "total_tokens": outcome.usage.total_tokens}})
+    response.headers.update(headers)
+    return response
+
+
+def _base64(vector: list[float]) -> str:
+    """OpenAI's base64 encoding: little-endian float32, which its SDKs decode."""
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
+@bp.post("/images/generations")
+@documented(summary="Image generation, OpenAI-compatible (a Wanx job, waited for)",
+            tag="openai", body=OpenAIImageRequest,
+            description="OpenAI's images response with our stored copies: signed links "
+                        "(url) or the bytes (b64_json); X-Job-ID names the job. model "
+                        "defaults to V1_DEFAULT_IMAGE_MODEL; size WIDTHxHEIGHT as Wanx allows "
+                        "it. OpenAI parameters Wanx lacks (quality, style, ...) are 400s "
+                        "naming them.",
+            responses={200: Raw(JSON, ImagesResponse, "OpenAI's images response"), **ERRORS})
+@login_required(api_keys=True)
+def images_generations():
+    svc = services()
+    settings = svc.settings
+    payload = _body_naming_one_of(settings.image_models)
+    openai_request = validate(OpenAIImageRequest, refuse_unsupported_image_parameters(payload))
+    body = validate(GenerationRequest,
+                    openai_request.platform_request(settings.v1_default_image_model),
+                    {"image_models": settings.image_models})
+    if errors := body.rule_errors():
+        # The platform's names (parameters.size) as the /v1 request spells them (size).
+        raise ValidationFailed(errors=[{**e, "field": e["field"].removeprefix("parameters.")}
+                                       for e in errors])
+    view, headers = submit_and_wait(kind=JobKind.IMAGE, model=body.model,
+                                    job_request=body.job_request(),
+                                    timeout=_wait(settings.image_job_deadline_seconds))
+    if view.status != JobStatus.SUCCEEDED or not view.settled:
+        return _job_error(view, headers)
+    result: ImageResult = view.result
+    images = result.images
+    if not all(image.stored for _, image in images):
+        # Never DashScope's URL: it dies within a day. The copy is retried; the job has the
+        # images once it is stored.
+        headers["x-should-retry"] = "false"
+        return error_response(502, f"The images could not be stored yet (job {view.id}; "
+                                   f"GET /api/jobs/{view.id} has them once stored)",
+                              code="image_not_stored", headers=headers)
+    if openai_request.response_format == "b64_json":
+        data = [{"b64_json": base64.b64encode(svc.image_store.get(image.key) or b"").decode()}
+                for _, image in images]
+    else:
+        data = [{"url": svc.shapes.signed_image_url(view.id, index, image.key)}
+                for index, image in images]
+    created = int(view.created_at.replace(tzinfo=dt.UTC).timestamp())
+    response = jsonify({"created": created, "data": data})
+    response.headers.update(headers)
+    return response
 
 
 @bp.get("/models")
@@ -103,7 +220,33 @@ def _models() -> list[Model]:
     return [model for model in
             [Model(id=name, kind="chat") for name in settings.chat_models]
             + [Model(id=name, kind="image") for name in settings.image_models]
+            + [Model(id=name, kind="embedding") for name in settings.embedding_models]
             if key is None or key.allows(model.id)]
+
+
+def _json_object() -> dict:
+    """A copy of the JSON body, which must be an object."""
+    payload = request_json()
+    if not isinstance(payload, dict):
+        raise ValidationFailed("Request body must be a JSON object",
+                               errors=[{"field": "body", "message": "expected a JSON object"}])
+    return dict(payload)
+
+
+def _body_naming_one_of(models) -> dict:
+    """A copy of the JSON body; a model it names outside `models` is OpenAI's 404."""
+    payload = _json_object()
+    model = payload.get("model")
+    if isinstance(model, str) and model not in models:
+        raise _model_not_found(model)
+    return payload
+
+
+def _wait(deadline_seconds: float) -> float:
+    """How long a /v1 request waits for its job: V1_WAIT_SECONDS, else until the job's own
+    deadline (OpenAI clients cannot poll)."""
+    wait = services().settings.v1_wait_seconds
+    return deadline_seconds + WAIT_MARGIN_SECONDS if wait is None else wait
 
 
 def _model_not_found(model: str) -> NotFound:
