@@ -24,6 +24,7 @@ from web import (
     access_log,
     authentication,
     cli,
+    console,
     error_handlers,
     http_metrics,
     openapi,
@@ -56,13 +57,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     database = database_from_settings(settings)
     redis_client = redis_from_settings(settings)
     store = image_store(settings)
+    celery = make_celery(settings)
     init_context(app, Services(
         settings=settings,
         database=database,
         redis=redis_client,
         auth_state=AuthState(redis_client, database.sessionmaker),
         lifecycle=JobLifecycle.of(settings=settings, database=database,
-                                  redis_client=redis_client, celery=make_celery(settings)),
+                                  redis_client=redis_client, celery=celery),
         waiter=JobWaiter(redis_client),
         image_store=store,
         stream_hub=StreamHub(job_streams(settings, redis_client), redis_client),
@@ -70,6 +72,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         api_keys=ApiKeys(hash_key=hash_key(settings, jwt_secret(settings)),
                          redis_client=redis_client, session_factory=database.sessionmaker),
         token_limits=TokenLimits(redis_client, settings.token_limit_window_seconds),
+        celery=celery,
     ))
     request_id.init_app(app)
     http_metrics.init_app(app, settings)
@@ -78,6 +81,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     validation.init_app(app)
     authentication.init_app(app, settings)
     register_blueprints(app)
+    console.init_app(app, settings)
     openapi.init_app(app)
     rate_limits.init_app(app, settings)
     cli.init_app(app)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import redis
+from celery import Celery
 from flask import current_app, g
 from sqlalchemy.orm import Session
 
@@ -34,6 +35,7 @@ class Services:
     shapes: JobShapes  # the job as clients see it (common/jobs/shapes.py)
     api_keys: ApiKeys | None = None
     token_limits: TokenLimits | None = None
+    celery: Celery | None = None  # the operator's view inspects it (web/console)
 
 
 def services() -> Services:
