@@ -3,7 +3,8 @@ Debian's chromium driven by Playwright: the console as a person uses it.
 
 scripts/test installs chromium (scripts/system-tools.sh) and the console's vendored assets
 (scripts/vendor-assets); Playwright never downloads a browser here. Screenshots of every page
-go to the run's log directory (the `log_dir` fixture), under screenshots/.
+go to the run's log directory (the `log_dir` fixture), or TEST_ARTIFACTS_DIR when set, under
+screenshots/.
 """
 
 from __future__ import annotations
@@ -67,8 +68,9 @@ def console(base_env, log_dir, emulator, database) -> Console:
     beat = processes.beat(base_env, log_dir)
     port = processes.free_port()
     web = processes.gunicorn(base_env, log_dir, port, name="console-web", workers=1)
-    shots = log_dir / "screenshots"
-    shots.mkdir(exist_ok=True)
+    # TEST_ARTIFACTS_DIR keeps them past pytest's cleanup of old runs' directories.
+    shots = Path(os.environ.get("TEST_ARTIFACTS_DIR") or log_dir) / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
     yield Console(url=f"http://localhost:{port}", database=database, screenshots=shots)
     web.stop()
     worker.stop()

@@ -39,7 +39,10 @@ def seed_history(database: Database, *, user_id: int, jobs: int, days: int = 30,
             if kind == JobKind.CHAT else {"prompt": f"seeded picture {i}", "parameters": {}},
             "result": {"id": f"chatcmpl-{i}", "object": "chat.completion", "created": 0,
                        "model": model, "choices": [{"index": 0, "finish_reason": "stop",
-                       "message": {"role": "assistant", "content": f"seeded answer {i}"}}]}
+                       "message": {"role": "assistant", "content": f"seeded answer {i}"}}],
+                       "usage": {"prompt_tokens": tokens // 2,
+                                 "completion_tokens": tokens - tokens // 2,
+                                 "total_tokens": tokens}}
             if kind == JobKind.CHAT and status == JobStatus.SUCCEEDED else None,
             "error_code": "InternalError" if status == JobStatus.FAILED else None,
             "error_message": "seeded failure" if status == JobStatus.FAILED else None,
