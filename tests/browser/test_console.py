@@ -22,7 +22,7 @@ AXE = "/console/static/vendor/axe.min.js"
 
 def _page(context, console, account, path="/console/playground"):
     page = context.new_page()
-    sign_in(page, console, account, path)
+    sign_in(page, console.url, account, path)
     return page
 
 

@@ -20,8 +20,10 @@ STATUSES = (JobStatus.SUCCEEDED,) * 7 + (JobStatus.FAILED, JobStatus.CANCELED)
 def seed_history(database: Database, *, user_id: int, jobs: int, days: int = 30,
                  models: tuple[str, ...] = (*CHAT_MODELS, "wanx-v1")) -> list[dict]:
     """`jobs` finished jobs of `user_id` over the last `days` UTC days (today included), the
-    i-th with models[i % len(models)] and STATUSES[i % len(STATUSES)]; succeeded ones with a
-    usage row of (i % 50 + 10) tokens costing 0.0001 per token. Returns the usage rows."""
+    i-th with models[i % len(models)] on day (i // len(models)) % days, so every day sees
+    every model once there are len(models) x days jobs, and STATUSES[i % len(STATUSES)];
+    succeeded chats have a usage row of (i % 50 + 10) tokens costing 0.0001 per token, and
+    images one costing 0.02. Returns the usage rows."""
     today = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
     job_rows, usage_rows = [], []
     for i in range(jobs):
@@ -29,7 +31,8 @@ def seed_history(database: Database, *, user_id: int, jobs: int, days: int = 30,
         kind = JobKind.IMAGE if model.startswith("wan") else JobKind.CHAT
         status = STATUSES[i % len(STATUSES)]
         # Spread over the days, inside each day by minutes: never in the future.
-        created = today - dt.timedelta(days=i % days) + dt.timedelta(minutes=i % 600)
+        created = today - dt.timedelta(days=(i // len(models)) % days) \
+            + dt.timedelta(minutes=i % 600)
         created = min(created, utcnow() - dt.timedelta(seconds=i + 1))
         job_id = str(uuid.uuid4())
         tokens = 0 if kind == JobKind.IMAGE else i % 50 + 10

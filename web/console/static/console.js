@@ -173,6 +173,8 @@
     setUpCopyButtons();
     setUpChat();
     setUpUsage();
-    document.documentElement.dataset.ready = "true";  // what the tests and the benchmark wait for
+    // What the tests and the benchmark wait for: the page is interactive from here on.
+    document.documentElement.dataset.readyAt = performance.now().toFixed(1);
+    document.documentElement.dataset.ready = "true";
   });
 })();
