@@ -241,6 +241,33 @@ def test_a_default_user_is_refused_admin_pages_on_the_server(context, console):
     _check_page(page, console, "admin-refused")
 
 
+def test_a_running_job_is_canceled_from_its_page(context, console):
+    account = console.create_user()
+    submitted = requests.post(f"{console.url}/api/bailian/generation", timeout=10, headers={
+        "Authorization": f"Bearer {console.api_token(account)}", "Prefer": "respond-async"},
+        json={"model": "wanx-v1", "prompt": "slow [[emulator: duration_s=60]]"})
+    assert submitted.status_code == 202, submitted.text
+    job_id = submitted.json()["data"]["id"]
+    page = _page(context, console, account, f"/console/jobs/{job_id}")
+    _submit(page, page.locator("text=Cancel job"))
+    assert page.locator("h1 .status").inner_text() == "canceled"
+    assert console.api(account, f"/api/jobs/{job_id}")["status"] == "canceled"
+    assert page.locator("text=Cancel job").count() == 0
+
+
+def test_another_users_job_is_404_in_the_console(context, console):
+    owner, stranger = console.create_user(), console.create_user()
+    seed_history(console.database, user_id=owner["id"], jobs=1)
+    job_id = console.api(owner, "/api/jobs")["items"][0]["id"]
+    page = _page(context, console, stranger)
+    for path in (f"/console/jobs/{job_id}", f"/console/jobs/{job_id}/images"):
+        assert page.goto(f"{console.url}{path}").status == 404, path
+    token = page.locator("meta[name=csrf-token]").get_attribute("content")
+    cancel = page.request.post(f"{console.url}/console/jobs/{job_id}/cancel",
+                               headers={"X-CSRFToken": token}, max_redirects=0)
+    assert cancel.status == 404
+
+
 def test_admin_pages_work_for_an_admin(context, console):
     admin = console.create_user("admin")
     seed_history(console.database, user_id=admin["id"], jobs=20)
