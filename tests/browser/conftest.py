@@ -94,6 +94,10 @@ def browser():
 @pytest.fixture
 def context(browser):
     created = browser.new_context(viewport={"width": 1280, "height": 900})
+    # Every refusal by the CSP, on every page (the pages themselves must cause none).
+    created.add_init_script("""window.__cspViolations = [];
+        document.addEventListener('securitypolicyviolation', event =>
+            window.__cspViolations.push(event.violatedDirective + ' ' + event.blockedURI));""")
     yield created
     created.close()
 

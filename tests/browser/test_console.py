@@ -26,6 +26,15 @@ def _page(context, console, account, path="/console/playground"):
     return page
 
 
+def _chat(page, prompt: str, model: str | None = None) -> None:
+    """Send a chat from the playground and wait until its stream has ended."""
+    if model:
+        page.select_option("#chat-model", model)
+    page.fill("#prompt", prompt)
+    page.click("#chat-send")
+    page.wait_for_selector("#chat-output[data-done=true]")
+
+
 def _submit(page, target) -> None:
     """Click a form's button and wait for the page the form leads to."""
     with page.expect_navigation():
@@ -45,6 +54,7 @@ def _check_page(page, console, name: str) -> None:
     """axe at desktop width and at 375 px, no sideways scrolling at 375 px, and a
     screenshot of each."""
     page.wait_for_selector("html[data-ready=true]")
+    assert page.evaluate("() => window.__cspViolations") == [], name
     assert _axe(page) == [], name
     page.screenshot(path=console.screenshots / f"{name}.png", full_page=True)
     page.set_viewport_size({"width": 375, "height": 800})
@@ -105,10 +115,7 @@ def test_a_streamed_chat_shows_tokens_before_its_job_ends(context, console):
 def test_a_thinking_model_shows_its_reasoning_folded(context, console):
     account = console.create_user()
     page = _page(context, console, account)
-    page.select_option("#chat-model", "qwq-plus")
-    page.fill("#prompt", "Think about it")
-    page.click("#chat-send")
-    page.wait_for_selector("#chat-output[data-done=true]")
+    _chat(page, "Think about it", model="qwq-plus")
     thinking = page.locator("#chat-thinking")
     assert thinking.is_visible() and thinking.get_attribute("open") is None  # folded
     assert page.locator("#chat-reasoning").text_content()
@@ -162,7 +169,9 @@ def test_the_jobs_page_filters_and_paginates(context, console):
         "cells => cells.map(cell => cell.getAttribute('datetime').slice(0, 10))")
     assert dates and set(dates) == {day}
 
-    page.goto(f"{console.url}/console/jobs/{ids[0]}")
+    chat = page.locator("#jobs-table tbody tr", has_text="qwen-turbo").first.get_attribute(
+        "data-job-id")
+    page.goto(f"{console.url}/console/jobs/{chat}")
     assert "seeded question" in page.locator(".conversation").inner_text()
     _check_page(page, console, "job-chat")
 
@@ -311,9 +320,7 @@ def test_the_csp_keeps_an_injected_script_inert(context, console):
     csp = response.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
     payload = "<script>window.__pwned = 1</script><img src=x onerror=\"window.__pwned = 2\">"
-    page.fill("#prompt", payload)
-    page.click("#chat-send")
-    page.wait_for_selector("#chat-output[data-done=true]")
+    _chat(page, payload)
     job_id = page.locator("#chat-output").get_attribute("data-job-id")
     page.goto(f"{console.url}/console/jobs/{job_id}")
     assert payload in page.locator(".msg-user pre").inner_text()  # shown as text
