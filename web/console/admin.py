@@ -14,7 +14,7 @@ from web.console.forms import budget, text
 from web.console.pages import usage_window
 from web.console.session import admin_only
 from web.context import db_session, services
-from web.request_models import BudgetBody, CreateUserRequest
+from web.request_models import CreateUserRequest, UpdateUserRequest
 from web.validation import validate
 
 
@@ -44,13 +44,13 @@ def admin_create_user():
 def admin_update_user(user_id: int):
     """Tier, active flag and budget: the same use cases as PATCH /api/admin/users/<id>."""
     form = request.form
+    body = validate(UpdateUserRequest, {"role": form.get("role") or None,
+                                        "active": form.get("active") == "on",
+                                        "budget": budget(form)})
     session = db_session()
-    spec = budget(form)
-    users.set_budget(session=session, user_id=user_id,
-                     budget=validate(BudgetBody, spec) if spec else None)
+    users.set_budget(session=session, user_id=user_id, budget=body.budget)
     users.change_user(session=session, auth_state=services().auth_state, user_id=user_id,
-                      actor_id=signed_in().id, role=Role(form.get("role", "default")),
-                      is_active=form.get("active") == "on")
+                      actor_id=signed_in().id, role=body.role, is_active=body.active)
     return redirect(url_for("console.admin_users"), code=303)
 
 
