@@ -13,6 +13,7 @@ import requests
 from dashscope import Generation
 from sqlalchemy import func, select, update
 
+from bench.console import console_pages
 from bench.load import run_concurrently, summary_ms, throughput
 from bench.stack import WEB_MODEL, BenchStack
 from bench.streaming import open_streams, streaming_latency
@@ -684,6 +685,7 @@ SCENARIOS = {
     "serving_model": serving_model,
     "streaming_latency": streaming_latency,
     "open_streams": open_streams,
+    "console": console_pages,
     "memory": peak_memory,  # last: it reports the peaks of the scenarios before it
 }
 

@@ -26,6 +26,7 @@ from web import (
     access_log,
     authentication,
     cli,
+    console,
     error_handlers,
     http_metrics,
     openapi,
@@ -58,8 +59,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     database = database_from_settings(settings)
     redis_client = redis_from_settings(settings)
     store = image_store(settings)
+    celery = make_celery(settings)
     lifecycle = JobLifecycle.of(settings=settings, database=database,
-                                redis_client=redis_client, celery=make_celery(settings))
+                                redis_client=redis_client, celery=celery)
     init_context(app, Services(
         settings=settings,
         database=database,
@@ -76,6 +78,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         # Embeddings call DashScope from the web process (common/jobs/embedding.py).
         embeddings=EmbeddingCalls(lifecycle=lifecycle, settings=settings,
                                   backend=backends(settings)["dashscope"]),
+        celery=celery,
     ))
     request_id.init_app(app)
     http_metrics.init_app(app, settings)
@@ -84,6 +87,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     validation.init_app(app)
     authentication.init_app(app, settings)
     register_blueprints(app)
+    console.init_app(app, settings)
     openapi.init_app(app)
     rate_limits.init_app(app, settings)
     cli.init_app(app)

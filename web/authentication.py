@@ -142,6 +142,39 @@ def authenticate() -> CurrentUser:
     return current_user
 
 
+def authenticate_session(*, user_id: int, session_id: str, generation: int,
+                         username: str) -> CurrentUser | None:
+    """The console's sign-in (a login session kept in its cookie), checked like a token of
+    that session: None when the session ended, the user's generation moved on, or the user
+    is disabled. On success the request is authenticated as that user for everything that
+    reads `current_user` (job submission, limits, budgets), exactly as a token would be."""
+    check = services().auth_state.check(session_id=session_id, user_id=user_id,
+                                        generation=generation)
+    if check.revoked or check.user is None or not check.user.is_active:
+        return None
+    user = CurrentUser(id=user_id, username=username, role=check.user.role)
+    g.user_state = check.user
+    g._jwt_extended_jwt_user = {"loaded_user": user}
+    g._jwt_extended_jwt = {"sub": str(user_id), "sid": session_id, "gen": generation}
+    g._jwt_extended_jwt_header = {}
+    g.authenticated = True
+    bind_log_context(user_id=user_id)
+    return user
+
+
+# The playground asks for a new one before each call, so it can be short.
+PLAYGROUND_TOKEN_SECONDS = 300
+
+
+def session_access_token(user: CurrentUser, *, session_id: str, generation: int) -> str:
+    """An access token of the console session (the playground's calls to /v1): it carries the
+    session's id, so signing out revokes it like any token of that session."""
+    return create_access_token(str(user.id), fresh=False, expires_delta=dt.timedelta(
+        seconds=PLAYGROUND_TOKEN_SECONDS), additional_claims={
+        "role": user.role.value, "username": user.username, "sid": session_id,
+        "gen": generation})
+
+
 def api_key() -> KeyState | None:
     """The API key this request authenticated with (None: a login's token)."""
     return g.get("api_key")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import redis
+from celery import Celery
 from flask import current_app, g
 from sqlalchemy.orm import Session
 
@@ -36,6 +37,7 @@ class Services:
     api_keys: ApiKeys | None = None
     token_limits: TokenLimits | None = None
     embeddings: EmbeddingCalls | None = None  # run in the request (common/jobs/embedding.py)
+    celery: Celery | None = None  # the operator's view inspects it (web/console)
 
 
 def services() -> Services:

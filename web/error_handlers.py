@@ -7,6 +7,7 @@ import logging
 
 import redis
 from flask import Flask
+from flask_wtf.csrf import CSRFError
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -31,6 +32,11 @@ def init_app(app: Flask) -> None:
     def _app_error(exc: AppError):
         return error_response(exc.status, exc.message, code=exc.code, errors=exc.errors,
                               headers=exc.headers)
+
+    @app.errorhandler(CSRFError)
+    def _csrf_refused(exc: CSRFError):
+        # The console's forms and fetches (web/console): no token, no action.
+        return error_response(400, f"Refused: {exc.description}", code="csrf_failed")
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(exc):

@@ -29,7 +29,7 @@ import logging
 import math
 
 import redis
-from flask import Flask, g
+from flask import Flask, g, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from limits import parse
@@ -49,9 +49,12 @@ logger = logging.getLogger(__name__)
 # Limit name -> the views that share its budget (/v1 chat counts with /api chat, /v1 images
 # with /api generation).
 TIERED_ENDPOINTS = {"chat": ("chat.chat_completions", "openai.chat_completions"),
-                    "generation": ("generation.generation", "openai.images_generations"),
+                    "generation": ("generation.generation", "openai.images_generations",
+                                   "console.playground_image"),
                     "embeddings": ("openai.embeddings",)}
 LOGIN = "login"
+# The API's login and the console's sign-in share every login limit (same keys, same budget).
+LOGIN_ENDPOINTS = ("auth.login", "console.sign_in")
 LOGIN_TIER = "anonymous"  # login limits are per client address: there is no user yet
 KNOWN_ADDRESSES_KEY = "login:known:{}"
 KNOWN_ADDRESS_DAYS = 30
@@ -73,16 +76,22 @@ def init_app(app: Flask, settings: Settings) -> None:
     client = redis.Redis.from_url(storage, socket_timeout=settings.redis_socket_timeout,
                                   socket_connect_timeout=settings.redis_socket_timeout)
     known = KnownAddresses(client) if settings.rate_limits_enabled else None
-    if known is not None:
-        _wrap(app, "auth.login", known.remember_on_success)
-    _wrap(app, "auth.login", login_metrics.admitted)
-    _wrap(app, "auth.login", login_limiter.limit(settings.login_rate_limit))
-    _wrap(app, "auth.login", login_limiter.limit(
-        settings.login_failure_limit, key_func=login_attempt_key, deduct_when=_failed))
-    _wrap(app, "auth.login", login_limiter.limit(
-        settings.login_account_failure_limit, key_func=login_account_attempt_key,
-        deduct_when=_failed, exempt_when=known.is_known if known else None))
-    _wrap(app, "auth.login", login_metrics.guard)
+    # Shared limits (one scope): a guess through the console counts against the API's budget.
+    login_limits = (
+        login_limiter.shared_limit(settings.login_rate_limit, scope=LOGIN),
+        login_limiter.shared_limit(settings.login_failure_limit, scope="login-failures",
+                                   key_func=login_attempt_key, deduct_when=_failed),
+        login_limiter.shared_limit(settings.login_account_failure_limit,
+                                   scope="login-account-failures",
+                                   key_func=login_account_attempt_key, deduct_when=_failed,
+                                   exempt_when=known.is_known if known else None))
+    for login in LOGIN_ENDPOINTS:
+        if known is not None:
+            _wrap(app, login, known.remember_on_success)
+        _wrap(app, login, login_metrics.admitted)
+        for limit in login_limits:
+            _wrap(app, login, limit)
+        _wrap(app, login, login_metrics.guard)
     # A stolen access token must not buy unthrottled guesses at the current password.
     _wrap(app, "auth.change_password", login_limiter.limit(
         settings.login_failure_limit, key_func=password_change_key,
@@ -232,8 +241,10 @@ def login_account() -> str:
     """The account a login attempt is about: `user:<id>` when the name finds a user the way
     the login itself will (the database's collation), else `name:<canonical spelling>`."""
     if "login_account" not in g:
-        payload = request_json()  # already decoded (web.validation refuses bad bodies)
-        username = payload.get("username") if isinstance(payload, dict) else None
+        # The console's sign-in is a form; the API's login a JSON body, already decoded
+        # (web.validation refuses bad bodies).
+        payload = request.form if request.blueprint == "console" else request_json()
+        username = payload.get("username") if hasattr(payload, "get") else None
         if not isinstance(username, str) or not 0 < len(username) <= 64:
             # The login refuses it with a 400 before any password is checked.
             g.login_account = "name:"
@@ -269,7 +280,8 @@ class KnownAddresses:
         @functools.wraps(view)
         def remembering(*args, **kwargs):
             response = view(*args, **kwargs)
-            if getattr(response, "status_code", None) == 200:
+            # 200: the API's login; 303: the console's sign-in redirecting to its page.
+            if getattr(response, "status_code", None) in (200, 303):
                 key, member = self._key_and_member()
                 try:
                     pipe = self.client.pipeline(transaction=False)

@@ -37,7 +37,8 @@ def init_app(app: Flask) -> None:
 
 
 def _refuse_unreadable_body() -> None:
-    if request.method in ("POST", "PUT", "PATCH"):
+    # The console's forms are urlencoded (web/console reads them as forms, never as JSON).
+    if request.method in ("POST", "PUT", "PATCH") and request.blueprint != "console":
         request_json()
 
 

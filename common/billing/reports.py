@@ -10,12 +10,14 @@ from sqlalchemy.orm import Session
 
 from common.billing.models import UsageRecord
 
-GROUPINGS = ("model", "day", "key")
+GROUPINGS = ("model", "day", "key", "user")
 
 
 def summarize(*, session: Session, start: dt.datetime, end: dt.datetime,
-              user_id: int | None, group_by: str | None = None) -> dict:
-    """Totals over [start, end), optionally per model or per UTC day; user_id None = everyone."""
+              user_id: int | None, group_by: str | tuple[str, ...] | None = None) -> dict:
+    """Totals over [start, end), optionally per model, UTC day, API key or user, or per
+    combination of them (a tuple, e.g. ("day", "model"): one group per pair that has usage);
+    user_id None = everyone."""
     measures = (
         func.count(UsageRecord.id).label("requests"),
         func.coalesce(func.sum(UsageRecord.input_tokens), 0).label("input_tokens"),
@@ -31,18 +33,28 @@ def summarize(*, session: Session, start: dt.datetime, end: dt.datetime,
     totals = session.execute(select(*measures).where(*where)).one()
     report = {"totals": _row(totals)}
     if group_by:
-        key = {"model": UsageRecord.model, "key": UsageRecord.api_key_id}.get(
-            group_by, func.date(UsageRecord.created_at))
-        rows = session.execute(select(key.label("key"), *measures).where(*where)
-                               .group_by(key).order_by(key)).all()
-        report["groups"] = [{group_by: _group_key(group_by, row.key), **_row(row)}
-                            for row in rows]
+        names = (group_by,) if isinstance(group_by, str) else tuple(group_by)
+        keys = [_GROUP_COLUMNS[name]().label(f"key_{name}") for name in names]
+        rows = session.execute(select(*keys, *measures).where(*where)
+                               .group_by(*keys).order_by(*keys)).all()
+        report["groups"] = [{**{name: _group_key(name, getattr(row, f"key_{name}"))
+                                for name in names}, **_row(row)} for row in rows]
     return report
+
+
+_GROUP_COLUMNS = {
+    "model": lambda: UsageRecord.model,
+    "day": lambda: func.date(UsageRecord.created_at),
+    "key": lambda: UsageRecord.api_key_id,
+    "user": lambda: UsageRecord.user_id,
+}
 
 
 def _group_key(group_by: str, value):
     if group_by == "key":  # null: paid without an API key (a login's token)
         return int(value) if value is not None else None
+    if group_by == "user":
+        return int(value)
     return str(value)
 
 

@@ -286,6 +286,10 @@ class Settings(BaseSettings):
     # Flower's basic auth, "user:password" (several separated by commas); required outside
     # development, because Flower shows task arguments.
     flower_basic_auth: SecretStr | None = None
+    # Where operators open Grafana and Flower: the console's system page links to them (unset:
+    # no link). Links only; the console never calls them.
+    console_grafana_url: str | None = None
+    console_flower_url: str | None = None
 
     # Function Compute offload: a set endpoint sends that kind of job through the function
     fc_qwen_endpoint: str | None = None

@@ -8,7 +8,7 @@ import datetime as dt
 import json
 import uuid
 
-from sqlalchemy import Connection, Row, and_, bindparam, or_, select
+from sqlalchemy import Connection, Row, and_, bindparam, func, or_, select
 
 from common.billing.models import UsageRecord
 from common.errors import NotFound, ValidationFailed
@@ -83,14 +83,20 @@ def get(conn: Connection, job_id: str, owner: Owner) -> JobView:
 
 
 def page(conn: Connection, owner: Owner, *, status: JobStatus | None = None,
-         kind: JobKind | None = None, cursor: str | None = None, limit: int = 20
+         kind: JobKind | None = None, cursor: str | None = None, limit: int = 20,
+         created_from: dt.datetime | None = None, created_before: dt.datetime | None = None
          ) -> tuple[list[JobView], str | None]:
-    """The owner's jobs, newest first, one page at a time (keyset pagination)."""
+    """The owner's jobs, newest first, one page at a time (keyset pagination); optionally
+    only those created in [created_from, created_before) (naive UTC)."""
     query = _VIEWS.where(jobs.c.user_id == owner.user_id)
     if status is not None:
         query = query.where(jobs.c.status == status)
     if kind is not None:
         query = query.where(jobs.c.kind == kind)
+    if created_from is not None:
+        query = query.where(jobs.c.created_at >= created_from)
+    if created_before is not None:
+        query = query.where(jobs.c.created_at < created_before)
     if cursor:
         created_at, job_id = decode_cursor(cursor)
         query = query.where(or_(jobs.c.created_at < created_at,
@@ -100,6 +106,14 @@ def page(conn: Connection, owner: Owner, *, status: JobStatus | None = None,
     views = [view_of(row) for row in rows[:limit]]
     more = len(rows) > limit
     return views, encode_cursor(views[-1]) if more else None
+
+
+def status_counts(conn: Connection) -> dict[JobStatus, int]:
+    """How many jobs are in each state now, every user's (the operator's view)."""
+    rows = conn.execute(select(jobs.c.status, func.count()).group_by(jobs.c.status)).all()
+    counts = {status: 0 for status in JobStatus}
+    counts.update({JobStatus(status): int(count) for status, count in rows})
+    return counts
 
 
 def encode_cursor(view: JobView) -> str:

@@ -285,3 +285,10 @@ def _insert_pending(conn: Connection, *, job_id: str, event: WebhookEvent, url: 
         attempt=attempt, status=PENDING, event_at=at, next_attempt_at=due or at,
         published_at=published_at, created_at=utcnow()))
     return message_id
+
+
+def attempts_of(conn: Connection, job_id: str) -> list[WebhookDelivery]:
+    """Every delivery attempt of a job's webhook, oldest first (what its owner is shown)."""
+    table = WebhookDelivery.__table__
+    return list(conn.execute(select(table).where(table.c.job_id == job_id)
+                             .order_by(table.c.id)).all())

@@ -23,7 +23,8 @@ def test_another_users_job_is_404_on_every_job_route(client, accounts, app):
     _, stranger = accounts.headers()
     job = _submit(client, owner)
     for rule in app.url_map.iter_rules():
-        if "<job_id>" not in rule.rule:
+        # The console's job pages sign in by session (tests/browser covers them).
+        if "<job_id>" not in rule.rule or rule.endpoint.startswith("console."):
             continue
         url = rule.rule.replace("<job_id>", job["id"]).replace("<int:index>", "0")
         for method in rule.methods - {"HEAD", "OPTIONS"}:

@@ -113,3 +113,30 @@ def test_guessing_the_current_password_with_a_stolen_token_is_throttled(client, 
 
     assert [change("guess", _address()) for _ in range(limit)] == [403] * limit
     assert change(account["password"], _address()) == 429  # from any address
+
+
+def _console_sign_in(client, username: str, password: str, address: str) -> int:
+    """The console's sign-in form, with the CSRF token its page hands out."""
+    import re
+
+    page = client.get("/console/login", environ_base={"REMOTE_ADDR": address})
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.get_data(as_text=True))[1]
+    return client.post("/console/login", environ_base={"REMOTE_ADDR": address}, data={
+        "csrf_token": token, "username": username, "password": password}).status_code
+
+
+def test_the_console_sign_in_shares_the_logins_limits(app, settings, bob):
+    """Failures through the console count against the API's login, and the other way round:
+    the console is no second door for a guesser."""
+    address = _address()
+    console, api = app.test_client(), app.test_client()
+    limit = int(settings.login_failure_limit.split()[0])
+    for i in range(limit):
+        if i % 2:
+            assert _console_sign_in(console, bob["username"], "wrong-password", address) == 401
+        else:
+            assert _login(api, bob["username"], "wrong-password", address) == 401
+    assert _login(api, bob["username"], bob["password"], address) == 429
+    assert _console_sign_in(console, bob["username"], bob["password"], address) == 429
+    other = _address()  # a good password elsewhere still signs in, through the console too
+    assert _console_sign_in(console, bob["username"], bob["password"], other) == 303

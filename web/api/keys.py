@@ -42,7 +42,7 @@ def key_data(row: ApiKey, model=ApiKeyData, **extra) -> ApiKeyData:
         spend_this_period=spend, **extra)
 
 
-def _check_models(models: list[str] | None) -> None:
+def check_models(models: list[str] | None) -> None:
     if models is None:
         return
     settings = services().settings
@@ -66,7 +66,7 @@ def _owner_scope() -> int | None:
 @login_required
 def create_key():
     body = parse_body(CreateKeyRequest)
-    _check_models(body.models)
+    check_models(body.models)
     key, secret = services().api_keys.create(
         db_session(), user_id=current_user.id, name=body.name, expires_at=body.expires_at,
         models=body.models, rpm_limit=body.rpm_limit, tpm_limit=body.tpm_limit,
@@ -97,7 +97,7 @@ def list_keys():
 @login_required
 def update_key(key_id: int):
     body = parse_body(UpdateKeyRequest)
-    _check_models(body.models)
+    check_models(body.models)
     session = db_session()
     key = services().api_keys.get(session, key_id, user_id=_owner_scope())
     changes = {name: getattr(body, name) for name in body.model_fields_set}

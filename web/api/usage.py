@@ -40,16 +40,17 @@ def get_usage():
         raise PermissionDenied("Only admins may see other users' usage")
     user_id = None if query.all else (query.user_id or current_user.id)
     if request.accept_mimetypes.best_match(["application/json", "text/csv"]) == "text/csv":
-        return _csv(reports.rows(session=db_session(), start=start, end=end, user_id=user_id))
+        return usage_csv(reports.rows(session=db_session(), start=start, end=end,
+                                      user_id=user_id))
     report = reports.summarize(session=db_session(), start=start, end=end, user_id=user_id,
                              group_by=query.group_by)
     scope = {"user_id": user_id} if user_id is not None else {"all_users": True}
     return ok({"start": start.isoformat() + "Z", "end": end.isoformat() + "Z",
                "currency": services().settings.price_currency, **scope, **report,
-               "budget": _budgets(user_id)})
+               "budget": budget_status(user_id)})
 
 
-def _budgets(user_id: int | None) -> dict | None:
+def budget_status(user_id: int | None) -> dict | None:
     """The budgets of the user reported on (and of the calling key), as they stand now."""
     if user_id is None:
         return None
@@ -66,7 +67,7 @@ def _budgets(user_id: int | None) -> dict | None:
     return state
 
 
-def _csv(records) -> Response:
+def usage_csv(records) -> Response:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(reports.CSV_COLUMNS)
