@@ -29,8 +29,20 @@ from tests.support.stack import (
 )
 
 BROKER_DB = redis_db("conformance_broker")
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_schema_conformance]
+
+
+def not_a_server_error_but_a_pending_job(ctx, response, case):
+    """No worker runs here: a valid /v1 job request, which cannot answer 202 as /api does,
+    ends in its documented 504 job_pending once V1_WAIT_SECONDS (0) passes. Any other 5xx
+    fails."""
+    if response.status_code == 504 and case.operation.path.startswith("/v1/") and \
+            response.json()["error"]["code"] == "job_pending":
+        return None
+    return not_a_server_error(ctx, response, case)
+
+
+CHECKS = [not_a_server_error_but_a_pending_job, status_code_conformance,
+          content_type_conformance, response_schema_conformance]
 
 
 @pytest.fixture(scope="module")
