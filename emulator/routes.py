@@ -8,7 +8,7 @@ import time
 from aiohttp import web
 
 from emulator import directives as knobs
-from emulator import images, models, streams, text, uploads
+from emulator import images, models, streams, text, tools, uploads, vision
 from emulator.core import (
     Emulator,
     error_response,
@@ -28,6 +28,7 @@ def register(app: web.Application, emu: Emulator) -> None:
     files = UploadHandlers(emu)
     app.add_routes([
         web.post("/api/v1/services/aigc/text-generation/generation", native.generation),
+        web.post("/api/v1/services/aigc/multimodal-generation/generation", native.multimodal),
         web.post("/compatible-mode/v1/chat/completions", compatible.chat),
         web.post("/api/v1/services/aigc/text2image/image-synthesis", tasks.submit),
         web.get("/api/v1/tasks/{task_id}", tasks.fetch),
@@ -57,12 +58,37 @@ def _is_sse(request: web.Request) -> bool:
 
 
 def _answer(model: models.TextModel, messages: list[dict], parameters: dict,
-            thinking: bool, found: dict[str, str]) -> streams.Answer:
-    content, finish = text.reply(messages, parameters.get("max_tokens"))
-    reasoning = text.reasoning(messages, parameters.get("thinking_budget")) if thinking else ""
-    return streams.Answer(reasoning=reasoning, content=content, finish=finish,
-                          input_tokens=text.input_tokens(messages), thinking=thinking,
-                          stamped=found.get("stamp", "0") not in ("", "0", "false"))
+            thinking: bool, found: dict[str, str],
+            images: list[vision.SeenImage] | None = None) -> streams.Answer:
+    """The deterministic answer: tool calls, the reply to tool results, structured output,
+    or the echo (naming the images it saw)."""
+    multimodal = images is not None
+    flat = vision.flattened(messages) if multimodal else messages
+    calls = tools.planned_calls(parameters, messages, found)
+    finish = "stop"
+    if calls:
+        content = ""
+    elif messages[-1].get("role") == "tool":
+        content = tools.tool_results_reply(messages)
+    else:
+        last_user = next((knobs.strip(m["content"]) for m in reversed(flat)
+                          if m["role"] == "user"), "")
+        content = tools.structured_reply(parameters.get("response_format"),
+                                         [m["content"] for m in flat], last_user)
+        if content is None:
+            content, finish = text.reply(flat, parameters.get("max_tokens"))
+            if images:
+                content += f" (images: {', '.join(i.description for i in images)})"
+    reasoning = text.reasoning(flat, parameters.get("thinking_budget")) if thinking else ""
+    image_tokens = sum(i.tokens for i in images or ())
+    top = parameters.get("top_logprobs", 0) if parameters.get("logprobs") else None
+    return streams.Answer(
+        reasoning=reasoning, content=content, finish=finish, thinking=thinking,
+        input_tokens=text.input_tokens(flat, parameters.get("tools")) + image_tokens,
+        stamped=found.get("stamp", "0") not in ("", "0", "false"), tool_calls=tuple(calls),
+        multimodal=multimodal, image_tokens=image_tokens,
+        detailed_usage=multimodal and model.name.startswith(vision.DETAILED_USAGE_PREFIXES),
+        choices=int(parameters.get("n") or 1), top_logprobs=top)
 
 
 class NativeHandlers:
@@ -70,12 +96,19 @@ class NativeHandlers:
         self.emu = emu
 
     async def generation(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, multimodal=False)
+
+    async def multimodal(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, multimodal=True)
+
+    async def _generate(self, request: web.Request, *, multimodal: bool) -> web.StreamResponse:
         emu = self.emu
         streaming = _is_sse(request)
+        endpoint = "multimodal" if multimodal else "generation"
         try:
             body = await emu.read_json(request)
             found = emu.directives_of(request, message_texts(body))
-            emu.stats.record("generation", model=body.get("model"), headers=request.headers,
+            emu.stats.record(endpoint, model=body.get("model"), headers=request.headers,
                              directive=knobs.signature(found) or None)
             emu.authorize(request)
             emu.throttle("generation", emu.config.rate_limit_rps)
@@ -85,8 +118,12 @@ class NativeHandlers:
                 await emu.apply_fault(request, fault, found)
             model = models.lookup(body.get("model"))
             parameters = body.get("parameters") or {}
+            images = None
             try:
-                messages = text.prompt_messages(body.get("input") or {})
+                if multimodal:
+                    messages, images = self._multimodal_input(request, body, parameters)
+                else:
+                    messages = text.prompt_messages(body.get("input") or {})
                 text.check_parameters(parameters, model.output_limit)
                 thinking = model.thinks(parameters)
                 incremental = bool(parameters.get("incremental_output",
@@ -106,10 +143,14 @@ class NativeHandlers:
         if fault == "malformed":
             # HTTP 200 without `output`: the SDK cannot parse this (it raises TypeError).
             return json_response({"request_id": new_request_id()})
-        answer = _answer(model, messages, parameters, thinking, found)
-        # Thinking mode requires result_format "message" (part 1 §3.1); a thinking answer is
-        # always given in it, since a text-format one would have nowhere for the reasoning.
-        message_format = thinking or \
+        try:
+            answer = _answer(model, messages, parameters, thinking, found, images)
+        except EmulatorError as error:
+            return error_response(error)
+        # Thinking mode and tools require result_format "message" (part 1 §3.1); such an
+        # answer is always given in it, since a text-format one would have nowhere for the
+        # reasoning or the calls. The multimodal endpoint has only the message format.
+        message_format = thinking or multimodal or bool(answer.tool_calls) or \
             parameters.get("result_format", model.default_result_format()) == "message"
         if not streaming:
             return json_response({
@@ -117,9 +158,25 @@ class NativeHandlers:
                 "usage": answer.native_usage(answer.reasoning, answer.content, streamed=False),
                 "request_id": new_request_id()})
         request_id = new_request_id()
-        chunks = streams.native_chunks(answer, incremental, message_format, request_id)
+        chunks = streams.native_tool_chunks(answer, request_id) if answer.tool_calls else \
+            streams.native_chunks(answer, incremental, message_format, request_id)
         return await emu.send_stream(request, streams.native_events(chunks, failure, request_id),
                                      found, ends_in_error=failure is not None)
+
+    def _multimodal_input(self, request: web.Request, body: dict, parameters: dict
+                          ) -> tuple[list[dict], list[vision.SeenImage]]:
+        model = body.get("model")
+        if not vision.is_vision_model(model):
+            raise EmulatorError(400, "InvalidParameter",
+                                f"The model {model} does not support multimodal input.")
+        messages = (body.get("input") or {}).get("messages")
+        if not isinstance(messages, list) or not messages or \
+                not all(isinstance(m, dict) and m.get("role") in text.ROLES for m in messages):
+            raise EmulatorError(400, "InvalidParameter", "input.messages is required.")
+        images = vision.images_of(messages, model=model, uploads=self.emu.uploads,
+                                  headers=request.headers,
+                                  high_resolution=bool(parameters.get("vl_high_resolution_images")))
+        return messages, images
 
 
 class CompatibleHandlers:
