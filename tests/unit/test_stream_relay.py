@@ -9,7 +9,7 @@ from common.upstream.interface import ChatRequest
 from web.streaming import Relayed
 
 
-def _entry(n: int, content: str, offset: tuple[int, int], **delta) -> Entry:
+def _entry(n: int, content: str, offset: tuple[int, int, int], **delta) -> Entry:
     return Entry(f"{n}-0", chunk=chunk(job_id="j", model="m", created=0,
                                        delta={"content": content, **delta}, finish_reason=None),
                  usage=Usage(), offset=offset)
@@ -17,15 +17,15 @@ def _entry(n: int, content: str, offset: tuple[int, int], **delta) -> Entry:
 
 def test_consecutive_chunks_are_complete_and_a_gap_is_noticed():
     sent = Relayed()
-    sent.note(_entry(1, "Hel", (0, 0), role="assistant"))
-    sent.note(_entry(2, "lo", (3, 0)))
+    sent.note(_entry(1, "Hel", (0, 0, 0), role="assistant"))
+    sent.note(_entry(2, "lo", (3, 0, 0)))
     assert (sent.content, sent.complete, sent.role) == (5, True, True)
-    sent.note(_entry(4, "!", (9, 0)))  # entry 3 was lost
+    sent.note(_entry(4, "!", (9, 0, 0)))  # entry 3 was lost
     assert (sent.content, sent.complete) == (10, False)
 
 
 def test_a_resumed_client_has_everything_up_to_its_last_event():
-    sent = Relayed.resumed(_entry(2, "lo", (3, 0)))
+    sent = Relayed.resumed(_entry(2, "lo", (3, 0, 0)))
     assert (sent.content, sent.complete, sent.role) == (5, True, True)
     gone = Relayed.resumed(None)
     assert not gone.complete
