@@ -378,7 +378,11 @@ class ChatCompletionRequest(WebhookFields):
             # DashScope's own rule (dashscope-protocol-2.md section 2.5), checked up front.
             errors.append({"field": "response_format", "message": "the messages must contain "
                            "the word 'json' to use response_format json_object"})
-        if caps.vision and len(images) > max_images:
+        if images and settings.path_for("chat") == "fc":
+            # The Function Compute handler calls text generation only (fc/handlers.py).
+            errors.append({"field": "messages", "message": "images are not offered on the "
+                           "Function Compute path"})
+        elif caps.vision and len(images) > max_images:
             errors.append({"field": "messages", "message": f"at most {max_images} images"})
         elif caps.vision:
             for field, url in images:

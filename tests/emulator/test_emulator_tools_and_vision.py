@@ -7,8 +7,6 @@ import base64
 import io
 import json
 
-import dashscope
-import pytest
 import requests
 from dashscope import Generation, MultiModalConversation
 from PIL import Image
@@ -24,13 +22,6 @@ WEATHER = {"type": "function", "function": {
 CLOCK = {"type": "function", "function": {
     "name": "get_time", "parameters": {"type": "object", "properties": {
         "zone": {"type": "string"}}, "required": ["zone"]}}}
-
-
-@pytest.fixture
-def emu(fresh_emulator, monkeypatch):
-    # The SDK's upload policy request (a GetMixin call) reads its host from this attribute.
-    monkeypatch.setattr(dashscope, "base_http_api_url", fresh_emulator.api_base)
-    return fresh_emulator
 
 
 def call(emu, **kwargs):
