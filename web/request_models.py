@@ -414,8 +414,10 @@ class ChatCompletionRequest(WebhookFields):
         if parameters.get("temperature") == 2:
             # We accept the documented 0-2; DashScope's own range is [0, 2).
             parameters["temperature"] = 1.99
-        request = {"messages": [m.model_dump(exclude_none=True) for m in self.messages],
-                   "parameters": parameters}
+        # An assistant message of tool calls goes upstream with content "", as DashScope's
+        # own recordings send it back (dashscope-protocol-2.md section 2.1).
+        request = {"messages": [{"content": "", **m.model_dump(exclude_none=True)}
+                                for m in self.messages], "parameters": parameters}
         if self.stream:
             request["stream"] = True
             request["include_usage"] = bool(self.stream_options and

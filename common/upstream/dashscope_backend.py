@@ -24,7 +24,7 @@ from dashscope.v2 import errors as v2_errors
 
 from common.billing.pricing import Usage
 from common.infra.metrics import AI_TOKENS, model_label
-from common.upstream import dashscope_messages, image_inputs
+from common.upstream import dashscope_messages
 from common.upstream.failures import UpstreamError, is_retryable_status, retry_after_seconds
 from common.upstream.file_upload import OSS_RESOLVE_HEADER, FileUploader
 from common.upstream.http_session import pooled_session
@@ -132,13 +132,12 @@ class DashScopeBackend:
     def _image(self, url: str, model: str, uploaded: dict[str, str]) -> str:
         """The URL DashScope gets for an image: an https URL as it is; a data: URL's bytes
         uploaded once per call (its oss:// URL)."""
-        if not image_inputs.is_data_url(url):
+        if not dashscope_messages.is_data_url(url):
             return url
         if url not in uploaded:
-            image = image_inputs.decode(url, max_bytes=len(url))
-            uploaded[url] = self.uploads.upload(image.data, model=model,
-                                                filename=image.filename,
-                                                content_type=image.content_type)
+            data, media_type, filename = dashscope_messages.data_url_content(url)
+            uploaded[url] = self.uploads.upload(data, model=model, filename=filename,
+                                                content_type=media_type)
         return uploaded[url]
 
     def submit_image(self, request: ImageRequest) -> ImageTask:

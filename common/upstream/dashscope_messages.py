@@ -10,9 +10,31 @@ calls back in OpenAI's (dashscope-protocol-2.md sections 2 and 3).
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 from collections.abc import Callable
 from typing import Any
+
+_DATA_URL = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)(?:;[\w.+-]+=[^;,]*)*;base64,",
+                       re.IGNORECASE)
+
+
+def is_data_url(url: str) -> bool:
+    return url[:5].lower() == "data:"
+
+
+def data_url_parts(url: str) -> tuple[str, str] | None:
+    """(media type, base64 text) of a `data:<type>[;param=value]*;base64,<data>` URL."""
+    header = _DATA_URL.match(url)
+    return None if header is None else (header["type"].lower(), url[header.end():])
+
+
+def data_url_content(url: str) -> tuple[bytes, str, str]:
+    """(bytes, media type, a file name) of a data: URL the web tier already checked."""
+    media_type, encoded = data_url_parts(url)
+    extension = media_type.split("/", 1)[1].replace("jpeg", "jpg")
+    return base64.b64decode(encoded), media_type, f"image.{extension}"
 
 
 def has_images(messages: list[dict]) -> bool:

@@ -16,9 +16,10 @@ import base64
 import binascii
 import dataclasses
 import io
-import re
 
 from PIL import Image, UnidentifiedImageError
+
+from common.upstream.dashscope_messages import data_url_parts, is_data_url
 
 # DashScope's vision input formats (section 3.6) that Pillow can read, by Pillow's name.
 FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "BMP": "image/bmp", "WEBP": "image/webp",
@@ -26,32 +27,18 @@ FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "BMP": "image/bmp", "WEBP":
 MIN_SIDE = 10  # DashScope: width and height over 10 px
 MAX_ASPECT_RATIO = 200  # and the longer side at most 200x the shorter
 MAX_URL_CHARS = 2048
-_DATA_URL = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)(?:;[\w.+-]+=[^;,]*)*;base64,",
-                       re.IGNORECASE)
 
 
 @dataclasses.dataclass(frozen=True)
 class DecodedImage:
     data: bytes
-    content_type: str  # what the bytes are (Pillow's reading), not what the URL claimed
+    content_type: str  # what the bytes are (Pillow's reading)
     width: int
     height: int
-
-    @property
-    def filename(self) -> str:
-        return "image." + self.content_type.split("/", 1)[1].replace("jpeg", "jpg")
 
 
 class ImageRefused(ValueError):
     """An image the platform will not send, with the reason a client can act on."""
-
-
-def is_data_url(url: str) -> bool:
-    return url[:5].lower() == "data:"
-
-
-def is_oss_url(url: str) -> bool:
-    return url.startswith("oss://")
 
 
 def checked(url: str, *, max_bytes: int) -> DecodedImage | None:
@@ -65,10 +52,10 @@ def checked(url: str, *, max_bytes: int) -> DecodedImage | None:
 
 
 def decode(url: str, *, max_bytes: int) -> DecodedImage:
-    header = _DATA_URL.match(url)
-    if header is None:
+    parts = data_url_parts(url)
+    if parts is None:
         raise ImageRefused("a data: URL must be data:<image type>;base64,<data>")
-    encoded = url[header.end():]
+    claimed, encoded = parts
     # Refused before decoding: base64 is 4 characters per 3 bytes.
     if len(encoded) * 3 // 4 > max_bytes + 2:
         raise ImageRefused(f"the image is larger than {max_bytes} bytes")
@@ -86,6 +73,9 @@ def decode(url: str, *, max_bytes: int) -> DecodedImage:
     if kind not in FORMATS:
         raise ImageRefused(f"{kind} images are not supported; send one of "
                            f"{', '.join(sorted(FORMATS))}")
+    if FORMATS[kind] != claimed.replace("image/jpg", "image/jpeg"):
+        # The worker uploads the bytes under the URL's type: it must be what they are.
+        raise ImageRefused(f"the data is {FORMATS[kind]}, not {claimed}")
     if min(width, height) <= MIN_SIDE or max(width, height) > MAX_ASPECT_RATIO * min(
             width, height):
         raise ImageRefused(f"the image is {width}x{height}: both sides must exceed {MIN_SIDE} "
