@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
@@ -12,9 +12,11 @@ from jsonschema.validators import validator_for
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     EmailStr,
     Field,
     StringConstraints,
+    Tag,
     ValidationInfo,
     field_validator,
 )
@@ -100,7 +102,24 @@ class ImagePart(StrictModel):
     image_url: ImageURL
 
 
-ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
+def _type_tag(value) -> str | None:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return f"type:{kind}" if isinstance(kind, str) else None
+
+
+def by_type(*models: type[BaseModel], what: str):
+    """A union chosen by the `type` field. Its tags ("type:text") are not identifiers, so an
+    error's field path leaves them out (web/validation.field_errors): a client reads
+    `response_format.json_schema.schema`, the fields it sent, not the branch taken."""
+    kinds = [model.model_fields["type"].annotation.__args__[0] for model in models]
+    branches = tuple(Annotated[model, Tag(f"type:{kind}")] for model, kind in zip(
+        models, kinds, strict=True))
+    return Annotated[Union[branches], Discriminator(  # noqa: UP007 - built at run time
+        _type_tag, custom_error_type="invalid_type_tag",
+        custom_error_message=f"{what} type must be one of: {', '.join(kinds)}")]
+
+
+ContentPart = by_type(TextPart, ImagePart, what="a content part's")
 
 
 class FunctionCall(StrictModel):
@@ -242,8 +261,8 @@ class JsonSchemaFormat(StrictModel):
     json_schema: JsonSchemaSpec
 
 
-ResponseFormat = Annotated[TextFormat | JsonObjectFormat | JsonSchemaFormat,
-                           Field(discriminator="type")]
+ResponseFormat = by_type(TextFormat, JsonObjectFormat, JsonSchemaFormat,
+                         what="response_format")
 
 
 class StreamOptions(StrictModel):
