@@ -147,6 +147,8 @@ class ChatMessage(StrictModel):
     # OpenAI's optional participant name: accepted, not sent (DashScope ignores it).
     name: Annotated[str, Field(strict=True, max_length=64)] | None = Field(default=None,
                                                                           exclude=True)
+    # What clients echo back of an assistant message they received: accepted when empty.
+    refusal: None = Field(default=None, exclude=True)
 
     @field_validator("tool_calls")
     @classmethod
