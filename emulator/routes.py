@@ -197,7 +197,7 @@ class CompatibleHandlers:
             if fault not in _ANSWER_FAULTS:
                 await emu.apply_fault(request, fault, found)
             model = models.lookup(body.get("model"))
-            messages = text.check_messages(body.get("messages"))
+            messages, images = self._input(request, body)
             text.check_parameters(body, model.output_limit)
             # DashScope's extensions (enable_thinking, thinking_budget) sit at the top level.
             thinking = model.thinks(body)
@@ -206,19 +206,43 @@ class CompatibleHandlers:
             failure = streams.StreamFault.of(found) if fault == "stream-error" else None
         except EmulatorError as error:
             return openai_error_response(error)
-        answer = _answer(model, messages, body, thinking, found)
+        try:
+            answer = _answer(model, messages, body, thinking, found, images)
+        except EmulatorError as error:
+            return openai_error_response(error)
         common = {"object": "chat.completion", "created": int(time.time()),
                   "model": body["model"], "system_fingerprint": None,
                   "id": f"chatcmpl-{new_request_id()}"}
         if not streaming:
             return json_response({"choices": [{
                 "message": streams.compatible_message(answer),
-                "finish_reason": answer.finish, "index": 0, "logprobs": None}],
+                "finish_reason": answer.finish_reason, "index": 0, "logprobs": None}],
                 **common, "usage": answer.compatible_usage()})
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         chunks = streams.compatible_chunks(answer, common, include_usage)
         return await emu.send_stream(request, streams.compatible_events(chunks, failure), found,
                                      ends_in_error=failure is not None)
+
+
+    def _input(self, request: web.Request, body: dict
+               ) -> tuple[list[dict], list[vision.SeenImage] | None]:
+        """The messages in the native shapes: OpenAI's content parts as multimodal items
+        (section 3.5: http(s) and data: URLs only), tool-call messages with content ""."""
+        messages = body.get("messages")
+        if isinstance(messages, list) and any(
+                isinstance(m, dict) and isinstance(m.get("content"), list) for m in messages):
+            if not vision.is_vision_model(body.get("model")):
+                raise EmulatorError(400, "InvalidParameter",
+                                    f"The model {body.get('model')} does not support "
+                                    "multimodal input.")
+            native = [{**m, "content": vision.native_items(m.get("content"))} for m in messages]
+            return native, vision.images_of(native, model=body["model"],
+                                            uploads=self.emu.uploads, headers={},
+                                            high_resolution=False)
+        if isinstance(messages, list):
+            messages = [{**m, "content": m.get("content") or ""}
+                        if isinstance(m, dict) and m.get("tool_calls") else m for m in messages]
+        return text.check_messages(messages), None
 
 
 class TaskHandlers:

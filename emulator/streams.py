@@ -127,7 +127,7 @@ class Answer:
 
     def compatible_usage(self) -> dict:
         reasoning_tokens = text.count_tokens(self.reasoning)
-        completion = reasoning_tokens + text.count_tokens(self.content)
+        completion = reasoning_tokens + text.count_tokens(self.content) + self.tool_tokens()
         usage = {"prompt_tokens": self.input_tokens, "completion_tokens": completion,
                  "total_tokens": self.input_tokens + completion}
         if self.thinking:
@@ -288,6 +288,20 @@ def compatible_chunks(answer: Answer, common: dict, include_usage: bool) -> list
         return {**base, "choices": [{"delta": delta, "index": 0, "logprobs": None,
                                      "finish_reason": finish}]}
 
+    if answer.tool_calls:
+        # Section 2.4 (GUESS, not captured): OpenAI's form, id and name on the first delta.
+        chunks = [chunk({"content": None, "role": "assistant"})]
+        for index, call in enumerate(answer.tool_calls):
+            middle = len(call["arguments"]) // 2
+            chunks.append(chunk({"tool_calls": [{"index": index, "id": call["id"],
+                                                 "type": "function", "function": {
+                                                     "name": call["name"], "arguments": ""}}]}))
+            chunks += [chunk({"tool_calls": [{"index": index, "function": {"arguments": part}}]})
+                       for part in (call["arguments"][:middle], call["arguments"][middle:])]
+        chunks.append(chunk({}, "tool_calls"))
+        if include_usage:
+            chunks.append({**base, "choices": [], "usage": answer.compatible_usage()})
+        return [*chunks, "[DONE]"]
     if answer.thinking:
         # GUESS (part 2 §1.5 names only the field): content stays null while reasoning
         # streams and reasoning_content null once content streams.
@@ -319,6 +333,11 @@ def compatible_events(chunks: list[dict | str], failure: StreamFault | None) -> 
 
 
 def compatible_message(answer: Answer) -> dict:
+    if answer.tool_calls:
+        return {"role": "assistant", "content": None, "tool_calls": [
+            {"id": c["id"], "type": "function",
+             "function": {"name": c["name"], "arguments": c["arguments"]}}
+            for c in answer.tool_calls]}
     message = {"role": "assistant", "content": answer.content}
     if answer.thinking:
         message["reasoning_content"] = answer.reasoning

@@ -37,6 +37,22 @@ def is_vision_model(model: str) -> bool:
     return model.startswith(VISION_PREFIXES)
 
 
+def native_items(content) -> list:
+    """OpenAI's content (a string, or text and image_url parts) as multimodal items."""
+    if not isinstance(content, list):
+        return [{"text": content}] if content else []
+    items = []
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            items.append({"text": part.get("text", "")})
+        elif kind == "image_url":
+            items.append({"image": (part.get("image_url") or {}).get("url")})
+        else:
+            raise EmulatorError(400, "InvalidParameter", f"Unsupported content part: {kind}")
+    return items
+
+
 def flattened(messages: list[dict]) -> list[dict]:
     """The messages with list content as text (for the deterministic reply and counts)."""
     flat = []

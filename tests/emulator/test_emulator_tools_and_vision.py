@@ -1,5 +1,6 @@
 """Tool calls, structured output, logprobs, n and the multimodal endpoint, driven by the real
-`dashscope` SDK (dashscope-protocol-2.md sections 2 and 3). No SDK code is patched."""
+`dashscope` SDK (dashscope-protocol-2.md sections 2 and 3), and compatible mode's tools and
+image parts by the `openai` SDK. No SDK code is patched."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import base64
 import io
 import json
 
+import openai
+import pytest
 import requests
 from dashscope import Generation, MultiModalConversation
 from PIL import Image
@@ -184,3 +187,43 @@ def test_oss_urls_need_the_header_an_upload_and_a_vision_model(emu):
         assert refused.status_code == 400 and refused.json()["code"] == "InvalidParameter"
     text_model = requests.post(url, json={**body, "model": "qwen-plus"}, headers=auth, timeout=5)
     assert text_model.status_code == 400
+
+
+# --- compatible mode (the openai SDK) ------------------------------------------------------
+
+@pytest.fixture
+def compatible(emu):
+    return openai.OpenAI(api_key=EMULATOR_KEY, base_url=f"{emu.base}/compatible-mode/v1",
+                         max_retries=0)
+
+
+def test_compatible_mode_tool_calls_stream_as_openai_deltas_the_sdk_assembles(compatible):
+    marker = directive(tool="get_time", args='{"zone": "UTC"}')
+    with compatible.chat.completions.stream(
+            model="qwen-plus", tools=[WEATHER, CLOCK],
+            messages=[{"role": "user", "content": f"time? {marker}"}]) as stream:
+        final = stream.get_final_completion()
+    (tool_call,) = final.choices[0].message.tool_calls
+    assert final.choices[0].finish_reason == "tool_calls"
+    assert (tool_call.function.name, json.loads(tool_call.function.arguments)) == (
+        "get_time", {"zone": "UTC"})
+    answer = compatible.chat.completions.create(model="qwen-plus", tools=[CLOCK], messages=[
+        {"role": "user", "content": f"time? {marker}"},
+        {"role": "assistant", "content": None, "tool_calls": [tool_call.model_dump()]},
+        {"role": "tool", "tool_call_id": tool_call.id, "content": "noon"}])
+    assert answer.choices[0].message.content == "Tool results: noon"
+
+
+def test_compatible_mode_image_parts_count_in_prompt_tokens(compatible):
+    data_url = "data:image/png;base64," + base64.b64encode(png(28, 28)).decode()
+    parts = [{"type": "image_url", "image_url": {"url": data_url}},
+             {"type": "text", "text": "see"}]
+    seen = compatible.chat.completions.create(model="qwen-vl-max",
+                                              messages=[{"role": "user", "content": parts}])
+    assert seen.choices[0].message.content == "Echo: see (images: 28x28 PNG)"
+    text_only = compatible.chat.completions.create(
+        model="qwen-vl-max", messages=[{"role": "user", "content": "see"}])
+    assert seen.usage.prompt_tokens == text_only.usage.prompt_tokens + 4 + 2
+    with pytest.raises(openai.BadRequestError):
+        compatible.chat.completions.create(model="qwen-plus",
+                                           messages=[{"role": "user", "content": parts}])
