@@ -12,7 +12,7 @@ import uuid
 from aiohttp import web
 
 from emulator import directives as knobs
-from emulator import images
+from emulator import images, uploads
 from emulator.errors import EmulatorError
 from emulator.state import Config, RateLimiter, Stats
 
@@ -69,6 +69,7 @@ class Emulator:
         self.stats = Stats()
         self.limiter = RateLimiter()
         self.tasks = images.TaskBoard(self.config)
+        self.uploads = uploads.UploadStore()
         self.rng = random.Random(self.config.seed)
 
     # --- shared request handling ---------------------------------------------------------
@@ -183,7 +184,11 @@ def message_texts(body: dict) -> list[str]:
     texts = [body_input.get("prompt") or ""] if isinstance(body_input, dict) else []
     for source in (body_input.get("messages") if isinstance(body_input, dict) else None,
                    body.get("messages")):
-        if isinstance(source, list):
-            texts += [m.get("content") for m in source
-                      if isinstance(m, dict) and isinstance(m.get("content"), str)]
+        for message in source if isinstance(source, list) else ():
+            content = message.get("content") if isinstance(message, dict) else None
+            if isinstance(content, str):
+                texts.append(content)
+            elif isinstance(content, list):  # multimodal items, OpenAI's content parts
+                texts += [item["text"] for item in content
+                          if isinstance(item, dict) and isinstance(item.get("text"), str)]
     return texts

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 from aiohttp import web
 
 from emulator import directives as knobs
-from emulator import embeddings, images, models, streams, text
+from emulator import embeddings, images, models, streams, text, tools, uploads, vision
 from emulator.core import (
     Emulator,
     error_response,
@@ -25,8 +26,10 @@ def register(app: web.Application, emu: Emulator) -> None:
     tasks = TaskHandlers(emu)
     vectors = EmbeddingHandlers(emu)
     admin = AdminHandlers(emu)
+    files = UploadHandlers(emu)
     app.add_routes([
         web.post("/api/v1/services/aigc/text-generation/generation", native.generation),
+        web.post("/api/v1/services/aigc/multimodal-generation/generation", native.multimodal),
         web.post("/compatible-mode/v1/chat/completions", compatible.chat),
         web.post("/api/v1/services/embeddings/text-embedding/text-embedding", vectors.native),
         web.post("/compatible-mode/v1/embeddings", vectors.compatible),
@@ -36,6 +39,9 @@ def register(app: web.Application, emu: Emulator) -> None:
         web.get("/api/v1/tasks", tasks.list),
         web.get("/api/v1/tasks/", tasks.list),
         web.get("/_emulator/images/{task_id}/{index}.png", tasks.image),
+        web.get("/api/v1/uploads", files.policy),
+        web.post(uploads.UPLOAD_PATH, files.store),
+        web.get("/_emulator/uploads", files.list),
         web.get("/_emulator/health", admin.health),
         web.get("/_emulator/stats", admin.stats),
         web.get("/_emulator/tasks", admin.tasks),
@@ -55,12 +61,37 @@ def _is_sse(request: web.Request) -> bool:
 
 
 def _answer(model: models.TextModel, messages: list[dict], parameters: dict,
-            thinking: bool, found: dict[str, str]) -> streams.Answer:
-    content, finish = text.reply(messages, parameters.get("max_tokens"))
-    reasoning = text.reasoning(messages, parameters.get("thinking_budget")) if thinking else ""
-    return streams.Answer(reasoning=reasoning, content=content, finish=finish,
-                          input_tokens=text.input_tokens(messages), thinking=thinking,
-                          stamped=found.get("stamp", "0") not in ("", "0", "false"))
+            thinking: bool, found: dict[str, str],
+            images: list[vision.SeenImage] | None = None) -> streams.Answer:
+    """The deterministic answer: tool calls, the reply to tool results, structured output,
+    or the echo (naming the images it saw)."""
+    multimodal = images is not None
+    flat = vision.flattened(messages) if multimodal else messages
+    calls = tools.planned_calls(parameters, messages, found)
+    finish = "stop"
+    if calls:
+        content = ""
+    elif messages[-1].get("role") == "tool":
+        content = tools.tool_results_reply(messages)
+    else:
+        last_user = next((knobs.strip(m["content"]) for m in reversed(flat)
+                          if m["role"] == "user"), "")
+        content = tools.structured_reply(parameters.get("response_format"),
+                                         [m["content"] for m in flat], last_user)
+        if content is None:
+            content, finish = text.reply(flat, parameters.get("max_tokens"))
+            if images:
+                content += f" (images: {', '.join(i.description for i in images)})"
+    reasoning = text.reasoning(flat, parameters.get("thinking_budget")) if thinking else ""
+    image_tokens = sum(i.tokens for i in images or ())
+    top = parameters.get("top_logprobs", 0) if parameters.get("logprobs") else None
+    return streams.Answer(
+        reasoning=reasoning, content=content, finish=finish, thinking=thinking,
+        input_tokens=text.input_tokens(flat, parameters.get("tools")) + image_tokens,
+        stamped=found.get("stamp", "0") not in ("", "0", "false"), tool_calls=tuple(calls),
+        multimodal=multimodal, image_tokens=image_tokens,
+        detailed_usage=multimodal and model.name.startswith(vision.DETAILED_USAGE_PREFIXES),
+        choices=int(parameters.get("n") or 1), top_logprobs=top)
 
 
 class NativeHandlers:
@@ -68,12 +99,19 @@ class NativeHandlers:
         self.emu = emu
 
     async def generation(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, multimodal=False)
+
+    async def multimodal(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, multimodal=True)
+
+    async def _generate(self, request: web.Request, *, multimodal: bool) -> web.StreamResponse:
         emu = self.emu
         streaming = _is_sse(request)
+        endpoint = "multimodal" if multimodal else "generation"
         try:
             body = await emu.read_json(request)
             found = emu.directives_of(request, message_texts(body))
-            emu.stats.record("generation", model=body.get("model"), headers=request.headers,
+            emu.stats.record(endpoint, model=body.get("model"), headers=request.headers,
                              directive=knobs.signature(found) or None)
             emu.authorize(request)
             emu.throttle("generation", emu.config.rate_limit_rps)
@@ -83,8 +121,12 @@ class NativeHandlers:
                 await emu.apply_fault(request, fault, found)
             model = models.lookup(body.get("model"))
             parameters = body.get("parameters") or {}
+            images = None
             try:
-                messages = text.prompt_messages(body.get("input") or {})
+                if multimodal:
+                    messages, images = self._multimodal_input(request, body, parameters)
+                else:
+                    messages = text.prompt_messages(body.get("input") or {})
                 text.check_parameters(parameters, model.output_limit)
                 thinking = model.thinks(parameters)
                 incremental = bool(parameters.get("incremental_output",
@@ -104,10 +146,14 @@ class NativeHandlers:
         if fault == "malformed":
             # HTTP 200 without `output`: the SDK cannot parse this (it raises TypeError).
             return json_response({"request_id": new_request_id()})
-        answer = _answer(model, messages, parameters, thinking, found)
-        # Thinking mode requires result_format "message" (part 1 §3.1); a thinking answer is
-        # always given in it, since a text-format one would have nowhere for the reasoning.
-        message_format = thinking or \
+        try:
+            answer = _answer(model, messages, parameters, thinking, found, images)
+        except EmulatorError as error:
+            return error_response(error)
+        # Thinking mode and tools require result_format "message" (part 1 §3.1); such an
+        # answer is always given in it, since a text-format one would have nowhere for the
+        # reasoning or the calls. The multimodal endpoint has only the message format.
+        message_format = thinking or multimodal or bool(answer.tool_calls) or \
             parameters.get("result_format", model.default_result_format()) == "message"
         if not streaming:
             return json_response({
@@ -115,9 +161,25 @@ class NativeHandlers:
                 "usage": answer.native_usage(answer.reasoning, answer.content, streamed=False),
                 "request_id": new_request_id()})
         request_id = new_request_id()
-        chunks = streams.native_chunks(answer, incremental, message_format, request_id)
+        chunks = streams.native_tool_chunks(answer, request_id) if answer.tool_calls else \
+            streams.native_chunks(answer, incremental, message_format, request_id)
         return await emu.send_stream(request, streams.native_events(chunks, failure, request_id),
                                      found, ends_in_error=failure is not None)
+
+    def _multimodal_input(self, request: web.Request, body: dict, parameters: dict
+                          ) -> tuple[list[dict], list[vision.SeenImage]]:
+        model = body.get("model")
+        if not vision.is_vision_model(model):
+            raise EmulatorError(400, "InvalidParameter",
+                                f"The model {model} does not support multimodal input.")
+        messages = (body.get("input") or {}).get("messages")
+        if not isinstance(messages, list) or not messages or \
+                not all(isinstance(m, dict) and m.get("role") in text.ROLES for m in messages):
+            raise EmulatorError(400, "InvalidParameter", "input.messages is required.")
+        images = vision.images_of(messages, model=model, uploads=self.emu.uploads,
+                                  headers=request.headers,
+                                  high_resolution=bool(parameters.get("vl_high_resolution_images")))
+        return messages, images
 
 
 class CompatibleHandlers:
@@ -138,7 +200,7 @@ class CompatibleHandlers:
             if fault not in _ANSWER_FAULTS:
                 await emu.apply_fault(request, fault, found)
             model = models.lookup(body.get("model"))
-            messages = text.check_messages(body.get("messages"))
+            messages, images = self._input(request, body)
             text.check_parameters(body, model.output_limit)
             # DashScope's extensions (enable_thinking, thinking_budget) sit at the top level.
             thinking = model.thinks(body)
@@ -147,19 +209,43 @@ class CompatibleHandlers:
             failure = streams.StreamFault.of(found) if fault == "stream-error" else None
         except EmulatorError as error:
             return openai_error_response(error)
-        answer = _answer(model, messages, body, thinking, found)
+        try:
+            answer = _answer(model, messages, body, thinking, found, images)
+        except EmulatorError as error:
+            return openai_error_response(error)
         common = {"object": "chat.completion", "created": int(time.time()),
                   "model": body["model"], "system_fingerprint": None,
                   "id": f"chatcmpl-{new_request_id()}"}
         if not streaming:
             return json_response({"choices": [{
                 "message": streams.compatible_message(answer),
-                "finish_reason": answer.finish, "index": 0, "logprobs": None}],
+                "finish_reason": answer.finish_reason, "index": 0, "logprobs": None}],
                 **common, "usage": answer.compatible_usage()})
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         chunks = streams.compatible_chunks(answer, common, include_usage)
         return await emu.send_stream(request, streams.compatible_events(chunks, failure), found,
                                      ends_in_error=failure is not None)
+
+
+    def _input(self, request: web.Request, body: dict
+               ) -> tuple[list[dict], list[vision.SeenImage] | None]:
+        """The messages in the native shapes: OpenAI's content parts as multimodal items
+        (section 3.5: http(s) and data: URLs only), tool-call messages with content ""."""
+        messages = body.get("messages")
+        if isinstance(messages, list) and any(
+                isinstance(m, dict) and isinstance(m.get("content"), list) for m in messages):
+            if not vision.is_vision_model(body.get("model")):
+                raise EmulatorError(400, "InvalidParameter",
+                                    f"The model {body.get('model')} does not support "
+                                    "multimodal input.")
+            native = [{**m, "content": vision.native_items(m.get("content"))} for m in messages]
+            return native, vision.images_of(native, model=body["model"],
+                                            uploads=self.emu.uploads, headers={},
+                                            high_resolution=False)
+        if isinstance(messages, list):
+            messages = [{**m, "content": m.get("content") or ""}
+                        if isinstance(m, dict) and m.get("tool_calls") else m for m in messages]
+        return text.check_messages(messages), None
 
 
 class TaskHandlers:
@@ -304,6 +390,56 @@ class EmbeddingHandlers:
             return openai_error_response(error)
         return json_response(embeddings.compatible_body(body["model"], texts, dimension,
                                                         encoding, new_request_id()))
+
+
+class UploadHandlers:
+    """The temporary file upload: getPolicy (DashScope) and the form POST (OSS)."""
+
+    def __init__(self, emu: Emulator) -> None:
+        self.emu = emu
+
+    async def policy(self, request: web.Request) -> web.Response:
+        emu = self.emu
+        try:
+            emu.stats.record("upload_policy", model=request.query.get("model"),
+                             headers=request.headers)
+            emu.authorize(request)
+            if request.query.get("action") != "getPolicy" or not request.query.get("model"):
+                raise EmulatorError(400, "InvalidParameter",
+                                    "action=getPolicy and model are required.")
+        except EmulatorError as error:
+            return error_response(error)
+        key = request.headers["Authorization"].removeprefix("Bearer ")
+        data = emu.uploads.issue(request.query["model"], key,
+                                 emu.base_url(request) + uploads.UPLOAD_PATH)
+        return json_response({"data": data, "request_id": new_request_id()})
+
+    async def store(self, request: web.Request) -> web.Response:
+        emu = self.emu
+        emu.stats.record("upload_file", headers=request.headers)
+        form = await request.post()
+        upload = form.get("file")
+        if not isinstance(upload, web.FileField):
+            return _oss_error(400, "InvalidArgument", "The form has no file.")
+        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        try:
+            emu.uploads.store(fields, upload.file.read(), upload.content_type)
+        except EmulatorError as error:
+            return _oss_error(error.status, error.code, error.message)
+        return web.Response(status=int(fields.get("success_action_status") or 204))
+
+    async def list(self, _request: web.Request) -> web.Response:
+        """What was uploaded: key, model, type, size and digest (tests compare the bytes)."""
+        return json_response({"objects": [
+            {"key": o.key, "model": o.model, "content_type": o.content_type,
+             "size": len(o.data), "sha256": hashlib.sha256(o.data).hexdigest()}
+            for o in self.emu.uploads.objects.values()]})
+
+
+def _oss_error(status: int, code: str, message: str) -> web.Response:
+    """OSS answers errors in XML."""
+    return web.Response(status=status, content_type="application/xml",
+                        text=f"<Error><Code>{code}</Code><Message>{message}</Message></Error>")
 
 
 class AdminHandlers:

@@ -59,6 +59,20 @@ class Answer:
     input_tokens: int
     thinking: bool
     stamped: bool = False  # `stamp=1`: streamed content deltas say when they were sent
+    tool_calls: tuple[dict, ...] = ()  # {"id", "name", "arguments"}: the answer calls tools
+    multimodal: bool = False  # content as a list of {"text"} items (section 3)
+    image_tokens: int = 0  # of input_tokens, those of the images
+    detailed_usage: bool = False  # newer models' input_tokens_details (section 3.2)
+    choices: int = 1  # n (non-streaming answers)
+    top_logprobs: int | None = None  # logprobs asked for: this many alternatives (at most 1)
+
+    @property
+    def finish_reason(self) -> str:
+        return "tool_calls" if self.tool_calls else self.finish
+
+    def tool_tokens(self) -> int:
+        return sum(text.count_tokens(call["name"] + call["arguments"])
+                   for call in self.tool_calls)
 
     def steps(self) -> list[tuple[str, str]]:
         """(reasoning delta, content delta) per chunk: all reasoning first, then the content."""
@@ -73,6 +87,10 @@ class Answer:
         """Cumulative usage after `reasoning` and `content` were produced (part 2 §1.3)."""
         reasoning_tokens = text.count_tokens(reasoning)
         output = reasoning_tokens + text.count_tokens(content)
+        if not streamed:  # the whole answer: every choice (n), and the tool calls
+            output = output * self.choices + self.tool_tokens()
+        if self.multimodal:
+            return self._multimodal_usage(output)
         if streamed and not self.thinking:
             # The key order recorded for a plain stream (part 1 §3.4).
             return {"total_tokens": self.input_tokens + output, "input_tokens": self.input_tokens,
@@ -84,9 +102,32 @@ class Answer:
             usage["output_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
         return usage
 
+    def _multimodal_usage(self, output: int) -> dict:
+        """Section 3.2: image_tokens inside input_tokens; older models send no total."""
+        usage = {"output_tokens": output, "input_tokens": self.input_tokens,
+                 "image_tokens": self.image_tokens}
+        if self.detailed_usage:
+            usage["input_tokens_details"] = {"image_tokens": self.image_tokens,
+                                             "text_tokens": self.input_tokens - self.image_tokens}
+            usage["total_tokens"] = self.input_tokens + output
+        return usage
+
+    def output_content(self, content: str):
+        """What a message's `content` holds: the text, or the multimodal list of items."""
+        if not self.multimodal:
+            return content
+        return [{"text": content}] if content else []
+
+    def logprobs(self) -> dict:
+        """Recorded shape (section 2.6); each token certain, one alternative at most."""
+        def entry(piece: str) -> dict:
+            return {"token": piece, "logprob": 0.0, "bytes": list(piece.encode())}
+        return {"content": [{**entry(piece), "top_logprobs": [entry(piece)] * min(
+            1, self.top_logprobs or 0)} for piece in text.split_tokens(self.content)]}
+
     def compatible_usage(self) -> dict:
         reasoning_tokens = text.count_tokens(self.reasoning)
-        completion = reasoning_tokens + text.count_tokens(self.content)
+        completion = reasoning_tokens + text.count_tokens(self.content) + self.tool_tokens()
         usage = {"prompt_tokens": self.input_tokens, "completion_tokens": completion,
                  "total_tokens": self.input_tokens + completion}
         if self.thinking:
@@ -154,6 +195,9 @@ def _native_chunk(answer: Answer, reasoning: str, content: str, finish: str,
                   message_format: bool, usage: dict, request_id: str) -> dict:
     if not message_format:
         output = {"finish_reason": finish, "text": content}
+    elif answer.multimodal:
+        output = {"choices": [{"message": {"content": answer.output_content(content),
+                                           "role": "assistant"}, "finish_reason": finish}]}
     elif answer.thinking:
         # The recorded chunk's key order (part 2 §1.3): content, reasoning_content, role.
         output = {"choices": [{"message": {"content": content, "reasoning_content": reasoning,
@@ -168,10 +212,48 @@ def native_output(answer: Answer, message_format: bool) -> dict:
     """A non-streaming answer's `output`, in the recorded key order (part 1 §3.2/§3.3)."""
     if not message_format:
         return {"finish_reason": answer.finish, "text": answer.content}
-    message = {"role": "assistant", "content": answer.content}
+    message = {"role": "assistant", "content": answer.output_content(answer.content)}
     if answer.thinking:
         message["reasoning_content"] = answer.reasoning
-    return {"choices": [{"finish_reason": answer.finish, "message": message}]}
+    if answer.tool_calls:
+        # Recorded (section 2.2): content "" beside the calls, arguments a JSON string.
+        message["content"] = answer.output_content("")
+        message["tool_calls"] = [{"function": {"name": c["name"], "arguments": c["arguments"]},
+                                  "index": i, "id": c["id"], "type": "function"}
+                                 for i, c in enumerate(answer.tool_calls)]
+    choice = {"finish_reason": answer.finish_reason, "message": message}
+    if answer.top_logprobs is not None and not answer.tool_calls:
+        choice["logprobs"] = answer.logprobs()
+    if answer.choices == 1:
+        return {"choices": [choice]}
+    return {"choices": [{**choice, "index": i} for i in range(answer.choices)]}
+
+
+def native_tool_chunks(answer: Answer, request_id: str) -> list[dict]:
+    """A streamed tool-call answer, as recorded (section 2.3): one fragment per chunk, the
+    first of each call with its id, type, name and an arguments prefix, the rest `"id": ""`
+    and more arguments; the chunk of the last fragment says "tool_calls", no chunk follows."""
+    fragments = []
+    for index, call in enumerate(answer.tool_calls):
+        arguments = call["arguments"]
+        middle = len(arguments) // 2
+        fragments.append({"index": index, "id": call["id"], "type": "function",
+                          "function": {"name": call["name"], "arguments": arguments[:middle]}})
+        fragments.append({"index": index, "id": "", "type": "function",
+                          "function": {"arguments": arguments[middle:]}})
+    chunks, produced = [], ""
+    for number, fragment in enumerate(fragments, start=1):
+        produced += fragment["function"].get("name", "") + fragment["function"]["arguments"]
+        usage = answer.native_usage("", "")
+        usage["output_tokens"] = text.count_tokens(produced)
+        if "total_tokens" in usage:
+            usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
+        chunks.append({"output": {"choices": [{
+            "message": {"content": answer.output_content(""), "tool_calls": [fragment],
+                        "role": "assistant"}, "index": 0,
+            "finish_reason": "tool_calls" if number == len(fragments) else "null"}]},
+            "usage": usage, "request_id": request_id})
+    return chunks
 
 
 def native_events(chunks: list[dict], failure: StreamFault | None,
@@ -206,6 +288,20 @@ def compatible_chunks(answer: Answer, common: dict, include_usage: bool) -> list
         return {**base, "choices": [{"delta": delta, "index": 0, "logprobs": None,
                                      "finish_reason": finish}]}
 
+    if answer.tool_calls:
+        # Section 2.4 (GUESS, not captured): OpenAI's form, id and name on the first delta.
+        chunks = [chunk({"content": None, "role": "assistant"})]
+        for index, call in enumerate(answer.tool_calls):
+            middle = len(call["arguments"]) // 2
+            chunks.append(chunk({"tool_calls": [{"index": index, "id": call["id"],
+                                                 "type": "function", "function": {
+                                                     "name": call["name"], "arguments": ""}}]}))
+            chunks += [chunk({"tool_calls": [{"index": index, "function": {"arguments": part}}]})
+                       for part in (call["arguments"][:middle], call["arguments"][middle:])]
+        chunks.append(chunk({}, "tool_calls"))
+        if include_usage:
+            chunks.append({**base, "choices": [], "usage": answer.compatible_usage()})
+        return [*chunks, "[DONE]"]
     if answer.thinking:
         # GUESS (part 2 §1.5 names only the field): content stays null while reasoning
         # streams and reasoning_content null once content streams.
@@ -237,6 +333,11 @@ def compatible_events(chunks: list[dict | str], failure: StreamFault | None) -> 
 
 
 def compatible_message(answer: Answer) -> dict:
+    if answer.tool_calls:
+        return {"role": "assistant", "content": None, "tool_calls": [
+            {"id": c["id"], "type": "function",
+             "function": {"name": c["name"], "arguments": c["arguments"]}}
+            for c in answer.tool_calls]}
     message = {"role": "assistant", "content": answer.content}
     if answer.thinking:
         message["reasoning_content"] = answer.reasoning

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -43,8 +44,12 @@ def check_messages(messages) -> list[dict]:
         raise EmulatorError(400, "InvalidParameter",
                             'Either "prompt" or "messages" must exist and cannot both be none.')
     for message in messages:
+        # The assistant message that made tool calls is sent back with content "" (part 2
+        # section 2.1); every other message needs text.
+        calls = isinstance(message, dict) and message.get("role") == "assistant" and \
+            isinstance(message.get("tool_calls"), list) and message["tool_calls"]
         if not isinstance(message, dict) or message.get("role") not in ROLES or \
-                not isinstance(message.get("content"), str) or not message["content"]:
+                not isinstance(message.get("content"), str) or not (message["content"] or calls):
             raise EmulatorError(400, "InvalidParameter", "Role must be user or assistant and "
                                 "Content length must be greater than 0")
     return messages
@@ -82,8 +87,11 @@ def prompt_messages(body_input: dict) -> list[dict]:
     return check_messages(None)
 
 
-def input_tokens(messages: list[dict]) -> int:
-    return sum(count_tokens(strip(m["content"])) + MESSAGE_OVERHEAD_TOKENS for m in messages)
+def input_tokens(messages: list[dict], tools: list | None = None) -> int:
+    """The messages' tokens (tool calls' names and arguments included) and the tools'."""
+    calls = [json.dumps(m["tool_calls"]) for m in messages if m.get("tool_calls")]
+    return sum(count_tokens(strip(m["content"])) + MESSAGE_OVERHEAD_TOKENS for m in messages) \
+        + sum(count_tokens(c) for c in calls) + (count_tokens(json.dumps(tools)) if tools else 0)
 
 
 def _last_user_text(messages: list[dict]) -> str:

@@ -15,17 +15,9 @@ from common.errors import ValidationFailed
 # OpenAI parameters DashScope's chat models do not take (or this platform does not offer yet):
 # refused by name, never silently dropped (a client relying on one would get wrong answers).
 UNSUPPORTED = {
-    "frequency_penalty": "DashScope's chat models have no frequency_penalty; use "
-                         "presence_penalty or repetition_penalty",
     "logit_bias": "DashScope does not support logit_bias",
-    "logprobs": "logprobs are not offered",
-    "top_logprobs": "logprobs are not offered",
-    "tools": "tool calling is not offered yet",
-    "tool_choice": "tool calling is not offered yet",
-    "parallel_tool_calls": "tool calling is not offered yet",
-    "functions": "function calling is not offered",
-    "function_call": "function calling is not offered",
-    "response_format": "structured output is not offered yet",
+    "functions": "the deprecated functions are not offered; use tools",
+    "function_call": "the deprecated function_call is not offered; use tool_choice",
     "audio": "audio output is not offered",
     "modalities": "only text output is offered",
     "prediction": "predicted outputs are not offered",
@@ -36,9 +28,13 @@ UNSUPPORTED = {
     "web_search_options": "use enable_search",
 }
 # Sent by clients with the value that means "off"; those are the same as leaving them out.
+# (What a model takes of the rest, tools, n and logprobs included, is one table:
+# common/upstream/chat_capabilities.py, read by the platform's request model.)
 _NEUTRAL = {"stream": (False, None), "n": (1, None), "logprobs": (False, None),
             "parallel_tool_calls": (None,), "frequency_penalty": (0, 0.0, None),
-            "store": (False, None), "stream_options": (None,)}
+            "presence_penalty": (None,), "tool_choice": (None,), "tools": (None,),
+            "response_format": (None, {"type": "text"}), "store": (False, None),
+            "stream_options": (None,)}
 
 
 class OpenAIChatRequest(BaseModel):
@@ -51,7 +47,6 @@ class OpenAIChatRequest(BaseModel):
     max_completion_tokens: Annotated[int, Field(strict=True, gt=0)] | None = None
     max_tokens: Annotated[int, Field(strict=True, gt=0)] | None = None
     user: Annotated[str, Field(strict=True, max_length=256)] | None = None
-    n: Literal[1] | None = None
 
     def platform_request(self) -> dict[str, Any]:
         """The body of the equivalent /api/bailian/chat/completions request."""

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Union
 
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from jsonschema.validators import validator_for
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     EmailStr,
     Field,
     StringConstraints,
+    Tag,
     ValidationInfo,
     field_validator,
 )
@@ -20,7 +25,10 @@ from pydantic_core import PydanticCustomError
 from common.accounts.models import Role
 from common.accounts.passwords import MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS
 from common.infra.orm import utcnow
+from common.infra.settings import Settings
 from common.jobs.models import JobKind, JobStatus
+from common.upstream import image_inputs
+from common.upstream.chat_capabilities import ChatCapabilities, refusals
 from common.upstream.wanx_models import MAX_IMAGES, NEGATIVE_PROMPT_MAX, SEED_MAX, family_of
 from common.webhooks.targets import WebhookTarget
 
@@ -73,9 +81,190 @@ StrictNumber = Annotated[float, Field(strict=True)]
 StrictInteger = Annotated[int, Field(strict=True)]
 
 
+FunctionName = Annotated[str, Field(strict=True, pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+JsonObject = dict[str, Any]
+
+
+class TextPart(StrictModel):
+    type: Literal["text"]
+    text: Annotated[str, Field(strict=True)]
+
+
+class ImageURL(StrictModel):
+    url: Annotated[str, Field(strict=True, min_length=1, description=(
+        "An https URL (passed to DashScope as it is; the platform never fetches it) or a "
+        "data: URL (checked here, uploaded to DashScope's temporary storage by the worker)"))]
+    detail: Literal["auto", "low", "high"] | None = None  # OpenAI's; DashScope has no such
+
+
+class ImagePart(StrictModel):
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+def _type_tag(value) -> str | None:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return f"type:{kind}" if isinstance(kind, str) else None
+
+
+def by_type(*models: type[BaseModel], what: str):
+    """A union chosen by the `type` field. Its tags ("type:text") are not identifiers, so an
+    error's field path leaves them out (web/validation.field_errors): a client reads
+    `response_format.json_schema.schema`, the fields it sent, not the branch taken."""
+    kinds = [model.model_fields["type"].annotation.__args__[0] for model in models]
+    branches = tuple(Annotated[model, Tag(f"type:{kind}")] for model, kind in zip(
+        models, kinds, strict=True))
+    return Annotated[Union[branches], Discriminator(  # noqa: UP007 - built at run time
+        _type_tag, custom_error_type="invalid_type_tag",
+        custom_error_message=f"{what} type must be one of: {', '.join(kinds)}")]
+
+
+ContentPart = by_type(TextPart, ImagePart, what="a content part's")
+
+
+class FunctionCall(StrictModel):
+    name: FunctionName
+    arguments: Annotated[str, Field(strict=True, description="The arguments, as JSON text")]
+
+
+class ToolCall(StrictModel):
+    id: Annotated[str, Field(strict=True, min_length=1, max_length=128)]
+    type: Literal["function"]
+    function: FunctionCall
+
+
 class ChatMessage(StrictModel):
-    role: Literal["system", "user", "assistant"]
-    content: Annotated[str, Field(strict=True, min_length=1)]
+    """OpenAI's message shapes: text or content parts (images: user messages only), an
+    assistant's tool calls, and `tool` messages answering one of them."""
+
+    role: Literal["system", "user", "assistant", "tool"]
+    tool_calls: Annotated[list[ToolCall], Field(min_length=1, max_length=64)] | None = None
+    tool_call_id: Annotated[str, Field(strict=True, min_length=1, max_length=128)] | None = \
+        Field(default=None, validate_default=True)
+    content: Annotated[str, Field(strict=True)] | \
+        Annotated[list[ContentPart], Field(min_length=1, max_length=64)] | None = Field(
+            default=None, validate_default=True)
+    # OpenAI's optional participant name: accepted, not sent (DashScope ignores it).
+    name: Annotated[str, Field(strict=True, max_length=64)] | None = Field(default=None,
+                                                                          exclude=True)
+    # What clients echo back of an assistant message they received: accepted when empty.
+    refusal: None = Field(default=None, exclude=True)
+
+    @field_validator("tool_calls")
+    @classmethod
+    def _only_assistants_call(cls, calls, info: ValidationInfo):
+        if calls is not None and info.data.get("role") != "assistant":
+            raise PydanticCustomError("message_shape", "only assistant messages have "
+                                      "tool_calls")
+        return calls
+
+    @field_validator("tool_call_id")
+    @classmethod
+    def _tools_answer_a_call(cls, call_id: str | None, info: ValidationInfo) -> str | None:
+        role = info.data.get("role")
+        if role is not None and (role == "tool") != (call_id is not None):
+            raise PydanticCustomError("message_shape", "tool messages, and only they, need "
+                                      "tool_call_id")
+        return call_id
+
+    @field_validator("content")
+    @classmethod
+    def _content_of_role(cls, content, info: ValidationInfo):
+        role = info.data.get("role")
+        calls = role == "assistant" and info.data.get("tool_calls")
+        problem = None
+        if content is None and not calls:
+            problem = "content is required"
+        elif content == "" and not (calls or role == "tool"):
+            problem = "content must not be empty"
+        elif isinstance(content, list) and role != "user" and any(
+                isinstance(part, ImagePart) for part in content):
+            problem = "only user messages may contain images"
+        if problem:
+            raise PydanticCustomError("message_shape", problem)
+        return content
+
+    def image_urls(self) -> list[tuple[int, str]]:
+        """(part index, URL) of each image part."""
+        if not isinstance(self.content, list):
+            return []
+        return [(i, part.image_url.url) for i, part in enumerate(self.content)
+                if isinstance(part, ImagePart)]
+
+
+def _checked_schema(schema: JsonObject, what: str) -> JsonObject:
+    """A JSON Schema, checked against its metaschema (draft 2020-12 unless `$schema` names
+    another), and describing an object as OpenAI requires of parameters and formats."""
+    try:
+        validator_for(schema, default=Draft202012Validator).check_schema(schema)
+    except SchemaError as exc:
+        path = "/".join(str(p) for p in exc.path)
+        raise PydanticCustomError("json_schema", "{what} is not a valid JSON Schema: {error}",
+                                  {"what": what, "error": f"{exc.message}"
+                                   + (f" (at {path})" if path else "")}) from None
+    if schema.get("type", "object") != "object":
+        raise PydanticCustomError("json_schema", "{what} must describe an object "
+                                  "(type: object)", {"what": what})
+    return schema
+
+
+class FunctionDefinition(StrictModel):
+    name: FunctionName
+    description: Annotated[str, Field(strict=True, max_length=4096)] | None = None
+    parameters: JsonObject | None = Field(default=None, description="A JSON Schema (checked "
+                                          "against its metaschema)")
+    strict: Annotated[bool, Field(strict=True)] | None = None
+
+    @field_validator("parameters")
+    @classmethod
+    def _valid_schema(cls, parameters: JsonObject | None) -> JsonObject | None:
+        return None if parameters is None else _checked_schema(parameters, "parameters")
+
+
+class Tool(StrictModel):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class ChosenFunction(StrictModel):
+    name: FunctionName
+
+
+class NamedToolChoice(StrictModel):
+    type: Literal["function"]
+    function: ChosenFunction
+
+
+class TextFormat(StrictModel):
+    type: Literal["text"]
+
+
+class JsonObjectFormat(StrictModel):
+    type: Literal["json_object"]
+
+
+class JsonSchemaSpec(StrictModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
+
+    name: FunctionName
+    description: Annotated[str, Field(strict=True, max_length=4096)] | None = None
+    # "schema" would shadow a BaseModel attribute: the field has another name, the alias.
+    json_schema: JsonObject = Field(alias="schema")
+    strict: Annotated[bool, Field(strict=True)] | None = None
+
+    @field_validator("json_schema")
+    @classmethod
+    def _valid_schema(cls, schema: JsonObject) -> JsonObject:
+        return _checked_schema(schema, "json_schema.schema")
+
+
+class JsonSchemaFormat(StrictModel):
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaSpec
+
+
+ResponseFormat = by_type(TextFormat, JsonObjectFormat, JsonSchemaFormat,
+                         what="response_format")
 
 
 class StreamOptions(StrictModel):
@@ -121,7 +310,15 @@ class ChatCompletionRequest(WebhookFields):
         Annotated[list[Annotated[str, Field(strict=True, min_length=1)]],
                   Field(min_length=1, max_length=4)] | None = None
     presence_penalty: Annotated[StrictNumber, Field(ge=-2, le=2)] | None = None
+    frequency_penalty: Annotated[StrictNumber, Field(ge=-2, le=2)] | None = None
     repetition_penalty: Annotated[StrictNumber, Field(gt=0)] | None = None
+    n: Annotated[StrictInteger, Field(ge=1, le=4)] | None = None
+    logprobs: Annotated[bool, Field(strict=True)] | None = None
+    top_logprobs: Annotated[StrictInteger, Field(ge=0, le=20)] | None = None
+    tools: Annotated[list[Tool], Field(min_length=1, max_length=128)] | None = None
+    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: Annotated[bool, Field(strict=True)] | None = None
+    response_format: ResponseFormat | None = None
     enable_search: Annotated[bool, Field(strict=True)] | None = None
     # Thinking (dashscope-protocol-2.md section 1.5): DashScope answers it only as a stream,
     # so the worker streams it upstream whether or not the client streams.
@@ -132,6 +329,31 @@ class ChatCompletionRequest(WebhookFields):
                                   "objects, then [DONE] (with Prefer: respond-async, watch "
                                   "GET /api/jobs/<id>/stream instead)")
     stream_options: StreamOptions | None = None
+
+    @field_validator("tools")
+    @classmethod
+    def _distinct_names(cls, tools: list[Tool] | None) -> list[Tool] | None:
+        names = [tool.function.name for tool in tools or ()]
+        if len(set(names)) != len(names):
+            raise PydanticCustomError("tools", "tool function names must be distinct")
+        return tools
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _a_tool_offered(cls, choice, info: ValidationInfo):
+        if isinstance(choice, NamedToolChoice):
+            names = {tool.function.name for tool in info.data.get("tools") or ()}
+            if choice.function.name not in names:
+                raise PydanticCustomError("tool_choice", "tool_choice names {name}, which is "
+                                          "not in tools", {"name": choice.function.name})
+        return choice
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _needs_logprobs(cls, top: int | None, info: ValidationInfo) -> int | None:
+        if top is not None and not info.data.get("logprobs"):
+            raise PydanticCustomError("top_logprobs", "top_logprobs needs logprobs: true")
+        return top
 
     @field_validator("stream_options")
     @classmethod
@@ -160,15 +382,63 @@ class ChatCompletionRequest(WebhookFields):
                                       {"limit": limit, "model": model})
         return max_tokens
 
-    def job_request(self) -> dict:
-        """What the worker needs: the messages and the upstream parameters that were set."""
+    def rule_errors(self, settings: Settings) -> list[dict]:
+        """What this model does not take (common/upstream/chat_capabilities.py), and images
+        that cannot be sent, as per-field errors: found before any job exists."""
+        caps = settings.chat_capabilities.get(self.model, ChatCapabilities())
+        max_images = settings.chat_image_max_count
+        images = [(f"messages.{m}.content.{p}.image_url.url", url)
+                  for m, message in enumerate(self.messages) for p, url in message.image_urls()]
+        errors = refusals(caps, self.model, self.upstream_parameters(), images=bool(images),
+                          thinking=bool(self.enable_thinking))
+        if self.stream and (self.n or 1) > 1:
+            errors.append({"field": "n", "message": "n > 1 is answered only without stream"})
+        refused_format = any(error["field"] == "response_format" for error in errors)
+        if isinstance(self.response_format, JsonObjectFormat) and not refused_format and not any(
+                "json" in text.lower() for text in self._texts()):
+            # DashScope's own rule (dashscope-protocol-2.md section 2.5), checked up front.
+            errors.append({"field": "response_format", "message": "the messages must contain "
+                           "the word 'json' to use response_format json_object"})
+        if images and settings.path_for("chat") == "fc":
+            # The Function Compute handler calls text generation only (fc/handlers.py).
+            errors.append({"field": "messages", "message": "images are not offered on the "
+                           "Function Compute path"})
+        elif caps.vision and len(images) > max_images:
+            errors.append({"field": "messages", "message": f"at most {max_images} images"})
+        elif caps.vision:
+            for field, url in images:
+                try:
+                    image_inputs.checked(url, max_bytes=settings.chat_image_max_bytes)
+                except image_inputs.ImageRefused as refused:
+                    errors.append({"field": field, "message": str(refused)})
+        return errors
+
+    def _texts(self) -> list[str]:
+        return [part for m in self.messages for part in (
+            [m.content] if isinstance(m.content, str) else
+            [p.text for p in m.content or () if isinstance(p, TextPart)])]
+
+    def upstream_parameters(self) -> dict:
+        """The DashScope parameters that were set (n, logprobs off: the same as unset)."""
         parameters = self.model_dump(exclude={"model", "messages", "stream", "stream_options",
                                               "webhook", "webhook_events_filter"},
-                                     exclude_none=True)
+                                     exclude_none=True, by_alias=True)
+        if parameters.get("n") == 1:
+            parameters.pop("n")
+        if parameters.get("logprobs") is False:
+            parameters.pop("logprobs")
+        return parameters
+
+    def job_request(self) -> dict:
+        """What the worker needs: the messages and the upstream parameters that were set."""
+        parameters = self.upstream_parameters()
         if parameters.get("temperature") == 2:
             # We accept the documented 0-2; DashScope's own range is [0, 2).
             parameters["temperature"] = 1.99
-        request = {"messages": [m.model_dump() for m in self.messages], "parameters": parameters}
+        # An assistant message of tool calls goes upstream with content "", as DashScope's
+        # own recordings send it back (dashscope-protocol-2.md section 2.1).
+        request = {"messages": [{"content": "", **m.model_dump(exclude_none=True)}
+                                for m in self.messages], "parameters": parameters}
         if self.stream:
             request["stream"] = True
             request["include_usage"] = bool(self.stream_options and

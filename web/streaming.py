@@ -28,7 +28,7 @@ from common.errors import Conflict, NotFound
 from common.jobs import queries
 from common.jobs.models import JobStatus
 from common.jobs.results import ChatCompletion
-from common.jobs.streams import START, Entry, chunk
+from common.jobs.streams import START, Entry, chunk, tool_call_chars
 from common.jobs.views import JobView
 from web.context import Services
 from web.openai_errors import error_object
@@ -53,18 +53,20 @@ class Relayed:
 
     content: int = 0
     reasoning: int = 0
+    tools: int = 0  # characters of tool-call names and arguments
     role: bool = False
     finished: bool = False
     complete: bool = True
 
     def note(self, entry: Entry) -> None:
-        if entry.offset != (self.content, self.reasoning):
+        if entry.offset != (self.content, self.reasoning, self.tools):
             self.complete = False
-            self.content, self.reasoning = entry.offset
+            self.content, self.reasoning, self.tools = entry.offset
         choice = json.loads(entry.chunk)["choices"][0]
         delta = choice["delta"]
         self.content += len(delta.get("content") or "")
         self.reasoning += len(delta.get("reasoning_content") or "")
+        self.tools += tool_call_chars(delta.get("tool_calls"))
         self.role = self.role or "role" in delta
         self.finished = self.finished or choice.get("finish_reason") is not None
 
@@ -73,7 +75,8 @@ class Relayed:
         """What a client that reconnects after `last` has."""
         if last is None or last.chunk is None:
             return cls(complete=last is not None, role=last is not None)
-        sent = cls(content=last.offset[0], reasoning=last.offset[1], role=True)
+        sent = cls(content=last.offset[0], reasoning=last.offset[1], tools=last.offset[2],
+                   role=True)
         sent.note(last)
         return sent
 
@@ -164,6 +167,10 @@ def _rest(view: JobView, result: ChatCompletion, sent: Relayed, include_usage: b
     if sent.complete and message.reasoning_content \
             and len(message.reasoning_content) > sent.reasoning:
         delta["reasoning_content"] = message.reasoning_content[sent.reasoning:]
+    if sent.complete and message.tool_calls and not sent.tools:
+        # None of the calls reached this client (no events were published): all of them.
+        delta["tool_calls"] = [{"index": i, **call.model_dump()}
+                               for i, call in enumerate(message.tool_calls)]
     if delta or not sent.finished:
         yield chunk(job_id=view.id, model=view.model, created=created, delta=delta,
                     finish_reason=choice.finish_reason)
@@ -172,10 +179,18 @@ def _rest(view: JobView, result: ChatCompletion, sent: Relayed, include_usage: b
         yield json.dumps({
             "id": f"chatcmpl-{view.id}", "object": "chat.completion.chunk",
             "created": created, "model": view.model, "choices": [],
-            "usage": {"prompt_tokens": usage.input_tokens,
-                      "completion_tokens": usage.output_tokens,
-                      "total_tokens": usage.total_tokens} if usage else None},
+            "usage": _usage_object(usage) if usage else None},
             separators=(",", ":"))
+
+
+def _usage_object(usage) -> dict:
+    """The usage row as OpenAI's usage object (as the job's result has it)."""
+    usage_object = {"prompt_tokens": usage.input_tokens,
+                    "completion_tokens": usage.output_tokens,
+                    "total_tokens": usage.total_tokens}
+    if usage.image_tokens:
+        usage_object["prompt_tokens_details"] = {"image_tokens": usage.image_tokens}
+    return usage_object
 
 
 def _error(view: JobView) -> dict:

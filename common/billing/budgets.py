@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import logging
 import zoneinfo
 from collections.abc import Callable
@@ -44,6 +45,7 @@ from common.infra.settings import BudgetSpec, Settings
 from common.infra.statements import FastStatement
 from common.jobs.effects import Change
 from common.jobs.models import ACTIVE_STATUSES, Job, JobKind
+from common.upstream.dashscope_messages import worst_prompt_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -126,12 +128,13 @@ class Budgets:
 
     # --- worst cases ---------------------------------------------------------------------
     def estimate(self, kind: JobKind, model: str, request: dict) -> Estimate:
-        """The most the request can cost. Chat: every UTF-8 byte of the messages counted as a
-        token (each token of DashScope's tokenizer, and of the emulator's, covers at least
-        one byte) plus each message's template, and max_tokens (else the model's limit) of
-        output, plus a thinking budget as output when thinking. Images: n x the image price.
-        Embeddings: every UTF-8 byte of the texts as an input token.
-        The Function Compute path adds its worst invocations."""
+        """The most the request can cost. Chat: every UTF-8 byte of the messages and tool
+        definitions counted as a token (each token of DashScope's tokenizer, and of the
+        emulator's, covers at least one byte), each image as the most tokens DashScope gives
+        one, plus each message's template, and max_tokens (else the model's limit) of output
+        per choice (n), plus a thinking budget as output when thinking. Images: n x the image
+        price. Embeddings: every UTF-8 byte of the texts as an input token. The Function
+        Compute path adds its worst invocations."""
         price = self.settings.prices.get(model, {})
         if kind == JobKind.IMAGE:
             n = int(request.get("parameters", {}).get("n", 1))
@@ -142,11 +145,13 @@ class Budgets:
             tokens = int(request["input_bytes"])
             cost = Decimal(tokens) * price.get("input", Decimal(0)) / _THOUSAND
         else:
-            prompt = sum(len(str(m.get("content", "")).encode()) + MESSAGE_OVERHEAD_TOKENS
-                         for m in request.get("messages", []))
             parameters = request.get("parameters", {})
+            prompt = sum(worst_prompt_tokens(m) + MESSAGE_OVERHEAD_TOKENS
+                         for m in request.get("messages", []))
+            if parameters.get("tools"):
+                prompt += len(json.dumps(parameters["tools"]).encode())
             limit = self.settings.chat_models.get(model, 8192)
-            output = int(parameters.get("max_tokens") or limit)
+            output = int(parameters.get("max_tokens") or limit) * int(parameters.get("n", 1))
             if parameters.get("enable_thinking") or \
                     model in self.settings.stream_only_chat_models:
                 output += int(parameters.get("thinking_budget") or limit)

@@ -23,6 +23,7 @@ from pydantic_settings import (
 
 from common.accounts.models import Role
 from common.infra import embedded_run
+from common.upstream.chat_capabilities import ChatCapabilities, default_capabilities
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,6 +64,13 @@ DEFAULT_PRICES: dict[str, dict[str, Decimal]] = {
     "qwen-max": {"input": Decimal("0.0024"), "output": Decimal("0.0096")},
     # UNCONFIRMED (not in the protocol documents): QwQ-Plus's published list price.
     "qwq-plus": {"input": Decimal("0.0016"), "output": Decimal("0.004")},
+    # Vision models: image tokens are input tokens and priced as such unless an "image_input"
+    # price (per 1,000 image tokens) says otherwise. UNCONFIRMED (dashscope-protocol-2.md
+    # section 3.6 has only qwen-vl-max's international price): the published CNY list prices.
+    "qwen-vl-max": {"input": Decimal("0.003"), "output": Decimal("0.009")},
+    "qwen-vl-plus": {"input": Decimal("0.0015"), "output": Decimal("0.0045")},
+    "qwen3-vl-plus": {"input": Decimal("0.001"), "output": Decimal("0.01")},
+    "qwen3-vl-flash": {"input": Decimal("0.00015"), "output": Decimal("0.0015")},
     "wanx-v1": {"image": Decimal("0.16")},
     "wanx2.1-t2i-turbo": {"image": Decimal("0.14")},
     "wanx2.1-t2i-plus": {"image": Decimal("0.20")},
@@ -192,7 +200,18 @@ class Settings(BaseSettings):
 
     # Chat jobs
     chat_models: dict[str, int] = Field(  # allowed model -> largest max_tokens it accepts
-        default={"qwen-turbo": 8192, "qwen-plus": 8192, "qwen-max": 8192, "qwq-plus": 8192})
+        default={"qwen-turbo": 8192, "qwen-plus": 8192, "qwen-max": 8192, "qwq-plus": 8192,
+                 "qwen-vl-max": 8192, "qwen-vl-plus": 8192, "qwen3-vl-plus": 8192,
+                 "qwen3-vl-flash": 8192})
+    # What each chat model takes beyond plain messages (tools, response_format, images, n,
+    # logprobs, ...): common/upstream/chat_capabilities.py; a model missing here takes only
+    # the parameters every Qwen model does.
+    chat_capabilities: dict[str, ChatCapabilities] = Field(default_factory=default_capabilities)
+    # Images in chat messages (`data:` URLs, decoded and checked before a job exists): at most
+    # this many per request, each at most this many bytes (DashScope's limit: 10 MB). A
+    # request's body is also bounded by MAX_CONTENT_LENGTH.
+    chat_image_max_count: int = Field(default=8, ge=1, le=64)
+    chat_image_max_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     # Models DashScope answers only as a stream (dashscope-protocol-2.md section 1.5): the
     # worker streams them upstream even for a request that does not stream, as it does any
     # request with enable_thinking.

@@ -454,7 +454,8 @@ def _insert_usage(conn: Connection, claim: Claim, billed: Billed, now: dt.dateti
         "job_id": claim.id, "user_id": claim.user_id, "kind": claim.kind,
         "model": claim.model, "input_tokens": usage.input_tokens,
         "output_tokens": usage.output_tokens, "total_tokens": usage.total_tokens,
-        "image_count": usage.image_count, "estimated": usage.estimated, "cost": total,
+        "image_count": usage.image_count, "image_tokens": usage.image_tokens,
+        "estimated": usage.estimated, "cost": total,
         "compute_cost": compute_cost, "currency": billed.currency, "path": claim.path,
         "upstream_request_id": billed.upstream_request_id, "created_at": now})
     return total

@@ -5,16 +5,31 @@ so rows written before these types existed read the same."""
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.jobs.models import JobKind
-from common.upstream.interface import ChatResult, ImageTask
+from common.upstream.interface import ChatChoice, ChatResult, ImageTask
 
 
 class Result(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _unset(value) -> bool:
+    return value is None
+
+
+class FunctionCallResult(Result):
+    name: str
+    arguments: str  # JSON text, as the model wrote it
+
+
+class ToolCallResult(Result):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallResult
 
 
 class ChatCompletionMessage(Result):
@@ -22,19 +37,28 @@ class ChatCompletionMessage(Result):
     content: str
     # What a thinking model reasoned before answering (DashScope's and the OpenAI SDKs'
     # `reasoning_content`); absent for models that do not think.
-    reasoning_content: str | None = Field(default=None, exclude_if=lambda value: value is None)
+    reasoning_content: str | None = Field(default=None, exclude_if=_unset)
+    # The tools the model calls (finish_reason "tool_calls"); absent when it calls none.
+    tool_calls: list[ToolCallResult] | None = Field(default=None, exclude_if=_unset)
 
 
 class ChatCompletionChoice(Result):
     index: int
     message: ChatCompletionMessage
     finish_reason: str
+    # OpenAI's {"content": [{"token", "logprob", "bytes", "top_logprobs"}]}, when asked for.
+    logprobs: dict[str, Any] | None = Field(default=None, exclude_if=_unset)
+
+
+class PromptTokensDetails(Result):
+    image_tokens: int  # of prompt_tokens, those of input images
 
 
 class CompletionUsage(Result):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails | None = Field(default=None, exclude_if=_unset)
 
 
 class ChatCompletion(Result):
@@ -50,13 +74,19 @@ class ChatCompletion(Result):
     @classmethod
     def of(cls, *, job_id: str, model: str, answer: ChatResult) -> ChatCompletion:
         usage = answer.usage
+        first = ChatChoice(message=answer.message, finish_reason=answer.finish_reason,
+                           logprobs=answer.logprobs)
         return cls(
             id=f"chatcmpl-{job_id}", created=int(time.time()), model=model,
-            choices=[ChatCompletionChoice(index=0, finish_reason=answer.finish_reason,
-                                          message=ChatCompletionMessage(**answer.message))],
-            usage=CompletionUsage(prompt_tokens=usage.input_tokens,
-                                  completion_tokens=usage.output_tokens,
-                                  total_tokens=usage.total_tokens))
+            choices=[ChatCompletionChoice(index=i, finish_reason=choice.finish_reason,
+                                          message=ChatCompletionMessage(**choice.message),
+                                          logprobs=choice.logprobs)
+                     for i, choice in enumerate((first, *answer.more_choices))],
+            usage=CompletionUsage(
+                prompt_tokens=usage.input_tokens, completion_tokens=usage.output_tokens,
+                total_tokens=usage.total_tokens,
+                prompt_tokens_details=PromptTokensDetails(image_tokens=usage.image_tokens)
+                if usage.image_tokens else None))
 
 
 class GeneratedImage(Result):

@@ -63,6 +63,8 @@ class JobUsageData(Shape):
     output_tokens: int
     total_tokens: int
     image_count: int
+    image_tokens: int = Field(default=0, description="Of input_tokens, those of input images "
+                              "(vision models)")
     estimated: bool = Field(default=False, description=(
         "The tokens are the platform's estimate: the job's stream ended (canceled, or its "
         "worker lost) before DashScope reported usage"))
@@ -143,6 +145,7 @@ class JobShapes:
             usage=JobUsageData(input_tokens=usage.input_tokens,
                                output_tokens=usage.output_tokens,
                                total_tokens=usage.total_tokens, image_count=usage.image_count,
+                               image_tokens=usage.image_tokens,
                                estimated=usage.estimated)
             if usage else None,
             cost=JobCost(amount=float(usage.cost), currency=usage.currency) if usage else None,

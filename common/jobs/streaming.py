@@ -30,6 +30,7 @@ import redis
 from common.billing.pricing import Usage
 from common.jobs import streams as job_streams
 from common.jobs.lifecycle import Claim
+from common.upstream.dashscope_messages import text_of
 from common.upstream.failures import UpstreamError
 from common.upstream.interface import AIBackend, ChatDelta, ChatRequest, ChatResult
 
@@ -113,7 +114,7 @@ class Relay:
         self.publish = publish
         self.created = int(claim.created_at.timestamp())
         self.deltas = 0
-        self.offset = (0, 0)  # characters of content and reasoning published so far
+        self.offset = (0, 0, 0)  # characters of content, reasoning, tool calls published
         self.usage = Usage()
         self.reported = False  # DashScope reported usage with some delta
         self._next_check = time.monotonic() + CANCEL_CHECK_SECONDS
@@ -143,11 +144,14 @@ class Relay:
             body["content"] = delta.content
         if delta.reasoning_content:
             body["reasoning_content"] = delta.reasoning_content
+        if delta.tool_calls:
+            body["tool_calls"] = list(delta.tool_calls)
         chunk = job_streams.chunk(job_id=self.claim.id, model=self.claim.model,
                                   created=self.created, delta=body,
                                   finish_reason=delta.finish_reason)
         offset = self.offset
-        self.offset = (offset[0] + len(delta.content), offset[1] + len(delta.reasoning_content))
+        self.offset = (offset[0] + len(delta.content), offset[1] + len(delta.reasoning_content),
+                       offset[2] + job_streams.tool_call_chars(delta.tool_calls))
         try:
             return self.streams.append(self.claim.id, chunk, self.usage, offset,
                                        first=not self.deltas)
@@ -171,7 +175,7 @@ def estimate(request: ChatRequest, answer: ChatResult | None) -> Usage:
     """Our estimate of the tokens of a stream DashScope reported no usage for: about four
     characters of ASCII per token, one per other character (CJK text is about one per
     character). Flagged `estimated` on the usage row."""
-    prompt = "".join(str(m.get("content", "")) for m in request.messages)
+    prompt = "".join(text_of(m.get("content")) for m in request.messages)
     output = "" if answer is None else (answer.message.get("content", "")
                                         + answer.message.get("reasoning_content", ""))
     input_tokens, output_tokens = max(1, _tokens(prompt)), _tokens(output)

@@ -8,8 +8,9 @@ job. Entries, in order:
   its first delta gets an end entry);
 - `c` + `u` + `n`: one chat.completion.chunk (OpenAI's JSON, relayed verbatim), the cumulative
   usage DashScope had reported with it (`input,output,total`), and how many characters of
-  content and reasoning came before it (`content,reasoning`: a reader sees a gap, and knows
-  what a resuming client already has), written by the worker;
+  content, reasoning and tool calls (names and arguments) came before it
+  (`content,reasoning,tools`: a reader sees a gap, and knows what a resuming client already
+  has), written by the worker;
 - `e`: the job ended (its status), written after the ending transaction commits, whoever ended
   it (the worker, a cancel, the sweeper).
 A cancel also sets a flag the streaming worker checks between deltas, to stop reading.
@@ -72,7 +73,8 @@ class Entry:
     id: str
     chunk: str | None = None  # a chat.completion.chunk, as JSON
     usage: Usage | None = None  # cumulative, as DashScope reported it with this chunk
-    offset: tuple[int, int] = (0, 0)  # characters of content and reasoning before this chunk
+    # Characters of content, reasoning and tool calls before this chunk.
+    offset: tuple[int, int, int] = (0, 0, 0)
     ended: str | None = None  # the job's terminal status
 
 
@@ -94,7 +96,7 @@ class JobStreams:
         pipe.expire(KEY.format(job_id), self.open_seconds)
         pipe.execute()
 
-    def append(self, job_id: str, chunk: str, usage: Usage, offset: tuple[int, int], *,
+    def append(self, job_id: str, chunk: str, usage: Usage, offset: tuple[int, int, int], *,
                first: bool = False) -> bool:
         """One delta, written and published; True when the job was canceled meanwhile. The
         first of an attempt also renews the expiry, in case Redis lost the stream (and its
@@ -102,7 +104,7 @@ class JobStreams:
         return bool(self._append(keys=[KEY.format(job_id), CHANNEL, CANCEL_KEY.format(job_id)],
                                  args=[
             job_id, chunk, f"{usage.input_tokens},{usage.output_tokens},{usage.total_tokens}",
-            f"{offset[0]},{offset[1]}", self.max_events, self.open_seconds if first else 0]))
+            ",".join(map(str, offset)), self.max_events, self.open_seconds if first else 0]))
 
     def end(self, job_id: str, status: str) -> None:
         self._end(keys=[KEY.format(job_id), CHANNEL],
@@ -152,9 +154,8 @@ def entry(entry_id: str, fields: dict[str, str]) -> Entry:
     if "e" in fields:
         return Entry(entry_id, ended=fields["e"])
     if "c" in fields:
-        content, reasoning = (int(x) for x in fields.get("n", "0,0").split(","))
         return Entry(entry_id, chunk=fields["c"], usage=_usage(fields.get("u")),
-                     offset=(content, reasoning))
+                     offset=_offset(fields.get("n", "0,0")))
     return Entry(entry_id)  # the open marker
 
 
@@ -165,8 +166,7 @@ def published(message: str) -> tuple[str, str, Entry] | None:
         if kind == "e":
             return job_id, previous, Entry(entry_id, ended=payload)
         offset, chunk_json = payload.split(" ", 1)
-        content, reasoning = (int(x) for x in offset.split(","))
-        return job_id, previous, Entry(entry_id, chunk=chunk_json, offset=(content, reasoning))
+        return job_id, previous, Entry(entry_id, chunk=chunk_json, offset=_offset(offset))
     except ValueError:
         logger.warning("unreadable stream message ignored: %.80s", message)
         return None
@@ -175,6 +175,18 @@ def published(message: str) -> tuple[str, str, Entry] | None:
 def job_of(message: str) -> str:
     """The job id of a message on CHANNEL, read without parsing the rest."""
     return message[2:message.find(" ", 2)]
+
+
+def tool_call_chars(calls) -> int:
+    """The characters of tool-call fragments (names and arguments): a stream's third offset."""
+    return sum(len((call.get("function") or {}).get("name", ""))
+               + len((call.get("function") or {}).get("arguments", "")) for call in calls or ())
+
+
+def _offset(raw: str) -> tuple[int, int, int]:
+    """`content,reasoning[,tools]`: entries written before tool calls streamed have two."""
+    content, reasoning, tools = ([int(x) for x in raw.split(",")] + [0])[:3]
+    return content, reasoning, tools
 
 
 def _usage(raw: str | None) -> Usage | None:

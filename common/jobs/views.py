@@ -21,6 +21,7 @@ class JobUsage(BaseModel):
     output_tokens: int = 0
     total_tokens: int = 0
     image_count: int = 0
+    image_tokens: int = 0  # of input_tokens, those of input images
     estimated: bool = False
     cost: Decimal
     currency: str

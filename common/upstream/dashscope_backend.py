@@ -17,15 +17,20 @@ from typing import Any
 
 import dashscope
 import requests
-from dashscope import Generation, ImageSynthesis, TextEmbedding
+from dashscope import Generation, ImageSynthesis, MultiModalConversation, TextEmbedding
+from dashscope.api_entities.dashscope_response import MultiModalConversationResponse
+from dashscope.client.base_api import BaseApi
 from dashscope.v2 import errors as v2_errors
 
 from common.billing.pricing import Usage
 from common.infra.metrics import AI_TOKENS, model_label
+from common.upstream import dashscope_messages
 from common.upstream.failures import UpstreamError, is_retryable_status, retry_after_seconds
+from common.upstream.file_upload import OSS_RESOLVE_HEADER, FileUploader
 from common.upstream.http_session import pooled_session
 from common.upstream.instrumentation import upstream_call
 from common.upstream.interface import (
+    ChatChoice,
     ChatDelta,
     ChatRequest,
     ChatResult,
@@ -53,39 +58,34 @@ class DashScopeBackend:
         self.http = pooled_session(self.base_url, pool_size=pool_size)
         self.tasks = dashscope.Client(api_key=api_key, base_url=self.base_url, protocol="native",
                                       timeout=timeout, max_retries=0)
+        self.uploads = FileUploader(api_key=api_key, base_url=self.base_url, timeout=timeout,
+                                    session=self.http)
 
     def chat(self, request: ChatRequest) -> ChatResult:
         with upstream_call(request.model, "chat", billed=True):
-            response = self._call(
-                Generation.call,
-                model=request.model,
-                messages=request.messages,
-                result_format="message",
-                headers=self._headers(request.correlation_id),
-                **request.parameters,
-            )
+            fn, kwargs = self._chat_call(request)
+            response = self._call(fn, result_format="message", **kwargs)
             try:
-                choice = response.output.choices[0]
-                message = {"role": choice.message.role, "content": choice.message.content}
-                finish_reason = choice.finish_reason
+                choices = [_choice(choice) for choice in response.output.choices]
+                first = choices[0]
             except (AttributeError, IndexError, KeyError, TypeError) as exc:
                 raise _malformed(response, exc) from exc
         usage = _usage(response.usage)
-        AI_TOKENS.labels(model_label(request.model), "input").inc(usage.input_tokens)
-        AI_TOKENS.labels(model_label(request.model), "output").inc(usage.output_tokens)
-        return ChatResult(message=message, finish_reason=finish_reason, usage=usage,
-                          upstream_request_id=response.request_id)
+        _count_tokens(request.model, usage)
+        return ChatResult(message=first.message, finish_reason=first.finish_reason, usage=usage,
+                          upstream_request_id=response.request_id, logprobs=first.logprobs,
+                          more_choices=tuple(choices[1:]))
 
     def chat_stream(self, request: ChatRequest,
                     on_delta: Callable[[ChatDelta], bool]) -> ChatResult:
         content: list[str] = []
         reasoning: list[str] = []
+        calls = dashscope_messages.ToolCallAssembler()
         usage, finish_reason, request_id, stopped = Usage(), "stop", None, False
         with upstream_call(request.model, "chat", billed=True):
-            chunks = self._call(
-                Generation.call, model=request.model, messages=request.messages,
-                result_format="message", stream=True, incremental_output=True,
-                headers=self._headers(request.correlation_id), **request.parameters)
+            fn, kwargs = self._chat_call(request)
+            chunks = self._call(fn, result_format="message", stream=True,
+                                incremental_output=True, **kwargs)
             try:
                 for response in chunks:
                     _raise_for_status(response)
@@ -94,6 +94,7 @@ class DashScopeBackend:
                     usage = delta.usage
                     content.append(delta.content)
                     reasoning.append(delta.reasoning_content)
+                    calls.add(delta.tool_calls)
                     if delta.finish_reason is not None:
                         finish_reason = delta.finish_reason
                     if not on_delta(delta):
@@ -103,13 +104,43 @@ class DashScopeBackend:
                 raise _transport_error(exc, self.timeout) from exc
             finally:
                 chunks.close()  # stops the upstream read (the SDK's response goes with it)
-        AI_TOKENS.labels(model_label(request.model), "input").inc(usage.input_tokens)
-        AI_TOKENS.labels(model_label(request.model), "output").inc(usage.output_tokens)
+        _count_tokens(request.model, usage)
         message = {"role": "assistant", "content": "".join(content)}
         if any(reasoning):
             message["reasoning_content"] = "".join(reasoning)
+        if calls.calls:
+            message["tool_calls"] = calls.result()
         return ChatResult(message=message, finish_reason=finish_reason, usage=usage,
                           upstream_request_id=request_id, stopped=stopped)
+
+    def _chat_call(self, request: ChatRequest) -> tuple[Callable, dict[str, Any]]:
+        """The SDK call for the request's messages: text generation, or the multimodal
+        endpoint for messages with images (their `data:` URLs uploaded first)."""
+        headers = self._headers(request.correlation_id)
+        kwargs = {"model": request.model, "headers": headers, **request.parameters}
+        if not dashscope_messages.has_images(request.messages):
+            return Generation.call, {
+                **kwargs, "messages": dashscope_messages.text_generation(request.messages)}
+        uploaded: dict[str, str] = {}
+        messages = dashscope_messages.multimodal(
+            request.messages, lambda url: self._image(url, request.model, uploaded))
+        if uploaded:
+            headers[OSS_RESOLVE_HEADER] = "enable"
+        # The multimodal endpoint through the SDK's BaseApi, not MultiModalConversation.call:
+        # that one uploads any text item naming an existing local path (a client's text!)
+        # from this machine (dashscope-protocol-2.md section 3.4).
+        return _multimodal_call, {**kwargs, "input": {"messages": messages}}
+
+    def _image(self, url: str, model: str, uploaded: dict[str, str]) -> str:
+        """The URL DashScope gets for an image: an https URL as it is; a data: URL's bytes
+        uploaded once per call (its oss:// URL)."""
+        if not dashscope_messages.is_data_url(url):
+            return url
+        if url not in uploaded:
+            data, media_type, filename = dashscope_messages.data_url_content(url)
+            uploaded[url] = self.uploads.upload(data, model=model, filename=filename,
+                                                content_type=media_type)
+        return uploaded[url]
 
     def submit_image(self, request: ImageRequest) -> ImageTask:
         with upstream_call(request.model, "image_submit", billed=True):
@@ -222,22 +253,75 @@ def _raise_for_status(response) -> None:
         )
 
 
+def _multimodal_call(**kwargs):
+    """The multimodal endpoint (`aigc/multimodal-generation/generation`), its answers parsed
+    as MultiModalConversation.call parses them."""
+    response = BaseApi.call(task_group="aigc", task=MultiModalConversation.task,
+                            function=MultiModalConversation.function, **kwargs)
+    if kwargs.get("stream"):
+        return _Closing(MultiModalConversationResponse.from_api_response(r) for r in response)
+    return MultiModalConversationResponse.from_api_response(response)
+
+
+class _Closing:
+    """A generator of parsed chunks that closes the SDK's generator under it."""
+
+    def __init__(self, chunks) -> None:
+        self.chunks = chunks
+
+    def __iter__(self):
+        return self.chunks
+
+    def close(self) -> None:
+        self.chunks.close()
+
+
+def _text(content: Any) -> str:
+    """A message's text: a string (text generation) or a list of items (multimodal)."""
+    if isinstance(content, list):
+        return "".join(item.get("text", "") for item in content if isinstance(item, dict))
+    if content is None:
+        return ""
+    if not isinstance(content, str):
+        raise TypeError("content")
+    return content
+
+
+def _choice(choice) -> ChatChoice:
+    """One answer of a non-streamed response, in OpenAI's message shape. DashScope once
+    answered tool calls with finish_reason "stop" (dashscope-protocol-2.md section 2.2)."""
+    message = choice.message
+    answer: dict[str, Any] = {"role": message.role, "content": _text(message.content)}
+    reasoning = message.get("reasoning_content") if hasattr(message, "get") else None
+    if reasoning:
+        answer["reasoning_content"] = reasoning
+    calls = dashscope_messages.tool_calls(message.get("tool_calls")
+                                          if hasattr(message, "get") else None)
+    finish_reason = choice.finish_reason
+    if calls:
+        answer["tool_calls"] = calls
+        finish_reason = "tool_calls" if finish_reason in (None, "stop", "null") else finish_reason
+    logprobs = choice.get("logprobs") if hasattr(choice, "get") else None
+    return ChatChoice(message=answer, finish_reason=finish_reason, logprobs=logprobs or None)
+
+
 def _delta(response) -> ChatDelta:
-    """One incremental stream chunk (dashscope-protocol-2.md section 1): the new text, the
-    new reasoning, `finish_reason` ("null" until the last chunk) and the cumulative usage."""
+    """One incremental stream chunk (dashscope-protocol-2.md sections 1, 2.3 and 3.3): the
+    new text (a string, or the multimodal list), the new reasoning, tool-call fragments,
+    `finish_reason` ("null" until the last chunk) and the cumulative usage."""
     try:
         choice = response.output.choices[0]
         message = choice.message
-        content = message.content or ""
-        reasoning = message.get("reasoning_content") or "" if hasattr(message, "get") else ""
+        content = _text(message.content)
+        getter = message.get if hasattr(message, "get") else lambda _k: None
+        reasoning = getter("reasoning_content") or ""
+        calls = dashscope_messages.tool_call_deltas(getter("tool_calls"))
         finish_reason = choice.finish_reason
     except (AttributeError, IndexError, KeyError, TypeError) as exc:
         raise _malformed(response, exc) from exc
-    if not isinstance(content, str):
-        raise _malformed(response, "text content")
     return ChatDelta(content=content, reasoning_content=reasoning,
                      finish_reason=None if finish_reason in (None, "null") else finish_reason,
-                     usage=_usage(response.usage, quiet=True))
+                     usage=_usage(response.usage, quiet=True), tool_calls=calls)
 
 
 def _usage(raw: Any, *, quiet: bool = False) -> Usage:
@@ -249,8 +333,16 @@ def _usage(raw: Any, *, quiet: bool = False) -> Usage:
     input_tokens = int(get("input_tokens", 0) or 0)
     output_tokens = int(get("output_tokens", 0) or 0)
     total = int(get("total_tokens", 0) or (input_tokens + output_tokens))
+    # Vision: `image_tokens` (inside input_tokens), or newer models' input_tokens_details.
+    details = get("input_tokens_details", None) or {}
+    image_tokens = int(get("image_tokens", 0) or details.get("image_tokens", 0) or 0)
     return Usage(input_tokens=input_tokens, output_tokens=output_tokens, total_tokens=total,
-                 image_count=int(get("image_count", 0) or 0))
+                 image_count=int(get("image_count", 0) or 0), image_tokens=image_tokens)
+
+
+def _count_tokens(model: str, usage: Usage) -> None:
+    AI_TOKENS.labels(model_label(model), "input").inc(usage.input_tokens)
+    AI_TOKENS.labels(model_label(model), "output").inc(usage.output_tokens)
 
 
 def _result_entry(item: dict) -> dict:

@@ -28,6 +28,7 @@ import requests
 
 from common.billing.pricing import Usage
 from common.infra.metrics import AI_TOKENS, FC_INVOCATIONS, model_label
+from common.upstream import dashscope_messages
 from common.upstream.failures import UpstreamError, is_retryable_status, retry_after_seconds
 from common.upstream.http_session import pooled_session
 from common.upstream.instrumentation import upstream_call
@@ -226,10 +227,18 @@ def chat_answer(data: Any, token_usage: Any,
                 "finish_reason": output.get("finish_reason")}
         else:
             raise ValueError("has none of message, choices[0].message, output")
-        message = {"role": choice["message"]["role"], "content": choice["message"]["content"]}
+        calls = choice["message"].get("tool_calls")
+        content = choice["message"]["content"]
+        # A tool-calling answer may have no content (OpenAI's null); any other needs text.
+        message = {"role": choice["message"]["role"],
+                   "content": "" if content is None and calls else content}
         finish_reason = choice["finish_reason"]
         if not isinstance(message["content"], str):
             raise ValueError("has a message content that is not a string")
+        if calls:
+            # In OpenAI's shape whichever shape the function answered in.
+            message["tool_calls"] = dashscope_messages.tool_calls(calls)
+            finish_reason = "tool_calls" if finish_reason in (None, "stop") else finish_reason
         usage = _token_usage(token_usage if isinstance(token_usage, dict)
                              else data.get("usage"))
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:

@@ -14,20 +14,32 @@ from common.upstream.failures import UpstreamStatus
 @dataclasses.dataclass(frozen=True)
 class ChatRequest:
     model: str
-    messages: list[dict[str, str]]
+    messages: list[dict[str, Any]]  # OpenAI's shapes: content parts, tool_calls, tool messages
     parameters: dict[str, Any]
     correlation_id: str | None = None
     user_id: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
-class ChatResult:
-    message: dict[str, Any]  # {"role": "assistant", "content": ...}
+class ChatChoice:
+    """One more answer of a request for several (n > 1)."""
+
+    message: dict[str, Any]
     finish_reason: str
+    logprobs: dict[str, Any] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatResult:
+    # {"role": "assistant", "content": ..., ["reasoning_content"], ["tool_calls": OpenAI's]}
+    message: dict[str, Any]
+    finish_reason: str  # "tool_calls" when the model calls tools
     usage: Usage
     upstream_request_id: str | None = None
     compute_cost: Decimal = Decimal(0)  # Function Compute invocation, when that path ran
     stopped: bool = False  # a stream the caller stopped reading: what arrived until then
+    logprobs: dict[str, Any] | None = None  # OpenAI's {"content": [...]}, when asked for
+    more_choices: tuple[ChatChoice, ...] = ()  # n > 1: the answers after the first
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +51,9 @@ class ChatDelta:
     reasoning_content: str
     finish_reason: str | None  # None until the last chunk
     usage: Usage
+    # Tool-call fragments in OpenAI's chunk shape ({"index", ["id", "type"], "function":
+    # {["name"], "arguments"}}): the first of a call names it, the rest extend its arguments.
+    tool_calls: tuple[dict[str, Any], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -50,6 +50,31 @@ def _jobs_of(database, user_id) -> int:
     (chat(stream_options={"include_usage": True}), {"stream_options"}),
     (chat(stream=True, stream_options={"include_usage": 1}), {"stream_options.include_usage"}),
     (chat(user_id=5, status="succeeded"), {"user_id", "status"}),
+    # Message shapes of tools and images (web/request_models.ChatMessage).
+    ({"model": "qwen-plus", "messages": [{"role": "tool", "content": "r"}]},
+     {"messages.0.tool_call_id"}),
+    ({"model": "qwen-plus", "messages": [{"role": "user", "content": "x",
+                                          "tool_call_id": "c"}]}, {"messages.0.tool_call_id"}),
+    ({"model": "qwen-plus", "messages": [{"role": "user", "content": "x", "tool_calls": [
+        {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}]},
+     {"messages.0.tool_calls"}),
+    ({"model": "qwen-plus", "messages": [{"role": "assistant"}]}, {"messages.0.content"}),
+    ({"model": "qwen-vl-max", "messages": [{"role": "system", "content": [
+        {"type": "image_url", "image_url": {"url": "https://x.example/a.png"}}]}]},
+     {"messages.0.content"}),
+    ({"model": "qwen-vl-max", "messages": [{"role": "user", "content": [
+        {"type": "audio", "audio": "x"}]}]}, {"messages.0.content.0"}),
+    (chat(tools=[{"type": "function", "function": {"name": "f"}}] * 2), {"tools"}),
+    (chat(tools=[{"type": "function", "function": {"name": "bad name"}}]),
+     {"tools.0.function.name"}),
+    (chat(tools=[{"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {"a": {"type": 7}}}}}]), {"tools.0.function.parameters"}),
+    (chat(response_format={"type": "json_schema", "json_schema": {"name": "n", "schema": {
+        "type": "array"}}}), {"response_format.json_schema.schema"}),
+    (chat(response_format={"type": "yaml"}), {"response_format"}),
+    (chat(tool_choice="sometimes"), {"tool_choice"}),
+    (chat(top_logprobs=2), {"top_logprobs"}),
+    (chat(n=5), {"n"}),
 ])
 def test_invalid_requests_get_per_field_400s_and_create_nothing(client, accounts, database,
                                                                 body, fields):

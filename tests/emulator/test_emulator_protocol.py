@@ -17,14 +17,6 @@ from tests.support.stack import EMULATOR_KEY
 MESSAGES = [{"role": "user", "content": "Tell me about the sea"}]
 
 
-@pytest.fixture
-def emu(fresh_emulator, monkeypatch):
-    # The SDK's task calls (fetch, cancel, list) read their host from this documented
-    # attribute at call time; generation calls take base_address per call.
-    monkeypatch.setattr(dashscope, "base_http_api_url", fresh_emulator.api_base)
-    return fresh_emulator
-
-
 def call(emu, **kwargs):
     kwargs.setdefault("model", "qwen-plus")
     kwargs.setdefault("api_key", EMULATOR_KEY)

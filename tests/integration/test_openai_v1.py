@@ -78,7 +78,9 @@ def test_an_idempotency_key_replays_the_same_job(sdk, database):
 @pytest.mark.parametrize(("extra", "param"), [
     ({"temperature": 5}, "temperature"),
     ({"frequency_penalty": 0.5}, "frequency_penalty"),
-    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {
+        "type": "banana"}}}]}, "tools.0.function.parameters"),
+    ({"logprobs": True, "top_logprobs": 9}, "top_logprobs"),
     ({"n": 2}, "n"),
     ({"max_tokens": 10, "max_completion_tokens": 20}, "max_completion_tokens"),
     ({"made_up_parameter": 1}, "made_up_parameter"),

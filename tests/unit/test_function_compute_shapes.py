@@ -42,3 +42,15 @@ def test_anything_else_is_a_malformed_response_that_keeps_its_cost(data):
         chat_answer(data, None, COST)
     assert raised.value.code == "FunctionMalformedResponse"
     assert raised.value.compute_cost == COST
+
+
+def test_tool_calls_in_dashscopes_shape_become_openais():
+    native_call = {"function": {"name": "f", "arguments": '{"a": 1}'}, "index": 0,
+                   "id": "call_1", "type": "function"}
+    data = {"output": {"choices": [{"message": {"role": "assistant", "content": None,
+                                                "tool_calls": [native_call]},
+                                    "finish_reason": "stop"}]}, "usage": {}}
+    message, finish, _, _ = chat_answer(data, None, COST)
+    assert finish == "tool_calls"
+    assert message == {"role": "assistant", "content": "", "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}]}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint
 
+from common.errors import ValidationFailed
 from common.jobs.models import JobKind
 from web.authentication import login_required
 from web.context import services
@@ -35,7 +36,10 @@ bp = Blueprint("chat", __name__, url_prefix="/api/bailian")
                        504: JobData})
 @login_required(api_keys=True)
 def chat_completions():
-    body = parse_body(ChatCompletionRequest, {"chat_models": services().settings.chat_models})
+    settings = services().settings
+    body = parse_body(ChatCompletionRequest, {"chat_models": settings.chat_models})
+    if errors := body.rule_errors(settings):
+        raise ValidationFailed(errors=errors)
     if body.stream and wait_seconds() > 0:
         return submit_and_stream(kind=JobKind.CHAT, model=body.model,
                                  job_request=body.job_request(), webhook=body.webhook_target())

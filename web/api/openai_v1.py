@@ -82,6 +82,8 @@ def chat_completions():
     openai_request = validate(OpenAIChatRequest, payload)
     body = validate(ChatCompletionRequest, openai_request.platform_request(),
                     {"chat_models": settings.chat_models})
+    if errors := body.rule_errors(settings):
+        raise ValidationFailed(errors=errors)
     if body.stream:
         return submit_and_stream(kind=JobKind.CHAT, model=body.model,
                                  job_request=body.job_request(), webhook=body.webhook_target())
