@@ -26,7 +26,7 @@ from common.jobs.queue import (
     SWEEP,
 )
 from worker import runtime
-from worker.celery_app import app
+from worker.celery_app import app, settings
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,13 @@ def run_chat(self, job_id: str) -> None:
     runtime.get().chat.run(job_id)
 
 
-@app.task(name=STREAM_CHAT, **JOB_TASK)
+# The streams worker's gevent pool enforces time limits (the threads pool does not): a stream
+# may last as long as its job, so only the job's deadline bounds it (plus the final commit).
+STREAM_TIME_LIMIT = settings.job_deadline_seconds + 30
+
+
+@app.task(name=STREAM_CHAT, **JOB_TASK, time_limit=STREAM_TIME_LIMIT,
+          soft_time_limit=STREAM_TIME_LIMIT - 15)
 def stream_chat(self, job_id: str) -> None:
     """A chat whose client streams it: the same use case, on the streams queue."""
     _bind(self, job_id)
