@@ -12,7 +12,7 @@ import uuid
 from aiohttp import web
 
 from emulator import directives as knobs
-from emulator import images
+from emulator import images, uploads
 from emulator.errors import EmulatorError
 from emulator.state import Config, RateLimiter, Stats
 
@@ -69,6 +69,7 @@ class Emulator:
         self.stats = Stats()
         self.limiter = RateLimiter()
         self.tasks = images.TaskBoard(self.config)
+        self.uploads = uploads.UploadStore()
         self.rng = random.Random(self.config.seed)
 
     # --- shared request handling ---------------------------------------------------------

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 from aiohttp import web
 
 from emulator import directives as knobs
-from emulator import images, models, streams, text
+from emulator import images, models, streams, text, uploads
 from emulator.core import (
     Emulator,
     error_response,
@@ -24,6 +25,7 @@ def register(app: web.Application, emu: Emulator) -> None:
     compatible = CompatibleHandlers(emu)
     tasks = TaskHandlers(emu)
     admin = AdminHandlers(emu)
+    files = UploadHandlers(emu)
     app.add_routes([
         web.post("/api/v1/services/aigc/text-generation/generation", native.generation),
         web.post("/compatible-mode/v1/chat/completions", compatible.chat),
@@ -33,6 +35,9 @@ def register(app: web.Application, emu: Emulator) -> None:
         web.get("/api/v1/tasks", tasks.list),
         web.get("/api/v1/tasks/", tasks.list),
         web.get("/_emulator/images/{task_id}/{index}.png", tasks.image),
+        web.get("/api/v1/uploads", files.policy),
+        web.post(uploads.UPLOAD_PATH, files.store),
+        web.get("/_emulator/uploads", files.list),
         web.get("/_emulator/health", admin.health),
         web.get("/_emulator/stats", admin.stats),
         web.get("/_emulator/tasks", admin.tasks),
@@ -252,6 +257,56 @@ class TaskHandlers:
                                      "<Message>Request has expired.</Message></Error>")
         return web.Response(body=images.render_png(f"{task.task_id}/{request.match_info['index']}"),
                             content_type="image/png")
+
+
+class UploadHandlers:
+    """The temporary file upload: getPolicy (DashScope) and the form POST (OSS)."""
+
+    def __init__(self, emu: Emulator) -> None:
+        self.emu = emu
+
+    async def policy(self, request: web.Request) -> web.Response:
+        emu = self.emu
+        try:
+            emu.stats.record("upload_policy", model=request.query.get("model"),
+                             headers=request.headers)
+            emu.authorize(request)
+            if request.query.get("action") != "getPolicy" or not request.query.get("model"):
+                raise EmulatorError(400, "InvalidParameter",
+                                    "action=getPolicy and model are required.")
+        except EmulatorError as error:
+            return error_response(error)
+        key = request.headers["Authorization"].removeprefix("Bearer ")
+        data = emu.uploads.issue(request.query["model"], key,
+                                 emu.base_url(request) + uploads.UPLOAD_PATH)
+        return json_response({"data": data, "request_id": new_request_id()})
+
+    async def store(self, request: web.Request) -> web.Response:
+        emu = self.emu
+        emu.stats.record("upload_file", headers=request.headers)
+        form = await request.post()
+        upload = form.get("file")
+        if not isinstance(upload, web.FileField):
+            return _oss_error(400, "InvalidArgument", "The form has no file.")
+        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        try:
+            emu.uploads.store(fields, upload.file.read(), upload.content_type)
+        except EmulatorError as error:
+            return _oss_error(error.status, error.code, error.message)
+        return web.Response(status=int(fields.get("success_action_status") or 204))
+
+    async def list(self, _request: web.Request) -> web.Response:
+        """What was uploaded: key, model, type, size and digest (tests compare the bytes)."""
+        return json_response({"objects": [
+            {"key": o.key, "model": o.model, "content_type": o.content_type,
+             "size": len(o.data), "sha256": hashlib.sha256(o.data).hexdigest()}
+            for o in self.emu.uploads.objects.values()]})
+
+
+def _oss_error(status: int, code: str, message: str) -> web.Response:
+    """OSS answers errors in XML."""
+    return web.Response(status=status, content_type="application/xml",
+                        text=f"<Error><Code>{code}</Code><Message>{message}</Message></Error>")
 
 
 class AdminHandlers:
