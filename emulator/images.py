@@ -35,6 +35,9 @@ class ImageTask:
     pending_s: float
     duration_s: float
     outcome: str
+    kind: str = "image"  # or "video"
+    seconds: int = 0  # a video's duration
+    video_kb: int = 1  # a video's size (the video_kb directive)
     status: str = "PENDING"
     started: float | None = None
     ended: float | None = None
@@ -42,6 +45,7 @@ class ImageTask:
 
     def summary(self) -> dict:
         return {"task_id": self.task_id, "model": self.model, "status": self.status,
+                "kind": self.kind,
                 "submitted": self.submitted, "started": self.started, "ended": self.ended,
                 "queries": self.queries}
 
@@ -100,13 +104,15 @@ class TaskBoard:
         self._pending: list[ImageTask] = []  # in submission order
         self._running: list[ImageTask] = []
 
-    def submit(self, model: str, prompt: str, n: int, directives: dict[str, str]) -> ImageTask:
+    def submit(self, model: str, prompt: str, n: int, directives: dict[str, str], *,
+               kind: str = "image", seconds: int = 0) -> ImageTask:
         outcome = directives.get("outcome", "succeeded").lower()
         task = ImageTask(
             task_id=str(uuid.uuid4()), model=model, prompt=prompt, n=n, submitted=time.time(),
             pending_s=float(directives.get("pending_s", self.config.image_pending_s)),
             duration_s=float(directives.get("duration_s", self.config.image_duration_s)),
-            outcome=outcome if outcome in OUTCOMES else "succeeded")
+            outcome=outcome if outcome in OUTCOMES else "succeeded", kind=kind,
+            seconds=seconds, video_kb=int(directives.get("video_kb", 1)))
         self.tasks[task.task_id] = task
         self._pending.append(task)
         return task
@@ -178,6 +184,8 @@ def task_output(task: ImageTask, base_url: str) -> tuple[dict, dict | None]:
         output["end_time"] = _clock(task.ended)
     succeeded = task.n if task.outcome == "succeeded" else max(1, task.n // 2)
     usage = None
+    if task.kind == "video":
+        return _video_output(task, output, base_url)
     if task.status == "SUCCEEDED":
         results = []
         for index in range(task.n):
@@ -199,6 +207,22 @@ def task_output(task: ImageTask, base_url: str) -> tuple[dict, dict | None]:
         done = succeeded if task.status == "SUCCEEDED" else 0
         output["task_metrics"] = {"TOTAL": task.n, "SUCCEEDED": done, "FAILED": failed}
     return output, usage
+
+
+def _video_output(task: ImageTask, output: dict, base_url: str) -> tuple[dict, dict | None]:
+    """A video task's body (section 7.4): `video_url` ("" until it succeeds), a cover frame,
+    and usage in the union of the shapes DashScope has used (video_duration and duration)."""
+    output["video_url"] = ""
+    if task.status == "FAILED":
+        output["code"], output["message"] = "InternalError", \
+            "An internal error has occured, please try again later."
+    if task.status != "SUCCEEDED":
+        return output, None
+    output["video_url"] = f"{base_url}/_emulator/videos/{task.task_id}.mp4"
+    output["cover_image_url"] = f"{base_url}/_emulator/images/{task.task_id}/0.png"
+    output["orig_prompt"] = output["actual_prompt"] = task.prompt
+    return output, {"video_duration": task.seconds, "duration": task.seconds,
+                    "video_ratio": "1280*720", "SR": 720, "video_count": 1}
 
 
 def render_png(seed: str, size: int = 64) -> bytes:

@@ -17,6 +17,7 @@ from common.infra.settings import Settings
 from common.infra.storage import ImageStore
 from common.jobs.lifecycle import JobLifecycle
 from common.jobs.shapes import JobShapes
+from common.jobs.uploads import Uploads
 from web.stream_hub import StreamHub
 from web.waiter import JobWaiter
 
@@ -32,6 +33,7 @@ class Services:
     image_store: ImageStore
     stream_hub: StreamHub  # relays streamed jobs' events to this process's clients
     shapes: JobShapes  # the job as clients see it (common/jobs/shapes.py)
+    uploads: Uploads | None = None  # POST /api/files
     api_keys: ApiKeys | None = None
     token_limits: TokenLimits | None = None
 

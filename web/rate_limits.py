@@ -48,7 +48,8 @@ logger = logging.getLogger(__name__)
 
 # Limit name -> the views that share its budget (/v1 chat counts with /api chat).
 TIERED_ENDPOINTS = {"chat": ("chat.chat_completions", "openai.chat_completions"),
-                    "generation": ("generation.generation",)}
+                    "generation": ("generation.generation", "generation.image_edit"),
+                    "video": ("generation.video",)}
 LOGIN = "login"
 LOGIN_TIER = "anonymous"  # login limits are per client address: there is no user yet
 KNOWN_ADDRESSES_KEY = "login:known:{}"

@@ -42,7 +42,7 @@ def run_chat(self, job_id: str) -> None:
 
 
 @app.task(name=SUBMIT_IMAGE, **JOB_TASK)
-def submit_image(self, job_id: str) -> None:
+def submit_task(self, job_id: str) -> None:
     _bind(self, job_id)
     runtime.get().images.submit(job_id)
 
@@ -60,7 +60,7 @@ def store_images(self, job_id: str) -> None:
 
 
 @app.task(name=CANCEL_IMAGE, **JOB_TASK)
-def cancel_image(self, job_id: str) -> None:
+def cancel_task(self, job_id: str) -> None:
     _bind(self, job_id)
     runtime.get().images.cancel_upstream(job_id)
 

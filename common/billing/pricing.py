@@ -15,18 +15,21 @@ class Usage:
     output_tokens: int = 0
     total_tokens: int = 0
     image_count: int = 0
+    video_seconds: int = 0  # seconds of video DashScope generated (and bills)
+    video_count: int = 0
     # Not what DashScope reported but our estimate (a stream that ended before DashScope
     # reported usage): flagged on the usage row, never silently zero.
     estimated: bool = False
 
 
 def cost_of(prices: dict[str, dict[str, Decimal]], model: str, usage: Usage) -> Decimal:
-    """Tokens are priced per 1,000, images per image; an unpriced model costs 0 (and is logged
-    by the caller's reconciliation, not guessed here)."""
+    """Tokens are priced per 1,000, images per image, video per second; an unpriced model
+    costs 0 (and is logged by the caller's reconciliation, not guessed here)."""
     price = prices.get(model, {})
     amount = (
         Decimal(usage.input_tokens) * price.get("input", Decimal(0)) / _THOUSAND
         + Decimal(usage.output_tokens) * price.get("output", Decimal(0)) / _THOUSAND
         + Decimal(usage.image_count) * price.get("image", Decimal(0))
+        + Decimal(usage.video_seconds) * price.get("video_second", Decimal(0))
     )
     return amount.quantize(_QUANTUM)

@@ -33,7 +33,7 @@ from common.jobs import queries, transitions
 from common.jobs.effects import Change, Cost, Effects
 from common.jobs.models import ACTIVE_STATUSES, JobKind, JobStatus
 from common.jobs.queue import CANCEL_IMAGE, POLL_IMAGE, STORE_IMAGES, Publisher, Step
-from common.jobs.results import ChatCompletion, ImageResult
+from common.jobs.results import ChatCompletion, CopiedResult, ImageResult, VideoResult
 from common.jobs.streams import JobStreams, job_streams
 from common.jobs.views import JobUsage, JobView
 from common.upstream.failures import (
@@ -107,7 +107,7 @@ class Claim(BaseModel):
 class Billed(BaseModel):
     """An upstream result to record: DashScope bills it, so it is recorded exactly once."""
 
-    result: ChatCompletion | ImageResult
+    result: ChatCompletion | ImageResult | VideoResult
     usage: Usage
     cost: Decimal  # DashScope's price for `usage`
     currency: str
@@ -361,7 +361,7 @@ class JobLifecycle:
 
         return self.commit(work)
 
-    def record_copies(self, job_id: str, result: ImageResult, *,
+    def record_copies(self, job_id: str, kind: JobKind, result: CopiedResult, *,
                       retry_in: float | None) -> None:
         """Where a succeeded job's images are stored now; copy again in `retry_in` seconds,
         or (None) the copies are settled and waiting requests get our links."""
@@ -372,7 +372,7 @@ class JobLifecycle:
                                               result=result.model_dump(mode="json"), due=due):
                 return None, []
             steps = () if retry_in is None else (Step(STORE_IMAGES, job_id, retry_in),)
-            return None, [Change(job_id, JobKind.IMAGE, announce=retry_in is None,
+            return None, [Change(job_id, kind, announce=retry_in is None,
                                  follow_ups=steps)]
 
         self.commit(work)
@@ -442,7 +442,8 @@ def _insert_usage(conn: Connection, claim: Claim, billed: Billed, now: dt.dateti
         "job_id": claim.id, "user_id": claim.user_id, "kind": claim.kind,
         "model": claim.model, "input_tokens": usage.input_tokens,
         "output_tokens": usage.output_tokens, "total_tokens": usage.total_tokens,
-        "image_count": usage.image_count, "estimated": usage.estimated, "cost": total,
+        "image_count": usage.image_count, "video_seconds": usage.video_seconds,
+        "video_count": usage.video_count, "estimated": usage.estimated, "cost": total,
         "compute_cost": compute_cost, "currency": billed.currency, "path": claim.path,
         "upstream_request_id": billed.upstream_request_id, "created_at": now})
     return total

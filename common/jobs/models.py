@@ -15,6 +15,8 @@ from common.infra.orm import Base, BigId, Timestamp, string_enum, utcnow
 class JobKind(enum.StrEnum):
     CHAT = "chat"
     IMAGE = "image"
+    IMAGE_EDIT = "image_edit"
+    VIDEO = "video"
 
 
 class JobStatus(enum.StrEnum):

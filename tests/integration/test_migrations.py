@@ -41,7 +41,8 @@ def test_upgrade_and_downgrade_on_sqlite(tmp_path):
     _round_trip(f"sqlite:///{tmp_path / 'migrate.db'}")
 
 
-@pytest.mark.parametrize("step", ["0001", "0002", "0003", "0004", "0006", "0007", "0008"])
+@pytest.mark.parametrize("step", ["0001", "0002", "0003", "0004", "0006", "0007", "0008",
+                                  "0010"])
 def test_each_revision_downgrades_cleanly(mysql_server, step):
     with fresh_database("bailian_step") as name:
         config = alembic_config(mysql_url(name))
