@@ -232,9 +232,10 @@ class TaskHandlers:
         except EmulatorError as error:
             return error_response(error)
         if endpoint == "video_submit":
-            task = emu.tasks.submit(model, prompt, 1, found, kind="video", seconds=amount)
+            task = emu.tasks.submit(model, prompt, 1, found, kind="video", seconds=amount,
+                                    inputs=urls)
         else:
-            task = emu.tasks.submit(model, prompt, amount, found)
+            task = emu.tasks.submit(model, prompt, amount, found, inputs=urls)
         return json_response({"output": {"task_status": "PENDING", "task_id": task.task_id},
                               "request_id": new_request_id()})
 

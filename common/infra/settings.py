@@ -257,8 +257,7 @@ class Settings(BaseSettings):
     video_poll_backoff: list[float] = Field(default=[5.0, 10.0, 15.0], min_length=1)
     video_job_deadline_seconds: int = Field(default=3600, gt=0)
     video_max_bytes: int = Field(default=500 * 1024 * 1024, gt=0)  # a copied MP4
-    # POST /api/files: the largest upload, in bytes and in pixels (width x height), and how
-    # long DashScope's temporary copy of an input image is reused (its URLs last 48 hours).
+    # POST /api/files: the largest upload, in bytes and in pixels (width x height).
     upload_max_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     upload_max_pixels: int = Field(default=4096 * 4096, gt=0)
     # Where finished images are copied, since DashScope's URLs die after 24 hours.
@@ -343,6 +342,21 @@ class Settings(BaseSettings):
                 if missing:
                     raise ValueError(f"{endpoint} has no limit for {sorted(missing)}")
         return value
+
+    @field_validator("image_models", "image_edit_models", "video_models", mode="before")
+    @classmethod
+    def _known_model_rules(cls, value, info):
+        """A model the platform knows keeps its documented rules where the setting names only
+        its limits: IMAGE_MODELS={"wanx-v1": {"concurrency": 3}} still refuses wanx-v1 sizes
+        it does not make. The models allowed are exactly those given."""
+        if not isinstance(value, dict):
+            return value
+        defaults = {"image_models": default_image_models,
+                    "image_edit_models": default_image_edit_models,
+                    "video_models": default_video_models}[info.field_name]()
+        return {model: {**defaults[model].model_dump(), **rules}
+                if model in defaults and isinstance(rules, dict) else rules
+                for model, rules in value.items()}
 
     @field_validator("webhook_retry_schedule")
     @classmethod
