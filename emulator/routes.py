@@ -173,42 +173,26 @@ class TaskHandlers:
         self.emu = emu
 
     async def submit(self, request: web.Request) -> web.Response:
-        emu = self.emu
-        try:
-            body = await emu.read_json(request)
-            found = emu.directives_of(request, message_texts(body))
-            emu.stats.record("image_submit", model=body.get("model"), headers=request.headers,
-                             directive=knobs.signature(found) or None)
-            emu.authorize(request)
-            if request.headers.get("X-DashScope-Async", "").lower() != "enable":
-                raise EmulatorError(403, "AccessDenied",
-                                    "current user api does not support synchronous calls")
-            await emu.delay(found)
-            await emu.apply_fault(request, emu.chosen_fault(found), found)
-            model, prompt, n = images.validate_submission(body)
-            emu.throttle(f"submit:{model}", emu.config.image_submit_qps)
-        except EmulatorError as error:
-            return error_response(error)
-        task = emu.tasks.submit(model, prompt, n, found)
-        return json_response({"output": {"task_status": "PENDING", "task_id": task.task_id},
-                              "request_id": new_request_id()})
+        # Text-to-image takes no input images.
+        return await self._submit(request, "image_submit",
+                                  lambda body: (*images.validate_submission(body), []))
 
     async def submit_edit(self, request: web.Request) -> web.Response:
-        return await self._submit_other(request, "image_edit_submit", videos.validate_edit)
+        return await self._submit(request, "image_edit_submit", videos.validate_edit)
 
     async def submit_video(self, request: web.Request) -> web.Response:
-        return await self._submit_other(request, "video_submit",
-                                        lambda body: videos.validate_video(body, False))
+        return await self._submit(request, "video_submit",
+                                  lambda body: videos.validate_video(body, False))
 
     async def submit_keyframes(self, request: web.Request) -> web.Response:
-        return await self._submit_other(request, "video_submit",
-                                        lambda body: videos.validate_video(body, True))
+        return await self._submit(request, "video_submit",
+                                  lambda body: videos.validate_video(body, True))
 
-    async def _submit_other(self, request: web.Request, endpoint: str, validate
-                            ) -> web.Response:
-        """Image edits and videos: the text-to-image flow, plus their input images, each an
-        http(s) URL or an `oss://` object that was really uploaded (for this model, with the
-        resolve header), checked before the task is accepted."""
+    async def _submit(self, request: web.Request, endpoint: str, validate) -> web.Response:
+        """Every async task submission: async only, directives and faults, the model's rules
+        (`validate` answers model, prompt, n or duration, and the input image URLs), each input
+        image an http(s) URL or an `oss://` object really uploaded (for this model, with the
+        resolve header), checked before the task is accepted, then the submit rate."""
         emu = self.emu
         try:
             body = await emu.read_json(request)

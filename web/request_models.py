@@ -46,6 +46,17 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _allowed(table: str):
+    """A validator: the model is a key of the validation context's `table`."""
+    def check(cls, model: str, info: ValidationInfo) -> str:
+        allowed = (info.context or {}).get(table, {})
+        if model not in allowed:
+            raise PydanticCustomError("model_not_allowed", "model must be one of: {allowed}",
+                                      {"allowed": ", ".join(sorted(allowed))})
+        return model
+    return field_validator("model")(classmethod(check))
+
+
 class LoginRequest(StrictModel):
     username: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     password: Annotated[str, StringConstraints(min_length=1, max_length=MAX_PASSWORD_CHARS)]
@@ -149,14 +160,7 @@ class ChatCompletionRequest(WebhookFields):
             raise PydanticCustomError("stream_options", "stream_options needs stream: true")
         return options
 
-    @field_validator("model")
-    @classmethod
-    def _allowed_model(cls, model: str, info: ValidationInfo) -> str:
-        allowed = (info.context or {}).get("chat_models", {})
-        if model not in allowed:
-            raise PydanticCustomError("model_not_allowed", "model must be one of: {allowed}",
-                                      {"allowed": ", ".join(sorted(allowed))})
-        return model
+    _model_allowed = _allowed("chat_models")
 
     @field_validator("max_tokens")
     @classmethod
@@ -249,14 +253,7 @@ class GenerationRequest(WebhookFields):
     seed: Annotated[StrictInteger, Field(ge=0, le=SEED_MAX)] | None = None
     parameters: GenerationParameters = Field(default_factory=GenerationParameters)
 
-    @field_validator("model")
-    @classmethod
-    def _allowed_model(cls, model: str, info: ValidationInfo) -> str:
-        allowed = (info.context or {}).get("image_models", {})
-        if model not in allowed:
-            raise PydanticCustomError("model_not_allowed", "model must be one of: {allowed}",
-                                      {"allowed": ", ".join(sorted(allowed))})
-        return model
+    _model_allowed = _allowed("image_models")
 
     def rule_errors(self, family: ImageModelLimits) -> list[dict]:
         """What this model (its row of IMAGE_MODELS) does not accept, as per-field errors."""
@@ -284,7 +281,9 @@ class GenerationRequest(WebhookFields):
         size = self.parameters.size
         return size.lower().replace("x", "*") if size else None
 
-    def job_request(self) -> dict:
+    def job_request(self, rules: ImageModelLimits) -> dict:
+        """What the worker sends (every task request is given its model's row; a text-to-
+        image request needs nothing from it)."""
         params = self.parameters
         upstream = {"size": self.size, "style": params.style,
                     "n": self.n or params.n or 1,  # DashScope's default is 4 (and 4x the cost)
@@ -298,17 +297,6 @@ class GenerationRequest(WebhookFields):
 
 def _field_errors(errors: list[tuple[str, str]]) -> list[dict]:
     return [{"field": field, "message": message} for field, message in errors]
-
-
-def _allowed(table: str):
-    """A validator: the model is a key of the validation context's `table`."""
-    def check(cls, model: str, info: ValidationInfo) -> str:
-        allowed = (info.context or {}).get(table, {})
-        if model not in allowed:
-            raise PydanticCustomError("model_not_allowed", "model must be one of: {allowed}",
-                                      {"allowed": ", ".join(sorted(allowed))})
-        return model
-    return field_validator("model")(classmethod(check))
 
 
 HttpsUrl = Annotated[str, StringConstraints(strict=True, min_length=9, max_length=2048,
@@ -412,7 +400,8 @@ class ImageEditRequest(WebhookFields):
             inputs["mask_image_url"] = self.mask_image
         return inputs
 
-    def job_request(self) -> dict:
+    def job_request(self, rules: ImageEditModel) -> dict:
+        """What the worker sends: the function goes in `input` beside the images."""
         parameters = self.parameters.model_dump(exclude_none=True)
         parameters.setdefault("n", 1)
         return {"prompt": self.prompt, "negative_prompt": None, "parameters": parameters,

@@ -326,6 +326,17 @@ class Settings(BaseSettings):
             return sources
         return (*sources, DotEnvSettingsSource(settings_cls, env_file=run_file))
 
+    @field_validator("rate_limits", mode="before")
+    @classmethod
+    def _default_endpoint_limits(cls, value):
+        """An endpoint RATE_LIMITS does not name keeps its default limits (a setting written
+        before the video limit existed still limits videos)."""
+        if not isinstance(value, dict):
+            return value
+        defaults = cls.model_fields["rate_limits"].default_factory()
+        return {**{name: {role.value: limit for role, limit in tiers.items()}
+                   for name, tiers in defaults.items()}, **value}
+
     @field_validator("rate_limits", "login_rate_limit", "login_failure_limit",
                      "login_account_failure_limit")
     @classmethod

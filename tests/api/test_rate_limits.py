@@ -23,7 +23,10 @@ GEN = "/api/bailian/generation"
 ASYNC = {"Prefer": "respond-async"}
 LIMITS = {"chat": {Role.DEFAULT: "4/minute", Role.PREMIUM: "6/minute", Role.ADMIN: "8/minute"},
           "generation": {Role.DEFAULT: "2/minute", Role.PREMIUM: "3/minute",
-                         Role.ADMIN: "5/minute"}}
+                         Role.ADMIN: "5/minute"},
+          "video": {Role.DEFAULT: "1/minute", Role.PREMIUM: "2/minute", Role.ADMIN: "3/minute"}}
+VIDEO = "/api/bailian/video"
+VIDEO_BODY = {"model": "wan2.2-t2v-plus", "prompt": "a cat"}
 CHAT_BODY = {"model": "qwen-turbo", "messages": [{"role": "user", "content": "hi"}]}
 GEN_BODY = {"model": "wanx-v1", "prompt": "a cat"}
 
@@ -42,7 +45,8 @@ def _fire(client, url, body, headers, times) -> list:
 @pytest.mark.parametrize("role", ["default", "premium", "admin"])
 def test_each_tier_gets_its_own_numbers_per_endpoint(limited, accounts, role):
     _, headers = accounts.headers(role)
-    for endpoint, url, body in (("chat", CHAT, CHAT_BODY), ("generation", GEN, GEN_BODY)):
+    for endpoint, url, body in (("chat", CHAT, CHAT_BODY), ("generation", GEN, GEN_BODY),
+                                ("video", VIDEO, VIDEO_BODY)):
         limit = int(LIMITS[endpoint][Role(role)].split("/")[0])
         codes = [r.status_code for r in _fire(limited, url, body, headers, limit + 2)]
         assert codes == [202] * limit + [429, 429], (endpoint, role, codes)
@@ -178,6 +182,14 @@ def test_documented_default_limits():
                               Role.ADMIN: "1000/minute"}
     assert limits["generation"] == {Role.DEFAULT: "50/minute", Role.PREMIUM: "100/minute",
                                     Role.ADMIN: "200/minute"}
+    assert limits["video"] == {Role.DEFAULT: "10/minute", Role.PREMIUM: "30/minute",
+                               Role.ADMIN: "60/minute"}
+    # A RATE_LIMITS written before videos had a limit still limits them, by default.
+    older = Settings(_env_file=None, app_env="development",
+                     rate_limits={"chat": {"default": "1/minute", "premium": "1/minute",
+                                           "admin": "1/minute"}})
+    assert older.rate_limits["video"] == limits["video"]
+    assert older.rate_limits["chat"][Role.DEFAULT] == "1/minute"
 
 
 def test_malformed_limit_settings_are_refused_at_start():

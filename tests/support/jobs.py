@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 import uuid
 
@@ -50,3 +51,21 @@ def wait_until(predicate, timeout: float = 30, interval: float = 0.1, message: s
             return value
         assert time.monotonic() < deadline, message or "condition never became true"
         time.sleep(interval)
+
+
+def assert_seen_within_one_poll(job, task: dict) -> float:
+    """The emulator's record of `job`'s upstream task shows the platform saw it finish with
+    the first query after it ended, at most one poll interval later, and ended the job right
+    after the last query (one whose answer was lost in transport is followed by another).
+    Returns how long after the task ended that first query came."""
+    queries = sorted(task["queries"])
+    catching = next(q for q in queries if q >= task["ended"])
+    before = [q for q in queries if q < task["ended"]]
+    interval = catching - before[-1] if before else catching - task["submitted"]
+    assert catching - task["ended"] <= interval
+    finished_at = job.finished_at.replace(tzinfo=dt.UTC).timestamp()
+    after = [round(q - task["ended"], 2) for q in queries if q >= task["ended"]]
+    assert finished_at - queries[-1] < 2.0, \
+        f"job {job.id} finished {finished_at - queries[-1]:.1f}s after its last query; " \
+        f"queries after the task ended (s): {after}"
+    return catching - task["ended"]

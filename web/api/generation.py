@@ -36,12 +36,7 @@ _IMAGE_FIELDS = {"base_image_url": "base_image", "mask_image_url": "mask_image",
             responses={200: GenerationData, **_TASK_RESPONSES})
 @login_required(api_keys=True)
 def generation():
-    models = services().settings.image_models
-    body = parse_body(GenerationRequest, {"image_models": models})
-    _check(body.rule_errors(models[body.model]))
-    return submit_and_answer(kind=JobKind.IMAGE, model=body.model,
-                             job_request=body.job_request(), render_result=generation_data,
-                             webhook=body.webhook_target())
+    return _submit_task(JobKind.IMAGE, GenerationRequest, "image_models", generation_data)
 
 
 @bp.post("/image-edit")
@@ -54,15 +49,8 @@ def generation():
             responses={200: GenerationData, **_TASK_RESPONSES})
 @login_required(api_keys=True)
 def image_edit():
-    models = services().settings.image_edit_models
-    body = parse_body(ImageEditRequest, {"image_edit_models": models})
-    _check(body.rule_errors(models[body.model]))
-    job_request = body.job_request()
-    _check(reference_errors(services().database, current_user.id, job_request["images"],
-                            _IMAGE_FIELDS))
-    return submit_and_answer(kind=JobKind.IMAGE_EDIT, model=body.model,
-                             job_request=job_request, render_result=generation_data,
-                             webhook=body.webhook_target())
+    return _submit_task(JobKind.IMAGE_EDIT, ImageEditRequest, "image_edit_models",
+                        generation_data)
 
 
 @bp.post("/video")
@@ -74,16 +62,25 @@ def image_edit():
             responses={200: VideoData, **_TASK_RESPONSES})
 @login_required(api_keys=True)
 def video():
-    models = services().settings.video_models
-    body = parse_body(VideoRequest, {"video_models": models})
+    return _submit_task(JobKind.VIDEO, VideoRequest, "video_models", video_data,
+                        sync_by_default=False)
+
+
+def _submit_task(kind: JobKind, request_model, table: str, render_result, *,
+                 sync_by_default: bool = True):
+    """The one path of every task endpoint: the body against its model table, the model's
+    rules, the input images the user may use, then the job."""
+    svc = services()
+    models = getattr(svc.settings, table)
+    body = parse_body(request_model, {table: models})
     rules = models[body.model]
     _check(body.rule_errors(rules))
     job_request = body.job_request(rules)
-    _check(reference_errors(services().database, current_user.id, job_request["images"],
-                            _IMAGE_FIELDS))
-    return submit_and_answer(kind=JobKind.VIDEO, model=body.model, job_request=job_request,
-                             render_result=video_data, webhook=body.webhook_target(),
-                             sync_by_default=False)
+    if images := job_request.get("images"):
+        _check(reference_errors(svc.database, current_user.id, images, _IMAGE_FIELDS))
+    return submit_and_answer(kind=kind, model=body.model, job_request=job_request,
+                             render_result=render_result, webhook=body.webhook_target(),
+                             sync_by_default=sync_by_default)
 
 
 def _check(errors: list[dict]) -> None:
