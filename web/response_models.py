@@ -69,6 +69,7 @@ class UsageTotals(Shape):
     output_tokens: int
     total_tokens: int
     image_count: int
+    video_seconds: int
     cost: float
     compute_cost: float
 

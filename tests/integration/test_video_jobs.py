@@ -80,6 +80,8 @@ def test_text_to_video_is_202_then_stored_served_with_ranges_and_billed_per_seco
     assert (usage.video_seconds, usage.video_count) == (5, 1)
     assert usage.cost == Decimal("3.50000000")  # 5 s x 0.70 per second
     assert view["cost"]["amount"] == 3.5
+    totals = client.get("/api/usage", headers=headers).json["data"]["totals"]
+    assert (totals["video_seconds"], totals["cost"]) == (5, 3.5)
 
 
 def test_image_to_video_from_an_upload_and_sync_with_prefer_wait(client, accounts, database,
