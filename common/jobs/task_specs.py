@@ -41,9 +41,12 @@ class TaskSpec:
                            inputs={**request.get("fields", {}), **inputs}, video=self.video,
                            correlation_id=correlation_id, user_id=user_id)
 
-    def outcome(self, task: UpstreamTask) -> tuple[CopiedResult, Usage]:
-        """A succeeded task's result and what DashScope bills for it."""
+    def outcome(self, task: UpstreamTask) -> tuple[CopiedResult, Usage] | None:
+        """A succeeded task's result and what DashScope bills for it; None when the task says
+        it succeeded but carries no output to show (a video without its URL)."""
         if self.video:
+            if not task.video_url:
+                return None
             return VideoResult.of(task), Usage(video_seconds=task.video_seconds,
                                                video_count=task.video_count)
         return ImageResult.of(task), Usage(image_count=task.image_count)

@@ -169,9 +169,14 @@ class TaskJobs:
                     "polls=%s", task.task_id, task.status, task.image_count,
                     task.video_seconds, poll.polls)
         status = UpstreamStatus(task.status)
-        if status == UpstreamStatus.SUCCEEDED:
+        outcome = spec.outcome(task) if status == UpstreamStatus.SUCCEEDED else None
+        if status == UpstreamStatus.SUCCEEDED and outcome is None:
+            self.lifecycle.fail(poll, code="UpstreamMalformedResponse", upstream_status=status,
+                                message="The task succeeded without its output",
+                                add_compute_cost=task.compute_cost)
+        elif status == UpstreamStatus.SUCCEEDED:
             metrics.AI_IMAGES.labels(metrics.model_label(poll.model)).inc(task.image_count)
-            result, usage = spec.outcome(task)
+            result, usage = outcome
             self.lifecycle.finish(
                 poll, Billed(result=result, usage=usage,
                              cost=cost_of(self.settings.prices, poll.model, usage),
