@@ -69,3 +69,17 @@ def assert_seen_within_one_poll(job, task: dict) -> float:
         f"job {job.id} finished {finished_at - queries[-1]:.1f}s after its last query; " \
         f"queries after the task ended (s): {after}"
     return catching - task["ended"]
+
+
+def assert_all_finish_within_the_budget(emulator, database, ids: list[str], budget: float,
+                                        timeout: float) -> tuple[list[Job], dict[str, dict]]:
+    """Every job succeeds, no second saw more task queries than `budget`, and each task was
+    seen within one poll interval of finishing. Returns the jobs and the emulator's tasks."""
+    finished = [wait_for_job(database, job_id, timeout=timeout) for job_id in ids]
+    assert all(job.status.value == "succeeded" for job in finished)
+    stats = emulator.stats()
+    assert stats["max_task_queries_per_second"] <= budget, stats["task_queries_per_second"]
+    tasks = emulator.tasks()
+    gaps = [assert_seen_within_one_poll(job, tasks[job.upstream_task_id]) for job in finished]
+    assert max(gaps) > 0  # the check looked at real gaps
+    return finished, tasks
