@@ -19,13 +19,16 @@ import dataclasses
 import email.utils
 import re
 from http import HTTPStatus
+from typing import TYPE_CHECKING
 
 import requests
 
-from common.infra.settings import Settings
 from common.upstream.failures import UpstreamError, is_retryable_status, retry_after_seconds
 from common.upstream.http_session import pooled_session
 from common.upstream.instrumentation import upstream_call
+
+if TYPE_CHECKING:  # fc/ imports this module without the platform's settings (fc/requirements)
+    from common.infra.settings import Settings
 
 # A request that references an `oss://` object carries this, or DashScope will not resolve it.
 OSS_RESOLVE_HEADER = "X-DashScope-OssResourceResolve"
