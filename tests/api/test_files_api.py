@@ -13,6 +13,8 @@ from tests.support.images import jpeg, noisy_png, png, upload
 
 
 def _stored_uploads(settings, user_id: int) -> list:
+    """The user's stored uploads (user ids restart with each test database, and the store's
+    folder outlives it: tests compare before and after)."""
     folder = settings.images_dir / "uploads" / str(user_id)
     return sorted(folder.iterdir()) if folder.exists() else []
 
@@ -32,7 +34,8 @@ def test_an_image_is_sniffed_stored_and_readable_by_its_owner_only(client, accou
     file = response.json["data"]
     assert (file["content_type"], file["width"], file["height"]) == ("image/jpeg", 40, 30)
     assert file["size"] == len(data) and file["sha256"] == hashlib.sha256(data).hexdigest()
-    assert [p.suffix for p in _stored_uploads(settings, account["id"])] == [".jpg"]
+    stored = settings.images_dir / "uploads" / str(account["id"]) / f"{file['id']}.jpg"
+    assert stored.read_bytes() == data
 
     assert client.get(f"/api/files/{file['id']}", headers=headers).json["data"] == file
     content = client.get(file["url"], headers=headers)
@@ -52,11 +55,12 @@ def test_an_image_is_sniffed_stored_and_readable_by_its_owner_only(client, accou
 def test_what_is_not_an_image_is_refused_and_nothing_is_stored(client, accounts, database,
                                                                 settings, data, message):
     account, headers = accounts.headers()
+    before = _stored_uploads(settings, account["id"])
     response = upload(client, headers, data)
     assert response.status_code == 400, response.json
     assert response.json["code"] == 400 and message in response.json["message"]
     assert response.json["errors"] == [{"field": "file", "message": response.json["message"]}]
-    assert _stored_uploads(settings, account["id"]) == []
+    assert _stored_uploads(settings, account["id"]) == before
     assert _rows(database, account["id"]) == 0
 
 
@@ -67,6 +71,7 @@ def test_too_large_or_too_many_pixels_is_refused_and_nothing_is_stored(settings,
     small = create_app(settings.model_copy(update={"upload_max_bytes": 2000,
                                                    "upload_max_pixels": 64 * 64})).test_client()
     account, headers = Accounts(database, small).headers()
+    before = _stored_uploads(settings, account["id"])
     big = noisy_png(30, 30)  # a real image of 900 pixels, but over 2,000 bytes
     assert len(big) > 2000
     response = upload(small, headers, big)
@@ -74,8 +79,9 @@ def test_too_large_or_too_many_pixels_is_refused_and_nothing_is_stored(settings,
     assert "at most 2000" in response.json["message"]
     wide = upload(small, headers, png(100, 50))  # 5,000 pixels > 4,096
     assert wide.status_code == 400 and "pixels" in wide.json["message"]
+    assert _stored_uploads(settings, account["id"]) == before  # nothing of the refusals
     assert upload(small, headers, png(64, 64)).status_code == 201
-    assert len(_stored_uploads(settings, account["id"])) == 1
+    assert len(_stored_uploads(settings, account["id"])) == len(before) + 1
     assert _rows(database, account["id"]) == 1
 
 
