@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import sys
@@ -1008,3 +1009,114 @@ def embeddings_overhead(stack: BenchStack, pairs: int = 400, concurrency: int = 
 
 
 SCENARIOS["embeddings_overhead"] = embeddings_overhead
+def _submit_media(stack: BenchStack, images: int, videos: int, image_s: float,
+                  video_s: float, video_kb: int) -> tuple[list[str], list[str]]:
+    """`images` text-to-image and `videos` text-to-video jobs, async, from 16 clients."""
+    headers = {"Authorization": f"Bearer {stack.token()}", "Prefer": "respond-async"}
+    plan = [("image", i) for i in range(images)] + [("video", i) for i in range(videos)]
+
+    def submit(index: int) -> list[tuple[str, str]]:
+        http = requests.Session()
+        ids = []
+        for kind, i in plan[index::16]:
+            tag = f"id={uuid.uuid4().hex}"
+            if kind == "image":
+                url, body = "/api/bailian/generation", {
+                    "model": "wanx-v1", "parameters": {"n": 1},
+                    "prompt": f"bench {i} [[emulator: duration_s={image_s}; {tag}]]"}
+            else:
+                knobs = f"duration_s={video_s}; video_kb={video_kb}; {tag}"
+                url, body = "/api/bailian/video", {
+                    "model": "wan2.2-t2v-plus", "prompt": f"film {i} [[emulator: {knobs}]]"}
+            response = http.post(f"{stack.web_url}{url}", headers=headers, json=body)
+            assert response.status_code == 202, response.text
+            ids.append((kind, response.json()["data"]["id"]))
+        return ids
+
+    submitted = run_concurrently(submit, 16)
+    return ([i for kind, i in submitted if kind == "image"],
+            [i for kind, i in submitted if kind == "video"])
+
+
+def media_in_flight(stack: BenchStack, images: int = 200, videos: int = 50,
+                    image_s: float = 40.0, video_s: float = 60.0, video_kb: int = 32768
+                    ) -> list[dict]:
+    """200 image and 50 video tasks in flight together on one worker: the query budget they
+    share, completion -> terminal against each kind's poll interval, worker CPU per task, and
+    the worker's peak RSS while it streams the MP4s (32 MiB each) into storage: held whole,
+    a single copy would add 32 MiB, and up to 32 run at once."""
+    import threading
+
+    import psutil
+
+    settings = stack.settings
+    budget = settings.task_query_budget
+    worker = stack.start_worker("threads", 32)
+    stack.emulator.reset()
+    image_ids, video_ids = _submit_media(stack, images, videos, image_s, video_s, video_kb)
+    ids = image_ids + video_ids
+    count = len(ids)
+    while sum(1 for j in _jobs(stack, ids) if j.upstream_task_id) < count:
+        time.sleep(0.5)
+    process = psutil.Process(worker.pid)
+    rss_before = process.memory_info().rss / 2**20
+    queries_start = stack.emulator.stats()["requests"].get("task_get", 0)
+    window_start, cpu_start = time.perf_counter(), sum(process.cpu_times()[:2])
+    time.sleep(15.0)
+    cpu = sum(process.cpu_times()[:2]) - cpu_start
+    window = time.perf_counter() - window_start
+    queries = stack.emulator.stats()["requests"].get("task_get", 0) - queries_start
+    in_flight = sum(1 for t in stack.emulator.tasks().values() if t["status"] == "RUNNING")
+
+    peak = {"rss": rss_before}
+    done = threading.Event()
+
+    def sample() -> None:  # the copies run while the videos finish: sample throughout
+        while not done.wait(0.1):
+            with contextlib.suppress(psutil.Error):
+                peak["rss"] = max(peak["rss"], process.memory_info().rss / 2**20)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    while True:
+        jobs = _jobs(stack, ids)
+        stored = sum(1 for j in jobs if j.id in set(video_ids) and j.result
+                     and j.result["output"]["video"].get("stored"))
+        if all(j.status.is_terminal for j in jobs) and stored == len(video_ids):
+            break
+        time.sleep(1)
+    done.set()
+    sampler.join()
+    tasks = stack.emulator.tasks()
+    max_qps = stack.emulator.stats()["max_task_queries_per_second"]
+    setup = (f"{CPUS} CPUs; 1 worker process (threads x32); {images} images of {image_s:g}s + "
+             f"{videos} videos of {video_s:g}s ({video_kb // 1024} MiB MP4s); budget "
+             f"{budget:g} queries/s")
+    rows = [row("media 200+50 in flight: peak task queries/s", max_qps, budget, "q/s",
+                target=f"<= {budget:g}", passed=max_qps <= budget, setup=setup),
+            row("media 200+50 in flight: worker CPU per task", 1000 * cpu / window / in_flight,
+                None, "ms CPU/s", setup=f"{setup}; {in_flight} running while measured; "
+                                        f"worker at {100 * cpu / window:.0f}% of a core, "
+                                        f"{1000 * cpu / max(1, queries):.1f} ms CPU per poll")]
+    for kind, kind_ids, backoff in (("image", image_ids, settings.image_poll_backoff),
+                                    ("video", video_ids, settings.video_poll_backoff)):
+        finished = _jobs(stack, kind_ids)
+        delays = [j.finished_at.replace(tzinfo=dt.UTC).timestamp()
+                  - tasks[j.upstream_task_id]["ended"] for j in finished]
+        # The longest interval a task can be given (common.jobs.tasks.TaskJobs._interval).
+        interval = min(max(backoff[-1], count / (budget * 0.8)),
+                       settings.image_poll_max_interval) * 1.1
+        summary = summary_ms(delays)
+        for quantile in ("p50", "p95"):
+            figure = summary[quantile] / 1000
+            rows.append(row(f"media {kind}: completion -> terminal {quantile}", figure,
+                            interval, "s", target="<= 1 poll interval",
+                            passed=figure <= interval, setup=setup))
+    rows.append(row("media: worker peak RSS while copying videos", peak["rss"], rss_before,
+                    "MB", target=f"< before + one MP4 ({video_kb // 1024} MiB)",
+                    passed=peak["rss"] - rss_before < video_kb / 1024,
+                    setup=f"{setup}; RSS before the copies {rss_before:.0f} MB"))
+    return rows
+
+
+SCENARIOS["media"] = media_in_flight

@@ -74,7 +74,8 @@ class BenchStack:
             REPUBLISH_QUEUED_AFTER_SECONDS="300", SWEEPER_INTERVAL_SECONDS="15",
             # The production defaults, not the tests' short ones.
             BROKER_VISIBILITY_TIMEOUT="900", TASK_TIME_LIMIT="300",
-            IMAGE_POLL_MAX_INTERVAL="300", IMAGE_JOB_DEADLINE_SECONDS="1800")
+            IMAGE_POLL_MAX_INTERVAL="300", IMAGE_JOB_DEADLINE_SECONDS="1800",
+            VIDEO_POLL_BACKOFF="[5, 10, 15]")
         self.memory.start()
         return self
 

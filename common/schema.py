@@ -5,8 +5,9 @@ from common.accounts.models import LoginSession, User
 from common.billing.models import UsageRecord
 from common.infra.orm import Base
 from common.jobs.models import Job
+from common.jobs.uploads import UploadedFile
 from common.webhooks.models import WebhookDelivery, WebhookSecret
 
 metadata = Base.metadata
-__all__ = ["Job", "LoginSession", "UsageRecord", "User", "WebhookDelivery", "WebhookSecret",
-           "metadata"]
+__all__ = ["Job", "LoginSession", "UploadedFile", "UsageRecord", "User", "WebhookDelivery",
+           "WebhookSecret", "metadata"]

@@ -15,8 +15,9 @@ sends it), which is how end-to-end tests script one request's fate:
     stamp=1          each streamed content delta is `<t=UNIX_TIME>`, the wall-clock time the
                      emulator wrote it (native and compatible streams; usage still counts the
                      real answer), so a client on this machine can time every chunk's delay
-    outcome=succeeded|partial|failed|unknown|canceled    (image tasks)
-    duration_s=S, pending_s=S                             (image tasks)
+    outcome=succeeded|partial|failed|unknown|canceled    (image, image-edit and video tasks)
+    duration_s=S, pending_s=S                             (image, image-edit and video tasks)
+    video_kb=N       a video task's MP4 is about N KiB (default 1; padded, deterministic)
     id=...           anything; makes an otherwise identical directive count separately
 """
 

@@ -16,7 +16,9 @@ from emulator.state import Config
 
 V1_MODELS = {"wanx-v1"}
 V2_MODELS = {"wanx2.1-t2i-turbo", "wanx2.1-t2i-plus", "wanx2.0-t2i-turbo",
-             "wan2.2-t2i-flash", "wan2.2-t2i-plus"}
+             "wan2.2-t2i-flash", "wan2.2-t2i-plus", "wan2.5-t2i-preview"}
+# wan2.5 bounds total pixels and aspect ratio instead of each side (protocol-2 section 5.2).
+PIXEL_RULE_MODELS = {"wan2.5-t2i-preview"}
 V1_SIZES = {"1024*1024", "720*1280", "768*1152", "1280*720"}
 V1_STYLES = {"<auto>", "<photography>", "<portrait>", "<3d cartoon>", "<anime>",
              "<oil painting>", "<watercolor>", "<sketch>", "<chinese painting>",
@@ -35,6 +37,10 @@ class ImageTask:
     pending_s: float
     duration_s: float
     outcome: str
+    kind: str = "image"  # or "video"
+    seconds: int = 0  # a video's duration
+    video_kb: int = 1  # a video's size (the video_kb directive)
+    inputs: list[str] = dataclasses.field(default_factory=list)  # input image URLs
     status: str = "PENDING"
     started: float | None = None
     ended: float | None = None
@@ -42,6 +48,7 @@ class ImageTask:
 
     def summary(self) -> dict:
         return {"task_id": self.task_id, "model": self.model, "status": self.status,
+                "kind": self.kind, "inputs": self.inputs,
                 "submitted": self.submitted, "started": self.started, "ended": self.ended,
                 "queries": self.queries}
 
@@ -59,7 +66,7 @@ def validate_submission(body: dict) -> tuple[str, str, int]:
     v1 = model in V1_MODELS
     if not isinstance(prompt, str) or not prompt:
         raise EmulatorError(400, "InvalidParameter", "Field required: input.prompt")
-    if len(prompt) > (500 if v1 else 800):
+    if len(prompt) > (500 if v1 else 2000 if model in PIXEL_RULE_MODELS else 800):
         raise EmulatorError(400, "InvalidParameter", "input.prompt is too long")
     negative = body_input.get("negative_prompt")
     if negative is not None and (not isinstance(negative, str) or len(negative) > 500):
@@ -67,7 +74,7 @@ def validate_submission(body: dict) -> tuple[str, str, int]:
     n = params.get("n", 4)
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 4:
         raise EmulatorError(400, "InvalidParameter", "n should be in [1, 4]")
-    _check_size(params.get("size", "1024*1024"), v1)
+    _check_size(params.get("size", "1024*1024"), v1, model in PIXEL_RULE_MODELS)
     if v1 and params.get("style", "<auto>") not in V1_STYLES:
         raise EmulatorError(400, "InvalidParameter", "style is not supported")
     seed = params.get("seed")
@@ -77,7 +84,7 @@ def validate_submission(body: dict) -> tuple[str, str, int]:
     return model, prompt, n
 
 
-def _check_size(size, v1: bool) -> None:
+def _check_size(size, v1: bool, by_pixels: bool = False) -> None:
     if v1:
         if size not in V1_SIZES:
             raise EmulatorError(400, "InvalidParameter", "The size is not match the allowed "
@@ -87,6 +94,11 @@ def _check_size(size, v1: bool) -> None:
         width, height = (int(part) for part in str(size).split("*"))
     except ValueError:
         raise EmulatorError(400, "InvalidParameter", "size must be W*H") from None
+    if by_pixels:
+        if not 768 * 768 <= width * height <= 1440 * 1440 or \
+                max(width, height) > 4 * min(width, height):
+            raise EmulatorError(400, "InvalidParameter", "size out of range")
+        return
     if not (512 <= width <= 1440 and 512 <= height <= 1440):
         raise EmulatorError(400, "InvalidParameter", "size out of range")
 
@@ -100,13 +112,17 @@ class TaskBoard:
         self._pending: list[ImageTask] = []  # in submission order
         self._running: list[ImageTask] = []
 
-    def submit(self, model: str, prompt: str, n: int, directives: dict[str, str]) -> ImageTask:
+    def submit(self, model: str, prompt: str, n: int, directives: dict[str, str], *,
+               kind: str = "image", seconds: int = 0, inputs: list[str] | None = None
+               ) -> ImageTask:
         outcome = directives.get("outcome", "succeeded").lower()
         task = ImageTask(
             task_id=str(uuid.uuid4()), model=model, prompt=prompt, n=n, submitted=time.time(),
             pending_s=float(directives.get("pending_s", self.config.image_pending_s)),
             duration_s=float(directives.get("duration_s", self.config.image_duration_s)),
-            outcome=outcome if outcome in OUTCOMES else "succeeded")
+            outcome=outcome if outcome in OUTCOMES else "succeeded", kind=kind,
+            seconds=seconds, video_kb=int(directives.get("video_kb", 1)),
+            inputs=list(inputs or []))
         self.tasks[task.task_id] = task
         self._pending.append(task)
         return task
@@ -178,6 +194,8 @@ def task_output(task: ImageTask, base_url: str) -> tuple[dict, dict | None]:
         output["end_time"] = _clock(task.ended)
     succeeded = task.n if task.outcome == "succeeded" else max(1, task.n // 2)
     usage = None
+    if task.kind == "video":
+        return _video_output(task, output, base_url)
     if task.status == "SUCCEEDED":
         results = []
         for index in range(task.n):
@@ -199,6 +217,22 @@ def task_output(task: ImageTask, base_url: str) -> tuple[dict, dict | None]:
         done = succeeded if task.status == "SUCCEEDED" else 0
         output["task_metrics"] = {"TOTAL": task.n, "SUCCEEDED": done, "FAILED": failed}
     return output, usage
+
+
+def _video_output(task: ImageTask, output: dict, base_url: str) -> tuple[dict, dict | None]:
+    """A video task's body (section 7.4): `video_url` ("" until it succeeds), a cover frame,
+    and usage in the union of the shapes DashScope has used (video_duration and duration)."""
+    output["video_url"] = ""
+    if task.status == "FAILED":
+        output["code"], output["message"] = "InternalError", \
+            "An internal error has occured, please try again later."
+    if task.status != "SUCCEEDED":
+        return output, None
+    output["video_url"] = f"{base_url}/_emulator/videos/{task.task_id}.mp4"
+    output["cover_image_url"] = f"{base_url}/_emulator/images/{task.task_id}/0.png"
+    output["orig_prompt"] = output["actual_prompt"] = task.prompt
+    return output, {"video_duration": task.seconds, "duration": task.seconds,
+                    "video_ratio": "1280*720", "SR": 720, "video_count": 1}
 
 
 def render_png(seed: str, size: int = 64) -> bytes:

@@ -8,7 +8,7 @@ import time
 from aiohttp import web
 
 from emulator import directives as knobs
-from emulator import embeddings, images, models, streams, text, tools, uploads, vision
+from emulator import embeddings, images, models, streams, text, tools, uploads, videos, vision
 from emulator.core import (
     Emulator,
     error_response,
@@ -34,6 +34,10 @@ def register(app: web.Application, emu: Emulator) -> None:
         web.post("/api/v1/services/embeddings/text-embedding/text-embedding", vectors.native),
         web.post("/compatible-mode/v1/embeddings", vectors.compatible),
         web.post("/api/v1/services/aigc/text2image/image-synthesis", tasks.submit),
+        web.post("/api/v1/services/aigc/image2image/image-synthesis", tasks.submit_edit),
+        web.post("/api/v1/services/aigc/video-generation/video-synthesis", tasks.submit_video),
+        web.post("/api/v1/services/aigc/image2video/video-synthesis", tasks.submit_keyframes),
+        web.get("/_emulator/videos/{task_id}.mp4", tasks.video),
         web.get("/api/v1/tasks/{task_id}", tasks.fetch),
         web.post("/api/v1/tasks/{task_id}/cancel", tasks.cancel),
         web.get("/api/v1/tasks", tasks.list),
@@ -253,11 +257,31 @@ class TaskHandlers:
         self.emu = emu
 
     async def submit(self, request: web.Request) -> web.Response:
+        # Text-to-image takes no input images.
+        return await self._submit(request, "image_submit",
+                                  lambda body: (*images.validate_submission(body), []))
+
+    async def submit_edit(self, request: web.Request) -> web.Response:
+        return await self._submit(request, "image_edit_submit", videos.validate_edit)
+
+    async def submit_video(self, request: web.Request) -> web.Response:
+        return await self._submit(request, "video_submit",
+                                  lambda body: videos.validate_video(body, False))
+
+    async def submit_keyframes(self, request: web.Request) -> web.Response:
+        return await self._submit(request, "video_submit",
+                                  lambda body: videos.validate_video(body, True))
+
+    async def _submit(self, request: web.Request, endpoint: str, validate) -> web.Response:
+        """Every async task submission: async only, directives and faults, the model's rules
+        (`validate` answers model, prompt, n or duration, and the input image URLs), each input
+        image an http(s) URL or an `oss://` object really uploaded (for this model, with the
+        resolve header), checked before the task is accepted, then the submit rate."""
         emu = self.emu
         try:
             body = await emu.read_json(request)
             found = emu.directives_of(request, message_texts(body))
-            emu.stats.record("image_submit", model=body.get("model"), headers=request.headers,
+            emu.stats.record(endpoint, model=body.get("model"), headers=request.headers,
                              directive=knobs.signature(found) or None)
             emu.authorize(request)
             if request.headers.get("X-DashScope-Async", "").lower() != "enable":
@@ -265,13 +289,42 @@ class TaskHandlers:
                                     "current user api does not support synchronous calls")
             await emu.delay(found)
             await emu.apply_fault(request, emu.chosen_fault(found), found)
-            model, prompt, n = images.validate_submission(body)
+            model, prompt, amount, urls = validate(body)
+            for url in urls:
+                if url.startswith("oss://"):
+                    emu.uploads.resolve(url, model=model, headers=request.headers)
+                elif not url.startswith(("https://", "http://", "data:")):
+                    raise EmulatorError(400, "InvalidParameter",
+                                        f"The image URL is not supported: {url[:100]}")
             emu.throttle(f"submit:{model}", emu.config.image_submit_qps)
         except EmulatorError as error:
             return error_response(error)
-        task = emu.tasks.submit(model, prompt, n, found)
+        if endpoint == "video_submit":
+            task = emu.tasks.submit(model, prompt, 1, found, kind="video", seconds=amount,
+                                    inputs=urls)
+        else:
+            task = emu.tasks.submit(model, prompt, amount, found, inputs=urls)
         return json_response({"output": {"task_status": "PENDING", "task_id": task.task_id},
                               "request_id": new_request_id()})
+
+    async def video(self, request: web.Request) -> web.StreamResponse:
+        """A succeeded task's MP4, streamed (403 like an expired OSS URL otherwise)."""
+        emu = self.emu
+        emu.stats.record("video_download")
+        task = emu.tasks.tasks.get(request.match_info["task_id"])
+        if emu.config.images_expired or task is None or task.status != "SUCCEEDED" \
+                or task.kind != "video":
+            return web.Response(status=403, content_type="application/xml",
+                                text="<Error><Code>AccessDenied</Code>"
+                                     "<Message>Request has expired.</Message></Error>")
+        response = web.StreamResponse(headers={
+            "Content-Type": "video/mp4",
+            "Content-Length": str(videos.mp4_size(task.seconds, task.video_kb))})
+        await response.prepare(request)
+        for chunk in videos.mp4_chunks(task.task_id, task.seconds, task.video_kb):
+            await response.write(chunk)
+        await response.write_eof()
+        return response
 
     async def fetch(self, request: web.Request) -> web.Response:
         emu = self.emu

@@ -18,7 +18,7 @@ import os
 
 from common.upstream.dashscope_backend import DashScopeBackend
 from common.upstream.failures import UpstreamError
-from common.upstream.interface import ChatRequest, ImageRequest
+from common.upstream.interface import ChatRequest, TaskRequest
 from fc.contract import FunctionError, handle, require
 
 WANX_ACTIONS = ("submit", "status", "cancel")
@@ -73,7 +73,7 @@ def _wanx(request: dict) -> tuple[dict, dict]:
     try:
         if action == "submit":
             negative = parameters.pop("negative_prompt", None)
-            task = backend().submit_image(ImageRequest(
+            task = backend().submit_task(TaskRequest(
                 model=require(request, "model", str), prompt=require(request, "prompt", str),
                 negative_prompt=negative, parameters=parameters,
                 correlation_id=request.get("correlation_id"), user_id=request.get("user_id")))
@@ -82,8 +82,8 @@ def _wanx(request: dict) -> tuple[dict, dict]:
         if not isinstance(task_id, str) or not task_id:
             raise FunctionError(400, "InvalidParameter", "parameters.task_id is required")
         if action == "cancel":
-            return {"canceled": backend().cancel_image(task_id, request.get("model"))}, no_tokens
-        task = backend().fetch_image(task_id, request.get("model"))
+            return {"canceled": backend().cancel_task(task_id, request.get("model"))}, no_tokens
+        task = backend().fetch_task(task_id, request.get("model"))
     except UpstreamError as error:
         raise FunctionError.from_upstream(error) from error
     return ({"task_id": task.task_id, "task_status": task.status, "results": task.results,

@@ -21,6 +21,7 @@ from common.jobs.lifecycle import JobLifecycle
 from common.jobs.queue import make_celery
 from common.jobs.shapes import JobShapes
 from common.jobs.streams import job_streams
+from common.jobs.uploads import Uploads
 from common.upstream.backends import backends
 from web import (
     access_log,
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         image_store=store,
         stream_hub=StreamHub(job_streams(settings, redis_client), redis_client),
         shapes=JobShapes(settings=settings, image_store=store, signing_key=jwt_secret(settings)),
+        uploads=Uploads(database=database, store=store, settings=settings),
         api_keys=ApiKeys(hash_key=hash_key(settings, jwt_secret(settings)),
                          redis_client=redis_client, session_factory=database.sessionmaker),
         token_limits=TokenLimits(redis_client, settings.token_limit_window_seconds),

@@ -19,6 +19,7 @@ from common.infra.storage import ImageStore
 from common.jobs.embedding import EmbeddingCalls
 from common.jobs.lifecycle import JobLifecycle
 from common.jobs.shapes import JobShapes
+from common.jobs.uploads import Uploads
 from web.stream_hub import StreamHub
 from web.waiter import JobWaiter
 
@@ -34,6 +35,7 @@ class Services:
     image_store: ImageStore
     stream_hub: StreamHub  # relays streamed jobs' events to this process's clients
     shapes: JobShapes  # the job as clients see it (common/jobs/shapes.py)
+    uploads: Uploads | None = None  # POST /api/files
     api_keys: ApiKeys | None = None
     token_limits: TokenLimits | None = None
     embeddings: EmbeddingCalls | None = None  # run in the request (common/jobs/embedding.py)

@@ -26,7 +26,7 @@ UNMATCHED = "unmatched"  # 404s have no route; their paths must not become label
 
 
 def init_app(app: Flask, settings: Settings) -> None:
-    configure_labels([*settings.chat_models, *settings.image_models,
+    configure_labels([*settings.chat_models, *settings.task_models,
                       *settings.embedding_models])
     if not settings.metrics_enabled:
         return

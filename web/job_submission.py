@@ -60,23 +60,27 @@ def idempotency_key() -> str | None:
     return key
 
 
-def wait_seconds() -> float:
-    """How long this request may wait for its job (0 for respond-async)."""
+def wait_seconds(*, sync_by_default: bool = True) -> float:
+    """How long this request may wait for its job (0 for respond-async). Endpoints whose jobs
+    take minutes (video) answer 202 at once unless the client asks `Prefer: wait=N`."""
     prefer = request.headers.get("Prefer", "").lower()
     if "respond-async" in prefer:
         return 0.0
     limit = services().settings.sync_wait_seconds
     asked = _WAIT.search(prefer)
-    return min(limit, float(asked.group(1))) if asked else limit
+    if asked:
+        return min(limit, float(asked.group(1)))
+    return limit if sync_by_default else 0.0
 
 
 def submit_and_answer(*, kind: JobKind, model: str, job_request: dict,
                       render_result: Callable[[JobView], BaseModel],
-                      webhook: WebhookTarget | None = None):
+                      webhook: WebhookTarget | None = None, sync_by_default: bool = True):
     """The whole request cycle of a job-backed endpoint: a synchronous request waits until the
     job is settled or its time is up."""
     view, headers = submit_and_wait(kind=kind, model=model, job_request=job_request,
-                                    timeout=wait_seconds(), webhook=webhook)
+                                    timeout=wait_seconds(sync_by_default=sync_by_default),
+                                    webhook=webhook)
     return answer(view, render_result, headers)
 
 

@@ -250,7 +250,10 @@ def publish(app: Flask, settings) -> None:
     chat = schemas["ChatCompletionRequest"]["properties"]
     chat["model"]["enum"] = sorted(settings.chat_models)
     chat["max_tokens"] = _with_maximum(chat["max_tokens"], max(settings.chat_models.values()))
-    schemas["GenerationRequest"]["properties"]["model"]["enum"] = sorted(settings.image_models)
+    for schema, models in (("GenerationRequest", settings.image_models),
+                           ("ImageEditRequest", settings.image_edit_models),
+                           ("VideoRequest", settings.video_models)):
+        schemas[schema]["properties"]["model"]["enum"] = sorted(models)
     app.extensions["openapi"] = spec
 
 

@@ -49,9 +49,10 @@ logger = logging.getLogger(__name__)
 # Limit name -> the views that share its budget (/v1 chat counts with /api chat, /v1 images
 # with /api generation).
 TIERED_ENDPOINTS = {"chat": ("chat.chat_completions", "openai.chat_completions"),
-                    "generation": ("generation.generation", "openai.images_generations",
-                                   "console.playground_image"),
-                    "embeddings": ("openai.embeddings",)}
+                    "generation": ("generation.generation", "generation.image_edit",
+                                   "openai.images_generations", "console.playground_image"),
+                    "embeddings": ("openai.embeddings",),
+                    "video": ("generation.video",)}
 LOGIN = "login"
 # The API's login and the console's sign-in share every login limit (same keys, same budget).
 LOGIN_ENDPOINTS = ("auth.login", "console.sign_in")

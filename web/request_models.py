@@ -19,6 +19,7 @@ from pydantic import (
     Tag,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -29,7 +30,15 @@ from common.infra.settings import Settings
 from common.jobs.models import JobKind, JobStatus
 from common.upstream import image_inputs
 from common.upstream.chat_capabilities import ChatCapabilities, refusals
-from common.upstream.wanx_models import MAX_IMAGES, NEGATIVE_PROMPT_MAX, SEED_MAX, family_of
+from common.upstream.wanx_models import (
+    EDIT_PARAMETER_RANGES,
+    MAX_IMAGES,
+    NEGATIVE_PROMPT_MAX,
+    SEED_MAX,
+    ImageEditModel,
+    ImageModelLimits,
+    VideoModel,
+)
 from common.webhooks.targets import WebhookTarget
 
 Username = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=64,
@@ -43,6 +52,17 @@ Password = Annotated[str, StringConstraints(min_length=MIN_PASSWORD_CHARS,
 class StrictModel(BaseModel):
     # Unknown fields are rejected so a client can never set what it should not (mass assignment).
     model_config = ConfigDict(extra="forbid")
+
+
+def _allowed(table: str):
+    """A validator: the model is a key of the validation context's `table`."""
+    def check(cls, model: str, info: ValidationInfo) -> str:
+        allowed = (info.context or {}).get(table, {})
+        if model not in allowed:
+            raise PydanticCustomError("model_not_allowed", "model must be one of: {allowed}",
+                                      {"allowed": ", ".join(sorted(allowed))})
+        return model
+    return field_validator("model")(classmethod(check))
 
 
 class LoginRequest(StrictModel):
@@ -362,14 +382,7 @@ class ChatCompletionRequest(WebhookFields):
             raise PydanticCustomError("stream_options", "stream_options needs stream: true")
         return options
 
-    @field_validator("model")
-    @classmethod
-    def _allowed_model(cls, model: str, info: ValidationInfo) -> str:
-        allowed = (info.context or {}).get("chat_models", {})
-        if model not in allowed:
-            raise PydanticCustomError("model_not_allowed", "model must be one of: {allowed}",
-                                      {"allowed": ", ".join(sorted(allowed))})
-        return model
+    _model_allowed = _allowed("chat_models")
 
     @field_validator("max_tokens")
     @classmethod
@@ -510,18 +523,10 @@ class GenerationRequest(WebhookFields):
     seed: Annotated[StrictInteger, Field(ge=0, le=SEED_MAX)] | None = None
     parameters: GenerationParameters = Field(default_factory=GenerationParameters)
 
-    @field_validator("model")
-    @classmethod
-    def _allowed_model(cls, model: str, info: ValidationInfo) -> str:
-        allowed = (info.context or {}).get("image_models", {})
-        if model not in allowed:
-            raise PydanticCustomError("model_not_allowed", "model must be one of: {allowed}",
-                                      {"allowed": ", ".join(sorted(allowed))})
-        return model
+    _model_allowed = _allowed("image_models")
 
-    def rule_errors(self) -> list[dict]:
-        """What this model does not accept, as per-field errors."""
-        family = family_of(self.model)
+    def rule_errors(self, family: ImageModelLimits) -> list[dict]:
+        """What this model (its row of IMAGE_MODELS) does not accept, as per-field errors."""
         params = self.parameters
         errors = []
         if len(self.prompt) > family.prompt_max:
@@ -537,14 +542,18 @@ class GenerationRequest(WebhookFields):
         for name in ("prompt_extend", "watermark"):
             if getattr(params, name) is not None and not family.prompt_extend:
                 errors.append((f"parameters.{name}", f"not supported by {self.model}"))
-        return [{"field": field, "message": message} for field, message in errors]
+        if (self.n or params.n or 1) > family.max_n:
+            errors.append(("n", f"at most {family.max_n} for {self.model}"))
+        return _field_errors(errors)
 
     @property
     def size(self) -> str | None:
         size = self.parameters.size
         return size.lower().replace("x", "*") if size else None
 
-    def job_request(self) -> dict:
+    def job_request(self, rules: ImageModelLimits) -> dict:
+        """What the worker sends (every task request is given its model's row; a text-to-
+        image request needs nothing from it)."""
         params = self.parameters
         upstream = {"size": self.size, "style": params.style,
                     "n": self.n or params.n or 1,  # DashScope's default is 4 (and 4x the cost)
@@ -554,6 +563,194 @@ class GenerationRequest(WebhookFields):
                 "negative_prompt": self.negative_prompt or params.negative_prompt,
                 "parameters": {k: v for k, v in upstream.items() if v is not None},
                 "quality": params.quality}
+
+
+def _field_errors(errors: list[tuple[str, str]]) -> list[dict]:
+    return [{"field": field, "message": message} for field, message in errors]
+
+
+HttpsUrl = Annotated[str, StringConstraints(strict=True, min_length=9, max_length=2048,
+                                            pattern=r"^https://[^\s/?#]+[^\s]*$")]
+
+
+class StoredImageReference(StrictModel):
+    """An image the platform holds: one the user uploaded, or one of their job's images."""
+
+    file_id: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=36)] | \
+        None = None
+    job_id: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=36)] | \
+        None = None
+    index: Annotated[StrictInteger, Field(ge=0, le=16)] | None = None
+
+    @field_validator("index")
+    @classmethod
+    def _needs_job(cls, index, info: ValidationInfo):
+        if index is not None and not info.data.get("job_id"):
+            raise PydanticCustomError("image_reference", "index needs a job_id")
+        return index
+
+    @model_validator(mode="after")
+    def _one_source(self) -> StoredImageReference:
+        if (self.file_id is None) == (self.job_id is None):
+            raise PydanticCustomError("image_reference", "give either file_id or job_id")
+        return self
+
+
+# An input image: an https URL (sent to DashScope as it is; never fetched by the platform),
+# or a reference to an image the platform stores (sent through DashScope's file upload).
+ImageInput = HttpsUrl | StoredImageReference
+
+
+def image_reference(value: ImageInput) -> dict:
+    """The reference as the job stores it (common/jobs/input_images.py reads it)."""
+    if isinstance(value, str):
+        return {"url": value}
+    if value.file_id is not None:
+        return {"file_id": value.file_id}
+    return {"job_id": value.job_id, "index": value.index or 0}
+
+
+class ImageEditParameters(StrictModel):
+    n: Annotated[StrictInteger, Field(ge=1, le=MAX_IMAGES)] | None = None
+    seed: Annotated[StrictInteger, Field(ge=0, le=SEED_MAX)] | None = None
+    watermark: Annotated[bool, Field(strict=True)] | None = None
+    strength: StrictNumber | None = None
+    top_scale: StrictNumber | None = None
+    bottom_scale: StrictNumber | None = None
+    left_scale: StrictNumber | None = None
+    right_scale: StrictNumber | None = None
+    upscale_factor: StrictInteger | None = None
+    is_sketch: Annotated[bool, Field(strict=True)] | None = None
+
+
+class ImageEditRequest(WebhookFields):
+    """POST /api/bailian/image-edit. Needs the validation context {"image_edit_models": ...}."""
+
+    model: Annotated[str, Field(strict=True)]
+    function: Annotated[str, Field(strict=True, min_length=1, max_length=64)]
+    prompt: Annotated[str, Field(strict=True, min_length=1)]
+    base_image: ImageInput
+    mask_image: ImageInput | None = Field(default=None, description=(
+        "White where the image is edited; the base image's size (description_edit_with_mask)"))
+    parameters: ImageEditParameters = Field(default_factory=ImageEditParameters)
+
+    _model_allowed = _allowed("image_edit_models")
+
+    def rule_errors(self, rules: ImageEditModel) -> list[dict]:
+        errors = []
+        function = rules.functions.get(self.function)
+        if function is None:
+            return _field_errors([("function", "must be one of "
+                                   f"{', '.join(sorted(rules.functions))}")])
+        if len(self.prompt) > rules.prompt_max:
+            errors.append(("prompt", f"at most {rules.prompt_max} characters for {self.model}"))
+        if function.mask and self.mask_image is None:
+            errors.append(("mask_image", f"{self.function} needs a mask_image"))
+        if not function.mask and self.mask_image is not None:
+            errors.append(("mask_image", f"{self.function} takes no mask_image"))
+        params = self.parameters
+        for name in ImageEditParameters.model_fields:
+            value = getattr(params, name)
+            if value is None or name in ("n", "seed", "watermark"):
+                continue
+            if name not in function.parameters:
+                errors.append((f"parameters.{name}", f"not a parameter of {self.function}"))
+            elif name in EDIT_PARAMETER_RANGES:
+                low, high = EDIT_PARAMETER_RANGES[name]
+                if not low <= value <= high:
+                    errors.append((f"parameters.{name}", f"must be between {low:g} and "
+                                                         f"{high:g}"))
+        if (params.n or 1) > rules.max_n:
+            errors.append(("parameters.n", f"at most {rules.max_n} for {self.model}"))
+        return _field_errors(errors)
+
+    def image_inputs(self) -> dict[str, ImageInput]:
+        inputs = {"base_image_url": self.base_image}
+        if self.mask_image is not None:
+            inputs["mask_image_url"] = self.mask_image
+        return inputs
+
+    def job_request(self, rules: ImageEditModel) -> dict:
+        """What the worker sends: the function goes in `input` beside the images."""
+        parameters = self.parameters.model_dump(exclude_none=True)
+        parameters.setdefault("n", 1)
+        return {"prompt": self.prompt, "negative_prompt": None, "parameters": parameters,
+                "fields": {"function": self.function},
+                "images": {field: image_reference(value)
+                           for field, value in self.image_inputs().items()}}
+
+
+class VideoRequest(WebhookFields):
+    """POST /api/bailian/video: text-to-video, image-to-video (`image`) or first and last
+    frame (`first_frame`, `last_frame`), by model. Needs the validation context
+    {"video_models": ...}."""
+
+    model: Annotated[str, Field(strict=True)]
+    prompt: Annotated[str, Field(strict=True, min_length=1)] | None = None
+    negative_prompt: Annotated[str, Field(strict=True, max_length=NEGATIVE_PROMPT_MAX)] | None = \
+        None
+    image: ImageInput | None = Field(default=None, description="The first frame (image-to-"
+                                                               "video models)")
+    first_frame: ImageInput | None = None
+    last_frame: ImageInput | None = None
+    size: Annotated[str, Field(strict=True, max_length=16)] | None = Field(
+        default=None, description="WIDTH*HEIGHT (text-to-video models)")
+    resolution: Annotated[str, Field(strict=True, max_length=8)] | None = Field(
+        default=None, description="480P, 720P or 1080P (image-to-video and keyframe models)")
+    duration: StrictInteger | None = Field(default=None, description="Seconds of video")
+    seed: Annotated[StrictInteger, Field(ge=0, le=SEED_MAX)] | None = None
+    prompt_extend: Annotated[bool, Field(strict=True)] | None = None
+    watermark: Annotated[bool, Field(strict=True)] | None = None
+
+    _model_allowed = _allowed("video_models")
+
+    def rule_errors(self, rules: VideoModel) -> list[dict]:
+        errors = []
+        # input kind -> (the images it needs, the images it takes)
+        needed, taken = {"text": ((), ()), "image": (("image",), ("image",)),
+                         "keyframes": (("first_frame",), ("first_frame", "last_frame"))
+                         }[rules.input]
+        for name in ("image", "first_frame", "last_frame"):
+            given = getattr(self, name) is not None
+            if name in needed and not given:
+                errors.append((name, f"{self.model} needs {name}"))
+            if given and name not in taken:
+                errors.append((name, f"not accepted by {self.model}"))
+        if rules.input == "text" and self.prompt is None:
+            errors.append(("prompt", f"{self.model} needs a prompt"))
+        if self.prompt is not None and len(self.prompt) > rules.prompt_max:
+            errors.append(("prompt", f"at most {rules.prompt_max} characters for {self.model}"))
+        if self.size is not None and self.size.replace("x", "*") not in rules.sizes:
+            errors.append(("size", f"must be one of {', '.join(rules.sizes)}" if rules.sizes
+                           else f"{self.model} takes a resolution, not a size"))
+        if self.resolution is not None and self.resolution.upper() not in rules.resolutions:
+            errors.append(("resolution", f"must be one of {', '.join(rules.resolutions)}"
+                           if rules.resolutions else f"{self.model} takes a size, not a "
+                                                     "resolution"))
+        if self.duration is not None and self.duration not in rules.durations:
+            errors.append(("duration", "must be one of "
+                                       f"{', '.join(map(str, rules.durations))} seconds"))
+        for name in ("prompt_extend", "watermark"):
+            if getattr(self, name) is not None and not rules.prompt_extend:
+                errors.append((name, f"not supported by {self.model}"))
+        return _field_errors(errors)
+
+    def image_inputs(self) -> dict[str, ImageInput]:
+        fields = {"img_url": self.image, "first_frame_url": self.first_frame,
+                  "last_frame_url": self.last_frame}
+        return {field: value for field, value in fields.items() if value is not None}
+
+    def job_request(self, rules: VideoModel) -> dict:
+        upstream = {"size": self.size and self.size.replace("x", "*"),
+                    "resolution": self.resolution and self.resolution.upper(),
+                    # Always sent: the budget reserves for it, and DashScope bills it.
+                    "duration": self.duration or rules.default_duration,
+                    "seed": self.seed, "prompt_extend": self.prompt_extend,
+                    "watermark": self.watermark}
+        return {"prompt": self.prompt, "negative_prompt": self.negative_prompt,
+                "parameters": {k: v for k, v in upstream.items() if v is not None},
+                "images": {field: image_reference(value)
+                           for field, value in self.image_inputs().items()}}
 
 
 # --- API keys and budgets (common.accounts.api_keys, common.billing.budgets) ----------------

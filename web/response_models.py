@@ -19,10 +19,11 @@ from common.jobs.shapes import (  # the job's shapes live with the job (the work
     JobError,
     JobLinks,
     JobUsageData,
+    VideoData,
 )
 
 __all__ = ["ChatCompletionData", "GeneratedImage", "GenerationData", "GenerationOutput",
-           "JobCost", "JobData", "JobError", "JobLinks", "JobUsageData"]
+           "JobCost", "JobData", "JobError", "JobLinks", "JobUsageData", "VideoData"]
 
 
 class Shape(BaseModel):
@@ -68,6 +69,7 @@ class UsageTotals(Shape):
     output_tokens: int
     total_tokens: int
     image_count: int
+    video_seconds: int
     cost: float
     compute_cost: float
 
@@ -188,3 +190,18 @@ class ApiKeyData(Shape):
 
 class CreatedApiKeyData(ApiKeyData):
     key: str = Field(description="The secret: shown this once, never again")
+
+
+class FileData(Shape):
+    """An uploaded image (POST /api/files): use its id as {"file_id"} in an image edit or a
+    video request."""
+
+    id: str
+    filename: str | None
+    content_type: str
+    size: int
+    width: int
+    height: int
+    sha256: str
+    created_at: str
+    url: str  # GET it with your token (uploads are private)

@@ -9,7 +9,13 @@ from common.jobs.models import JobStatus
 from common.jobs.views import JobView
 from common.upstream.failures import http_status_for
 from web.context import services
-from web.response_models import ChatCompletionData, GenerationData, JobData, UserData
+from web.response_models import (
+    ChatCompletionData,
+    GenerationData,
+    JobData,
+    UserData,
+    VideoData,
+)
 
 
 def job_url(job_id: str) -> str:
@@ -21,7 +27,7 @@ def job_data(view: JobView) -> JobData:
     return services().shapes.job_data(view)
 
 
-def result_data(view: JobView) -> ChatCompletionData | GenerationData | None:
+def result_data(view: JobView) -> ChatCompletionData | GenerationData | VideoData | None:
     return services().shapes.result_data(view)
 
 
@@ -31,6 +37,10 @@ def chat_completion_data(view: JobView) -> ChatCompletionData:
 
 def generation_data(view: JobView) -> GenerationData:
     return services().shapes.generation_data(view)
+
+
+def video_data(view: JobView) -> VideoData:
+    return services().shapes.video_data(view)
 
 
 def failure_status(view: JobView) -> int:

@@ -37,8 +37,11 @@ def init_app(app: Flask) -> None:
 
 
 def _refuse_unreadable_body() -> None:
-    # The console's forms are urlencoded (web/console reads them as forms, never as JSON).
-    if request.method in ("POST", "PUT", "PATCH") and request.blueprint != "console":
+    # The console's forms are urlencoded (web/console reads them as forms, never as JSON); a
+    # multipart body (POST /api/files) is a form: its route reads it as one, within its own
+    # size limit; any JSON route that gets one still refuses it in parse_body.
+    if request.method in ("POST", "PUT", "PATCH") and request.blueprint != "console" \
+            and request.mimetype != "multipart/form-data":
         request_json()
 
 

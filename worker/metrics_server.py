@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 def install(app: Celery, settings: Settings, runtime) -> None:
     """Connect the worker's metrics to its lifecycle signals."""
-    configure_labels([*settings.chat_models, *settings.image_models,
+    configure_labels([*settings.chat_models, *settings.task_models,
                       *settings.embedding_models])
 
     @worker_init.connect(weak=False)
@@ -90,8 +90,9 @@ class WorkerStateCollector:
         yield from self._queue_depth()
         rt = self.runtime.get()
         try:
-            in_flight = InflightTasks(rt.redis).count(rt.settings.image_models)
-            yield GaugeMetricFamily("wanx_tasks_in_flight", "Wanx tasks DashScope is working on",
+            in_flight = InflightTasks(rt.redis).count(rt.settings.task_models)
+            yield GaugeMetricFamily("wanx_tasks_in_flight", "Wan tasks (images, edits, videos) "
+                                    "DashScope is working on",
                                     value=in_flight)
         except Exception as exc:  # a scrape must not fail because one source is down
             logger.warning("wanx_tasks_in_flight unavailable: %s", exc)

@@ -12,10 +12,12 @@ from common.infra.redis_client import redis_from_settings
 from common.infra.settings import Settings, get_settings
 from common.infra.storage import image_store
 from common.jobs.chat import ChatJobs
-from common.jobs.image import ImageJobs
 from common.jobs.image_copies import ImageCopies
+from common.jobs.input_images import InputImages
 from common.jobs.lifecycle import JobLifecycle
+from common.jobs.tasks import TaskJobs
 from common.upstream.backends import backends
+from common.upstream.file_upload import FileUploader
 
 
 @dataclasses.dataclass
@@ -25,7 +27,7 @@ class Runtime:
     redis: redis.Redis
     lifecycle: JobLifecycle
     chat: ChatJobs
-    images: ImageJobs
+    images: TaskJobs  # every async-task kind: text-to-image, image edit, video
     image_copies: ImageCopies
 
 
@@ -55,14 +57,19 @@ def get() -> Runtime:
     available = backends(settings, pool_size=max(UPSTREAM_POOL_MIN, _concurrency or 0))
     lifecycle = JobLifecycle.of(settings=settings, database=database,
                                 redis_client=redis_client, celery=app)
+    store = image_store(settings)
+    input_images = InputImages(database=database, store=store,
+                               uploader=FileUploader.from_settings(settings)
+                               if settings.dashscope_configured else None)
     return Runtime(
         settings=settings, database=database, redis=redis_client, lifecycle=lifecycle,
         chat=ChatJobs(lifecycle=lifecycle, backends=available, redis_client=redis_client,
                       settings=settings),
-        images=ImageJobs(lifecycle=lifecycle, database=database, backends=available,
-                         redis_client=redis_client, settings=settings),
+        images=TaskJobs(lifecycle=lifecycle, database=database, backends=available,
+                        redis_client=redis_client, settings=settings,
+                        input_images=input_images),
         image_copies=ImageCopies(lifecycle=lifecycle, database=database, settings=settings,
-                                 store=image_store(settings)))
+                                 store=store))
 
 
 def reset() -> None:

@@ -56,7 +56,7 @@ def stream_chat(self, job_id: str) -> None:
 
 
 @app.task(name=SUBMIT_IMAGE, **JOB_TASK)
-def submit_image(self, job_id: str) -> None:
+def submit_task(self, job_id: str) -> None:
     _bind(self, job_id)
     runtime.get().images.submit(job_id)
 
@@ -74,7 +74,7 @@ def store_images(self, job_id: str) -> None:
 
 
 @app.task(name=CANCEL_IMAGE, **JOB_TASK)
-def cancel_image(self, job_id: str) -> None:
+def cancel_task(self, job_id: str) -> None:
     _bind(self, job_id)
     runtime.get().images.cancel_upstream(job_id)
 

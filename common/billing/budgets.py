@@ -132,13 +132,17 @@ class Budgets:
         definitions counted as a token (each token of DashScope's tokenizer, and of the
         emulator's, covers at least one byte), each image as the most tokens DashScope gives
         one, plus each message's template, and max_tokens (else the model's limit) of output
-        per choice (n), plus a thinking budget as output when thinking. Images: n x the image
-        price. Embeddings: every UTF-8 byte of the texts as an input token. The Function
-        Compute path adds its worst invocations."""
+        per choice (n), plus a thinking budget as output when thinking. Async tasks: n x the
+        image price (images, edits), duration x the per-second price (videos). Embeddings:
+        every UTF-8 byte of the texts as an input token. The Function Compute path adds its
+        worst invocations."""
         price = self.settings.prices.get(model, {})
-        if kind == JobKind.IMAGE:
-            n = int(request.get("parameters", {}).get("n", 1))
-            cost = Decimal(n) * price.get("image", Decimal(0))
+        if kind != JobKind.CHAT:
+            parameters = request.get("parameters", {})
+            n = int(parameters.get("n", 1))
+            seconds = int(parameters.get("duration", 0))
+            cost = Decimal(n) * price.get("image", Decimal(0)) \
+                + Decimal(seconds) * price.get("video_second", Decimal(0))
             tokens = 0
         elif kind == JobKind.EMBEDDING:
             # The texts are not kept in the job row: their UTF-8 size stands in for them.

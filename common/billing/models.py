@@ -33,6 +33,8 @@ class UsageRecord(Base):
     image_count: Mapped[int] = mapped_column(Integer, default=0)
     # Of input_tokens, those of input images (vision chat).
     image_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    video_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    video_count: Mapped[int] = mapped_column(Integer, default=0)
     # The tokens are our estimate, not DashScope's report (common.billing.pricing.Usage).
     estimated: Mapped[bool] = mapped_column(Boolean, default=False)
     cost: Mapped[Decimal] = mapped_column(Numeric(18, 8), default=Decimal(0))  # all included

@@ -1,4 +1,5 @@
-"""Usage reports: a user's (or everyone's) tokens, images and cost over a time range."""
+"""Usage reports: a user's (or everyone's) tokens, images, seconds of video and cost over a
+time range."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ def summarize(*, session: Session, start: dt.datetime, end: dt.datetime,
         func.coalesce(func.sum(UsageRecord.output_tokens), 0).label("output_tokens"),
         func.coalesce(func.sum(UsageRecord.total_tokens), 0).label("total_tokens"),
         func.coalesce(func.sum(UsageRecord.image_count), 0).label("image_count"),
+        func.coalesce(func.sum(UsageRecord.video_seconds), 0).label("video_seconds"),
         func.coalesce(func.sum(UsageRecord.cost), 0).label("cost"),
         func.coalesce(func.sum(UsageRecord.compute_cost), 0).label("compute_cost"),
     )
@@ -71,7 +73,7 @@ def rows(*, session: Session, start: dt.datetime, end: dt.datetime,
 
 CSV_COLUMNS = ("created_at", "job_id", "user_id", "api_key_id", "kind", "model",
                "input_tokens", "output_tokens", "total_tokens", "image_count", "estimated",
-               "cost", "compute_cost", "currency", "path")
+               "cost", "compute_cost", "currency", "path", "video_seconds", "video_count")
 
 
 def _row(row) -> dict:
@@ -81,6 +83,7 @@ def _row(row) -> dict:
         "output_tokens": int(row.output_tokens),
         "total_tokens": int(row.total_tokens),
         "image_count": int(row.image_count),
+        "video_seconds": int(row.video_seconds),
         "cost": _money(row.cost),  # everything, Function Compute included
         "compute_cost": _money(row.compute_cost),
     }

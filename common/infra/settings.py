@@ -24,6 +24,15 @@ from pydantic_settings import (
 from common.accounts.models import Role
 from common.infra import embedded_run
 from common.upstream.chat_capabilities import ChatCapabilities, default_capabilities
+from common.upstream.wanx_models import (
+    ImageEditModel,
+    ImageModelLimits,
+    TaskModel,
+    VideoModel,
+    default_image_edit_models,
+    default_image_models,
+    default_video_models,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -75,6 +84,26 @@ DEFAULT_PRICES: dict[str, dict[str, Decimal]] = {
     "wanx2.1-t2i-turbo": {"image": Decimal("0.14")},
     "wanx2.1-t2i-plus": {"image": Decimal("0.20")},
     "wanx2.0-t2i-turbo": {"image": Decimal("0.04")},
+    # UNCONFIRMED (dashscope-protocol-2.md section 5.4 gives resellers' USD figures only):
+    # wan2.2 and wan2.5 text-to-image at the wanx2.1 turbo/plus prices.
+    "wan2.2-t2i-flash": {"image": Decimal("0.14")},
+    "wan2.2-t2i-plus": {"image": Decimal("0.20")},
+    "wan2.5-t2i-preview": {"image": Decimal("0.20")},
+    # Image editing: about USD 0.02 per image; the CNY figure is UNCONFIRMED (section 6.3).
+    "wanx2.1-imageedit": {"image": Decimal("0.14")},
+    # Video, per second of output (section 7.5), at each model's default resolution; tiered
+    # prices would need the resolution in the usage DashScope reports.
+    "wanx2.1-t2v-turbo": {"video_second": Decimal("0.24")},
+    "wanx2.1-t2v-plus": {"video_second": Decimal("0.70")},
+    "wan2.2-t2v-plus": {"video_second": Decimal("0.70")},
+    "wan2.5-t2v-preview": {"video_second": Decimal("1.00")},
+    "wanx2.1-i2v-turbo": {"video_second": Decimal("0.24")},
+    "wanx2.1-i2v-plus": {"video_second": Decimal("0.70")},
+    "wan2.2-i2v-flash": {"video_second": Decimal("0.20")},
+    "wan2.2-i2v-plus": {"video_second": Decimal("0.70")},
+    "wan2.5-i2v-preview": {"video_second": Decimal("1.00")},
+    "wanx2.1-kf2v-plus": {"video_second": Decimal("0.70")},
+    "wan2.2-kf2v-flash": {"video_second": Decimal("0.20")},
     # dashscope-protocol-2.md section 4.2: CN list prices per 1K tokens (v3 grouped with v4).
     "text-embedding-v4": {"input": Decimal("0.0005")},
     "text-embedding-v3": {"input": Decimal("0.0005")},
@@ -83,20 +112,16 @@ DEFAULT_PRICES: dict[str, dict[str, Decimal]] = {
 }
 DEFAULT_RATE_LIMITS = {
     "chat": {Role.DEFAULT: "100/minute", Role.PREMIUM: "500/minute", Role.ADMIN: "1000/minute"},
+    # Text-to-image and image edits together (/v1/images/generations counts here too).
     "generation": {Role.DEFAULT: "50/minute", Role.PREMIUM: "100/minute",
                    Role.ADMIN: "200/minute"},
     # Short calls that RAG pipelines make in bursts; DashScope's own account limit for
     # text-embedding-v3 is 6,000 per minute (dashscope-protocol-2.md section 4.2).
     "embeddings": {Role.DEFAULT: "300/minute", Role.PREMIUM: "1500/minute",
                    Role.ADMIN: "3000/minute"},
+    # Its own, lower limit: a video costs yuan where an image costs cents.
+    "video": {Role.DEFAULT: "10/minute", Role.PREMIUM: "30/minute", Role.ADMIN: "60/minute"},
 }
-
-
-class ImageModelLimits(BaseModel):
-    """DashScope's account-wide limits for one image model (0 = unlimited)."""
-
-    submit_qps: float = Field(default=2.0, ge=0)
-    concurrency: int = Field(default=2, ge=0)
 
 
 class BudgetSpec(BaseModel):
@@ -160,8 +185,9 @@ class Settings(BaseSettings):
 
     # Rate limits: endpoint -> tier -> limit ("100/minute"), per authenticated user
     rate_limits_enabled: bool = True
-    # (/v1/images/generations counts as generation; an endpoint left out keeps its default)
-    rate_limits: dict[Literal["chat", "generation", "embeddings"], dict[Role, str]] = Field(
+    # (an endpoint left out keeps its default)
+    rate_limits: dict[Literal["chat", "generation", "embeddings", "video"],
+                      dict[Role, str]] = Field(
         default_factory=lambda: {name: dict(tiers) for name, tiers in DEFAULT_RATE_LIMITS.items()})
     login_rate_limit: str = "30/minute"  # per client address, on top of the failure limit
     rate_limit_storage_url: str | None = None  # default: the Redis above
@@ -249,19 +275,27 @@ class Settings(BaseSettings):
     task_time_limit: int = Field(default=300, gt=0)
     worker_soft_shutdown_seconds: float = Field(default=20.0, ge=0)  # below the SIGKILL grace
 
-    # Wanx image jobs: allowed model -> DashScope's account limits for it
-    image_models: dict[str, ImageModelLimits] = Field(default_factory=lambda: {
-        "wanx-v1": ImageModelLimits(submit_qps=2, concurrency=1),
-        "wanx2.1-t2i-turbo": ImageModelLimits(submit_qps=2, concurrency=2),
-        "wanx2.1-t2i-plus": ImageModelLimits(submit_qps=2, concurrency=2),
-        "wanx2.0-t2i-turbo": ImageModelLimits(submit_qps=2, concurrency=2),
-    })
+    # Wan async-task models, one table per kind (common/upstream/wanx_models.py): allowed
+    # model -> DashScope's account limits for it and the parameters it accepts.
+    image_models: dict[str, ImageModelLimits] = Field(default_factory=default_image_models)
+    image_edit_models: dict[str, ImageEditModel] = Field(
+        default_factory=default_image_edit_models)
+    video_models: dict[str, VideoModel] = Field(default_factory=default_video_models)
     # The model /v1/images/generations uses when a request names none (one of IMAGE_MODELS).
     v1_default_image_model: str = "wanx2.1-t2i-turbo"
     image_job_deadline_seconds: int = Field(default=1800, gt=0)
     task_query_budget: float = Field(default=20.0, gt=0)  # GET /tasks per second, all workers
     image_poll_backoff: list[float] = Field(default=[1.0, 2.0, 5.0, 10.0], min_length=1)
     image_poll_max_interval: float = Field(default=300.0, gt=0)
+    # Video tasks take minutes: fewer, later polls (the last delay repeats). A finished task
+    # is still seen within one poll interval, at most 15 s by default (and the fair share
+    # of the query budget when thousands of tasks are in flight).
+    video_poll_backoff: list[float] = Field(default=[5.0, 10.0, 15.0], min_length=1)
+    video_job_deadline_seconds: int = Field(default=3600, gt=0)
+    video_max_bytes: int = Field(default=500 * 1024 * 1024, gt=0)  # a copied MP4
+    # POST /api/files: the largest upload, in bytes and in pixels (width x height).
+    upload_max_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    upload_max_pixels: int = Field(default=4096 * 4096, gt=0)
     # Where finished images are copied, since DashScope's URLs die after 24 hours.
     image_storage: Literal["local", "s3"] = "local"
     image_storage_dir: Path | None = None  # default: DATA_DIR/images
@@ -351,6 +385,21 @@ class Settings(BaseSettings):
             value = {**{name: dict(tiers) for name, tiers in DEFAULT_RATE_LIMITS.items()},
                      **value}
         return value
+
+    @field_validator("image_models", "image_edit_models", "video_models", mode="before")
+    @classmethod
+    def _known_model_rules(cls, value, info):
+        """A model the platform knows keeps its documented rules where the setting names only
+        its limits: IMAGE_MODELS={"wanx-v1": {"concurrency": 3}} still refuses wanx-v1 sizes
+        it does not make. The models allowed are exactly those given."""
+        if not isinstance(value, dict):
+            return value
+        defaults = {"image_models": default_image_models,
+                    "image_edit_models": default_image_edit_models,
+                    "video_models": default_video_models}[info.field_name]()
+        return {model: {**defaults[model].model_dump(), **rules}
+                if model in defaults and isinstance(rules, dict) else rules
+                for model, rules in value.items()}
 
     @field_validator("webhook_retry_schedule")
     @classmethod
@@ -468,7 +517,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_models_are_priced(self) -> Settings:
-        unpriced = sorted((set(self.chat_models) | set(self.image_models)
+        unpriced = sorted((set(self.chat_models) | set(self.task_models)
                            | set(self.embedding_models)) - set(self.prices))
         if unpriced:
             raise ValueError(f"PRICES has no entry for allowed models: {', '.join(unpriced)}")
@@ -481,6 +530,11 @@ class Settings(BaseSettings):
         if self.v1_default_image_model not in self.image_models:
             raise ValueError("V1_DEFAULT_IMAGE_MODEL must be one of IMAGE_MODELS")
         return self
+
+    @property
+    def task_models(self) -> dict[str, TaskModel]:
+        """Every async-task model (images, edits, videos): they share the task-query budget."""
+        return {**self.image_models, **self.image_edit_models, **self.video_models}
 
     @property
     def images_dir(self) -> Path:
@@ -527,11 +581,10 @@ class Settings(BaseSettings):
         return self.celery_broker_url or self.redis_connection_url
 
     def path_for(self, kind: str) -> str:
-        """Where a new job of `kind` ("chat" or "image") runs: Function Compute or DashScope.
-        Embeddings always call DashScope (there is no embedding function)."""
-        if kind == "embedding":
-            return "dashscope"
-        endpoint = self.fc_qwen_endpoint if kind == "chat" else self.fc_wanx_endpoint
+        """Where a new job of `kind` runs: Function Compute or DashScope. The function
+        contract (fc/README.md) covers chat and text-to-image only, so image edits, videos and
+        embeddings always go to DashScope."""
+        endpoint = {"chat": self.fc_qwen_endpoint, "image": self.fc_wanx_endpoint}.get(kind)
         return "fc" if endpoint else "dashscope"
 
     @property

@@ -40,7 +40,13 @@ from common.jobs.queue import (
     Step,
     first_step,
 )
-from common.jobs.results import ChatCompletion, EmbeddingSummary, ImageResult
+from common.jobs.results import (
+    ChatCompletion,
+    CopiedResult,
+    EmbeddingSummary,
+    ImageResult,
+    VideoResult,
+)
 from common.jobs.streams import JobStreams, job_streams
 from common.jobs.views import JobUsage, JobView
 from common.upstream.failures import (
@@ -119,7 +125,7 @@ class Claim(BaseModel):
 class Billed(BaseModel):
     """An upstream result to record: DashScope bills it, so it is recorded exactly once."""
 
-    result: ChatCompletion | ImageResult | EmbeddingSummary
+    result: ChatCompletion | ImageResult | VideoResult | EmbeddingSummary
     usage: Usage
     cost: Decimal  # DashScope's price for `usage`
     currency: str
@@ -373,7 +379,7 @@ class JobLifecycle:
 
         return self.commit(work)
 
-    def record_copies(self, job_id: str, result: ImageResult, *,
+    def record_copies(self, job_id: str, kind: JobKind, result: CopiedResult, *,
                       retry_in: float | None) -> None:
         """Where a succeeded job's images are stored now; copy again in `retry_in` seconds,
         or (None) the copies are settled and waiting requests get our links."""
@@ -384,7 +390,7 @@ class JobLifecycle:
                                               result=result.model_dump(mode="json"), due=due):
                 return None, []
             steps = () if retry_in is None else (Step(STORE_IMAGES, job_id, retry_in),)
-            return None, [Change(job_id, JobKind.IMAGE, announce=retry_in is None,
+            return None, [Change(job_id, kind, announce=retry_in is None,
                                  follow_ups=steps)]
 
         self.commit(work)
@@ -455,6 +461,7 @@ def _insert_usage(conn: Connection, claim: Claim, billed: Billed, now: dt.dateti
         "model": claim.model, "input_tokens": usage.input_tokens,
         "output_tokens": usage.output_tokens, "total_tokens": usage.total_tokens,
         "image_count": usage.image_count, "image_tokens": usage.image_tokens,
+        "video_seconds": usage.video_seconds, "video_count": usage.video_count,
         "estimated": usage.estimated, "cost": total,
         "compute_cost": compute_cost, "currency": billed.currency, "path": claim.path,
         "upstream_request_id": billed.upstream_request_id, "created_at": now})

@@ -22,6 +22,8 @@ class JobKind(enum.StrEnum):
     IMAGE = "image"
     # Run in the request that asks (common/jobs/embedding.py), recorded like any job.
     EMBEDDING = "embedding"
+    IMAGE_EDIT = "image_edit"
+    VIDEO = "video"
 
 
 class JobStatus(enum.StrEnum):

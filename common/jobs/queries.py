@@ -24,8 +24,8 @@ _VIEW_COLUMNS = (
     jobs.c.started_at, jobs.c.finished_at, jobs.c.deadline_at, jobs.c.attempts, jobs.c.result,
     jobs.c.error_code, jobs.c.error_message,
     usage.c.id.label("usage_id"), usage.c.input_tokens, usage.c.output_tokens,
-    usage.c.total_tokens, usage.c.image_count, usage.c.image_tokens, usage.c.estimated,
-    usage.c.cost,
+    usage.c.total_tokens, usage.c.image_count, usage.c.image_tokens, usage.c.video_seconds,
+    usage.c.video_count, usage.c.estimated, usage.c.cost,
     usage.c.currency, jobs.c.webhook, jobs.c.webhook_events)
 # Only a finished job has a usage row; the outer join costs one index lookup per job.
 _VIEWS = select(*_VIEW_COLUMNS).select_from(
@@ -57,6 +57,7 @@ def view_of(row: Row) -> JobView:
             input_tokens=row.input_tokens, output_tokens=row.output_tokens,
             total_tokens=row.total_tokens, image_count=row.image_count,
             image_tokens=row.image_tokens,
+            video_seconds=row.video_seconds, video_count=row.video_count,
             estimated=row.estimated, cost=row.cost,
             currency=row.currency),
         webhook=row.webhook,

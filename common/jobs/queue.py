@@ -43,7 +43,10 @@ DELIVER_WEBHOOK = "webhooks.deliver"
 QUEUE_OF = {RUN_CHAT: CHAT_QUEUE, STREAM_CHAT: STREAM_QUEUE, SUBMIT_IMAGE: IMAGE_QUEUE,
             POLL_IMAGE: IMAGE_QUEUE, STORE_IMAGES: IMAGE_QUEUE, CANCEL_IMAGE: IMAGE_QUEUE,
             SWEEP: MAINTENANCE_QUEUE, DELIVER_WEBHOOK: MAINTENANCE_QUEUE}
-FIRST_TASK = {JobKind.CHAT: RUN_CHAT, JobKind.IMAGE: SUBMIT_IMAGE}
+# Every async-task kind starts the same way (common/jobs/tasks.py); the task names keep their
+# image-era spelling so messages already queued by an older release still run.
+FIRST_TASK = {JobKind.CHAT: RUN_CHAT, JobKind.IMAGE: SUBMIT_IMAGE,
+              JobKind.IMAGE_EDIT: SUBMIT_IMAGE, JobKind.VIDEO: SUBMIT_IMAGE}
 STREAMED_FIRST_TASK = {JobKind.CHAT: STREAM_CHAT}
 # Not "correlation_id": Celery uses that message property for the task id.
 CORRELATION_HEADER = "bailian_correlation_id"

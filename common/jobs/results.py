@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.jobs.models import JobKind
-from common.upstream.interface import ChatChoice, ChatResult, ImageTask
+from common.upstream.interface import ChatChoice, ChatResult, UpstreamTask
 
 
 class Result(BaseModel):
@@ -90,7 +90,8 @@ class ChatCompletion(Result):
 
 
 class GeneratedImage(Result):
-    """One image DashScope generated: its URL (valid for 24 hours), and our copy once stored."""
+    """One file DashScope generated (an image, a video, a video's poster): its URL (valid for
+    24 hours), and our copy once stored."""
 
     upstream_url: str
     stored: bool = False
@@ -130,7 +131,7 @@ class ImageResult(Result):
     usage: ImageUsage
 
     @classmethod
-    def of(cls, task: ImageTask) -> ImageResult:
+    def of(cls, task: UpstreamTask) -> ImageResult:
         results: list[GeneratedImage | FailedImage] = [
             GeneratedImage(upstream_url=item["url"]) if item.get("url")
             else FailedImage(code=item.get("code"), message=item.get("message"))
@@ -146,8 +147,13 @@ class ImageResult(Result):
                 if isinstance(entry, GeneratedImage)]
 
     @property
+    def copies(self) -> list[tuple[int, GeneratedImage]]:
+        """What the platform copies into its store, by index (common/jobs/image_copies.py)."""
+        return self.images
+
+    @property
     def settled(self) -> bool:
-        return all(image.settled for _, image in self.images)
+        return all(image.settled for _, image in self.copies)
 
 
 class EmbeddingSummary(Result):
@@ -160,9 +166,57 @@ class EmbeddingSummary(Result):
     encoding_format: str
 
 
-JobResult = ChatCompletion | ImageResult | EmbeddingSummary
+
+class VideoTaskOutput(Result):
+    task_id: str
+    task_status: str
+    video: GeneratedImage
+    poster: GeneratedImage | None = None
+
+
+class VideoUsage(Result):
+    video_seconds: int  # DashScope's usage.video_duration: what it bills
+    video_count: int
+
+
+VIDEO_INDEX, POSTER_INDEX = 0, 1
+
+
+class VideoResult(Result):
+    """A video job's result: the MP4 (and its poster frame, if DashScope gave one), copied or
+    being copied."""
+
+    output: VideoTaskOutput
+    usage: VideoUsage
+
+    @classmethod
+    def of(cls, task: UpstreamTask) -> VideoResult:
+        poster = GeneratedImage(upstream_url=task.poster_url) if task.poster_url else None
+        return cls(output=VideoTaskOutput(task_id=task.task_id, task_status=task.status,
+                                          video=GeneratedImage(upstream_url=task.video_url),
+                                          poster=poster),
+                   usage=VideoUsage(video_seconds=task.video_seconds,
+                                    video_count=task.video_count))
+
+    @property
+    def copies(self) -> list[tuple[int, GeneratedImage]]:
+        copies = [(VIDEO_INDEX, self.output.video)]
+        if self.output.poster is not None:
+            copies.append((POSTER_INDEX, self.output.poster))
+        return copies
+
+    @property
+    def settled(self) -> bool:
+        return all(copy.settled for _, copy in self.copies)
+
+
+# Results whose files are copied into the store: the same copying and serving for each.
+CopiedResult = ImageResult | VideoResult
+JobResult = ChatCompletion | ImageResult | VideoResult | EmbeddingSummary
 RESULT_TYPES: dict[JobKind, type[JobResult]] = {JobKind.CHAT: ChatCompletion,
                                                 JobKind.IMAGE: ImageResult,
+                                                JobKind.IMAGE_EDIT: ImageResult,
+                                                JobKind.VIDEO: VideoResult,
                                                 JobKind.EMBEDDING: EmbeddingSummary}
 
 

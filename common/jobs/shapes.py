@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+from collections.abc import Callable
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -14,7 +15,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from common.infra.settings import Settings
 from common.infra.storage import ImageStore, sign_image_path
 from common.jobs.models import JobStatus
-from common.jobs.results import ChatCompletion, ImageResult, ImageUsage
+from common.jobs.results import (
+    POSTER_INDEX,
+    VIDEO_INDEX,
+    ChatCompletion,
+    ImageResult,
+    ImageUsage,
+    VideoResult,
+    VideoUsage,
+)
 from common.jobs.results import GeneratedImage as StoredImage
 from common.jobs.views import JobView
 
@@ -53,6 +62,30 @@ class GenerationData(Shape):
     job_id: str
 
 
+class GeneratedVideo(Shape):
+    url: str  # our signed link once stored (HTTP Range supported), DashScope's until then
+    stored: bool
+    upstream_url: str
+    size: int | None = None
+    content_type: str | None = None
+    sha256: str | None = None
+
+
+class VideoOutput(Shape):
+    task_id: str
+    task_status: str
+    video: GeneratedVideo
+    poster: GeneratedImage | None = None
+
+
+class VideoData(Shape):
+    """A video job's result as sent: the task output with links to our copies."""
+
+    output: VideoOutput
+    usage: VideoUsage
+    job_id: str
+
+
 class JobError(Shape):
     code: str | None
     message: str | None
@@ -65,6 +98,9 @@ class JobUsageData(Shape):
     image_count: int
     image_tokens: int = Field(default=0, description="Of input_tokens, those of input images "
                               "(vision models)")
+    video_seconds: int | None = Field(default=None, description="Seconds of video billed "
+                                                                "(video jobs only)")
+    video_count: int | None = None
     estimated: bool = Field(default=False, description=(
         "The tokens are the platform's estimate: the job's stream ended (canceled, or its "
         "worker lost) before DashScope reported usage"))
@@ -82,7 +118,7 @@ class JobLinks(Shape):
 
 class JobData(Shape):
     id: str
-    kind: Literal["chat", "image", "embedding"]
+    kind: Literal["chat", "image", "image_edit", "video", "embedding"]
     model: str
     status: Literal["queued", "running", "succeeded", "failed", "canceled"]
     created_at: str
@@ -90,7 +126,7 @@ class JobData(Shape):
     finished_at: str | None
     deadline_at: str
     attempts: int
-    result: ChatCompletionData | GenerationData | None
+    result: ChatCompletionData | GenerationData | VideoData | None
     error: JobError | None
     usage: JobUsageData | None
     cost: JobCost | None
@@ -100,8 +136,13 @@ class JobData(Shape):
 
 
 def image_path(job_id: str, index: int) -> str:
-    """The route of a stored image (web/api/jobs.py serves it)."""
+    """The route of a stored file, image or video (web/api/jobs.py serves it)."""
     return f"/api/jobs/{job_id}/images/{index}"
+
+
+def media_path(job_id: str, index: int) -> str:
+    """The same route under the name that suits a video: /api/jobs/<id>/media/<index>."""
+    return f"/api/jobs/{job_id}/media/{index}"
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -146,7 +187,11 @@ class JobShapes:
                                output_tokens=usage.output_tokens,
                                total_tokens=usage.total_tokens, image_count=usage.image_count,
                                image_tokens=usage.image_tokens,
-                               estimated=usage.estimated)
+                               estimated=usage.estimated,
+                               # Shown only where there is video (other jobs keep their shape).
+                               **({"video_seconds": usage.video_seconds,
+                                   "video_count": usage.video_count}
+                                  if usage.video_count else {}))
             if usage else None,
             cost=JobCost(amount=float(usage.cost), currency=usage.currency) if usage else None,
             links=JobLinks(self=url, cancel=f"{url}/cancel"), **webhook)
@@ -156,12 +201,15 @@ class JobShapes:
         return json.dumps(self.job_data(view).model_dump(mode="json", exclude_unset=True),
                           separators=(",", ":"), ensure_ascii=False).encode()
 
-    def result_data(self, view: JobView) -> ChatCompletionData | GenerationData | None:
+    def result_data(self, view: JobView
+                    ) -> ChatCompletionData | GenerationData | VideoData | None:
         """A succeeded job's result as sent, with the id of the job it came from."""
         if isinstance(view.result, ChatCompletion):
             return self.chat_completion_data(view)
         if isinstance(view.result, ImageResult):
             return self.generation_data(view)
+        if isinstance(view.result, VideoResult):
+            return self.video_data(view)
         return None
 
     def chat_completion_data(self, view: JobView) -> ChatCompletionData:
@@ -178,11 +226,25 @@ class JobShapes:
         return GenerationData(job_id=view.id, usage=result.usage, output=GenerationOutput(
             task_id=output.task_id, task_status=output.task_status, results=images))
 
-    def signed_image_url(self, job_id: str, index: int, key: str) -> str:
+    def video_data(self, view: JobView) -> VideoData:
+        result: VideoResult = view.result
+        output = result.output
+        video = output.video
+        poster = self._image(view.id, POSTER_INDEX, output.poster) if output.poster else None
+        return VideoData(job_id=view.id, usage=result.usage, output=VideoOutput(
+            task_id=output.task_id, task_status=output.task_status, poster=poster,
+            video=GeneratedVideo(
+                url=self.signed_image_url(view.id, VIDEO_INDEX, video.key, media_path)
+                if video.stored else video.upstream_url,
+                stored=video.stored, upstream_url=video.upstream_url, size=video.size,
+                content_type=video.content_type, sha256=video.sha256)))
+
+    def signed_image_url(self, job_id: str, index: int, key: str,
+                         route: Callable[[str, int], str] = image_path) -> str:
         direct = self.image_store.presigned_url(key, self.ttl)
         if direct:
             return direct
-        path = image_path(job_id, index)
+        path = route(job_id, index)
         expires = int(time.time()) + self.ttl
         signature = sign_image_path(self.signing_key, path, expires)
         return self.public_url(f"{path}?expires={expires}&signature={signature}")

@@ -25,6 +25,7 @@ from common.jobs.effects import Change
 from common.jobs.lifecycle import JobLifecycle
 from common.jobs.models import JobKind, JobStatus, streamed
 from common.jobs.queue import Step, first_step
+from common.jobs.task_specs import SPECS
 from common.jobs.views import JobView
 from common.webhooks.addresses import UnsafeWebhook, WebhookPolicy
 from common.webhooks.targets import WebhookTarget
@@ -63,7 +64,8 @@ def submit(*, lifecycle: JobLifecycle, settings: Settings, user_id: int, kind: J
     if webhook is not None:
         check_webhook(settings, webhook.url)
     digest = fingerprint(kind, model, request, webhook)
-    deadline = (settings.image_job_deadline_seconds if kind == JobKind.IMAGE
+    spec = SPECS.get(kind)  # async-task kinds have their own (longer) deadline
+    deadline = (spec.deadline_of(settings) if spec
                 else settings.upstream_timeout_seconds + IN_REQUEST_MARGIN_SECONDS if in_request
                 else settings.job_deadline_seconds)
     job_id = job_id or str(uuid.uuid4())

@@ -9,7 +9,13 @@ from decimal import Decimal
 from pydantic import BaseModel, ConfigDict
 
 from common.jobs.models import JobKind, JobStatus
-from common.jobs.results import ChatCompletion, EmbeddingSummary, ImageResult
+from common.jobs.results import (
+    ChatCompletion,
+    CopiedResult,
+    EmbeddingSummary,
+    ImageResult,
+    VideoResult,
+)
 
 
 class JobUsage(BaseModel):
@@ -22,6 +28,8 @@ class JobUsage(BaseModel):
     total_tokens: int = 0
     image_count: int = 0
     image_tokens: int = 0  # of input_tokens, those of input images
+    video_seconds: int = 0
+    video_count: int = 0
     estimated: bool = False
     cost: Decimal
     currency: str
@@ -42,7 +50,7 @@ class JobView(BaseModel):
     attempts: int = 0
     # Shown only once the job succeeded: a result that arrived after a cancel stays hidden
     # (its usage is still recorded, because DashScope bills it).
-    result: ChatCompletion | ImageResult | EmbeddingSummary | None = None
+    result: ChatCompletion | ImageResult | VideoResult | EmbeddingSummary | None = None
     error_code: str | None = None
     error_message: str | None = None
     usage: JobUsage | None = None
@@ -52,8 +60,8 @@ class JobView(BaseModel):
     @property
     def settled(self) -> bool:
         """Nothing more is coming that a waiting client should wait for: the job is finished,
-        and a succeeded image job has made a first attempt at copying each image (so the
-        client gets our links, or DashScope's while a failed copy is retried)."""
+        and a succeeded image or video job has made a first attempt at copying each file (so
+        the client gets our links, or DashScope's while a failed copy is retried)."""
         if not self.status.is_terminal:
             return False
-        return not isinstance(self.result, ImageResult) or self.result.settled
+        return not isinstance(self.result, CopiedResult) or self.result.settled

@@ -17,7 +17,13 @@ from typing import Any
 
 import dashscope
 import requests
-from dashscope import Generation, ImageSynthesis, MultiModalConversation, TextEmbedding
+from dashscope import (
+    Generation,
+    ImageSynthesis,
+    MultiModalConversation,
+    TextEmbedding,
+    VideoSynthesis,
+)
 from dashscope.api_entities.dashscope_response import MultiModalConversationResponse
 from dashscope.client.base_api import BaseApi
 from dashscope.v2 import errors as v2_errors
@@ -36,8 +42,8 @@ from common.upstream.interface import (
     ChatResult,
     EmbeddingRequest,
     EmbeddingResult,
-    ImageRequest,
-    ImageTask,
+    TaskRequest,
+    UpstreamTask,
 )
 
 logger = logging.getLogger(__name__)
@@ -142,44 +148,60 @@ class DashScopeBackend:
                                                 content_type=media_type)
         return uploaded[url]
 
-    def submit_image(self, request: ImageRequest) -> ImageTask:
-        with upstream_call(request.model, "image_submit", billed=True):
+    def submit_task(self, request: TaskRequest) -> UpstreamTask:
+        """Image tasks go through `ImageSynthesis.async_call` (text2image, or image2image for
+        edit models), videos through `VideoSynthesis.async_call` (video-generation, or
+        image2video for keyframe models): the SDK picks the endpoint by model name, and adds
+        `X-DashScope-OssResourceResolve` when an input is an oss:// URL."""
+        synthesis = VideoSynthesis if request.video else ImageSynthesis
+        with upstream_call(request.model, "video_submit" if request.video else "image_submit",
+                           billed=True):
             response = self._call(
-                ImageSynthesis.async_call,
+                synthesis.async_call,
                 model=request.model,
                 prompt=request.prompt,
                 negative_prompt=request.negative_prompt,
                 headers=self._headers(request.correlation_id),
+                **request.inputs,
                 **request.parameters,
             )
             task_id = getattr(response.output, "task_id", None)
             if not task_id:
                 raise _malformed(response, "task_id")
-        return ImageTask(task_id=task_id, status=getattr(response.output, "task_status", None)
-                         or "PENDING")
+        return UpstreamTask(task_id=task_id, status=getattr(response.output, "task_status", None)
+                            or "PENDING")
 
-    def fetch_image(self, task_id: str, model: str | None = None) -> ImageTask:
-        with upstream_call(model, "image_poll", billed=False):
+    def fetch_task(self, task_id: str, model: str | None = None) -> UpstreamTask:
+        """Any task kind: GET /tasks/{id} answers images in `results` and a video in
+        `video_url` (dashscope-protocol-2.md section 7.4)."""
+        with upstream_call(model, "task_poll", billed=False):
             try:
                 job = self.tasks.images.jobs.fetch(task_id, timeout=self.timeout)
             except v2_errors.APIStatusError as exc:
                 if exc.status_code == HTTPStatus.OK:
                     # A FAILED task is an HTTP 200 whose code and message sit inside `output`.
-                    return ImageTask(task_id=task_id, status="FAILED", code=exc.code,
-                                     message=exc.message)
+                    return UpstreamTask(task_id=task_id, status="FAILED", code=exc.code,
+                                        message=exc.message)
                 raise _from_v2(exc) from exc
             except v2_errors.DashScopeError as exc:
                 raise _from_v2(exc) from exc
         output = job.output or {}
+        usage = job.usage.model_dump() if job.usage is not None else {}
         results = [_result_entry(item) for item in output.get("results") or []]
         generated = sum(1 for item in results if item.get("url"))
-        image_count = int(getattr(job.usage, "image_count", 0) or 0) if job.usage else generated
-        return ImageTask(task_id=task_id, status=job.status or "UNKNOWN", results=results,
-                         image_count=image_count, code=output.get("code"),
-                         message=output.get("message"))
+        image_count = int(usage.get("image_count") or 0) if usage else generated
+        video_url = output.get("video_url") or None
+        # wan2.1-era usage says video_duration, wan2.2+ duration (section 7.4).
+        seconds = usage.get("video_duration") or usage.get("duration") or 0
+        return UpstreamTask(task_id=task_id, status=job.status or "UNKNOWN", results=results,
+                            image_count=image_count, video_url=video_url,
+                            poster_url=output.get("cover_image_url") or None,
+                            video_seconds=int(float(seconds)),
+                            video_count=int(usage.get("video_count") or (1 if video_url else 0)),
+                            code=output.get("code"), message=output.get("message"))
 
-    def cancel_image(self, task_id: str, model: str | None = None) -> bool:
-        with upstream_call(model, "image_cancel", billed=False):
+    def cancel_task(self, task_id: str, model: str | None = None) -> bool:
+        with upstream_call(model, "task_cancel", billed=False):
             try:
                 self.tasks.images.jobs.cancel(task_id, timeout=self.timeout)
             except v2_errors.APIStatusError as exc:

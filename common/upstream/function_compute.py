@@ -32,7 +32,7 @@ from common.upstream import dashscope_messages
 from common.upstream.failures import UpstreamError, is_retryable_status, retry_after_seconds
 from common.upstream.http_session import pooled_session
 from common.upstream.instrumentation import upstream_call
-from common.upstream.interface import ChatDelta, ChatRequest, ChatResult, ImageRequest, ImageTask
+from common.upstream.interface import ChatDelta, ChatRequest, ChatResult, TaskRequest, UpstreamTask
 
 CORRELATION_HEADER = "X-Correlation-ID"
 
@@ -76,7 +76,7 @@ class FunctionComputeBackend:
                            finish_reason=answer.finish_reason, usage=answer.usage))
         return answer
 
-    def submit_image(self, request: ImageRequest) -> ImageTask:
+    def submit_task(self, request: TaskRequest) -> UpstreamTask:
         with upstream_call(request.model, "image_submit", billed=True):
             data, _usage, cost, _ = self._invoke("wanx", {
                 "action": "submit", "model": request.model, "prompt": request.prompt,
@@ -87,25 +87,25 @@ class FunctionComputeBackend:
             task_id = data.get("task_id") if isinstance(data, dict) else None
             if not task_id:
                 raise _malformed("function data lacks task_id", cost)
-        return ImageTask(task_id=task_id, status=data.get("task_status") or "PENDING",
-                         compute_cost=cost)
+        return UpstreamTask(task_id=task_id, status=data.get("task_status") or "PENDING",
+                            compute_cost=cost)
 
-    def fetch_image(self, task_id: str, model: str | None = None) -> ImageTask:
-        with upstream_call(model, "image_poll", billed=False):
+    def fetch_task(self, task_id: str, model: str | None = None) -> UpstreamTask:
+        with upstream_call(model, "task_poll", billed=False):
             data, _usage, cost, _ = self._invoke("wanx", {
                 "action": "status", "model": model, "prompt": None, "messages": None,
                 "parameters": {"task_id": task_id}, "user_id": None, "correlation_id": None})
             try:
-                return ImageTask(task_id=task_id, status=data["task_status"],
-                                 results=data.get("results") or [],
-                                 image_count=int((data.get("usage") or {}).get("image_count", 0)),
-                                 code=data.get("code"), message=data.get("message"),
-                                 compute_cost=cost)
+                return UpstreamTask(
+                    task_id=task_id, status=data["task_status"],
+                    results=data.get("results") or [],
+                    image_count=int((data.get("usage") or {}).get("image_count", 0)),
+                    code=data.get("code"), message=data.get("message"), compute_cost=cost)
             except (KeyError, TypeError, ValueError) as exc:
                 raise _malformed(f"function data lacks {exc}", cost) from exc
 
-    def cancel_image(self, task_id: str, model: str | None = None) -> bool:
-        with upstream_call(model, "image_cancel", billed=False):
+    def cancel_task(self, task_id: str, model: str | None = None) -> bool:
+        with upstream_call(model, "task_cancel", billed=False):
             data, *_ = self._invoke("wanx", {
                 "action": "cancel", "model": model, "prompt": None, "messages": None,
                 "parameters": {"task_id": task_id}, "user_id": None, "correlation_id": None})

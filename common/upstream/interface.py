@@ -57,23 +57,34 @@ class ChatDelta:
 
 
 @dataclasses.dataclass(frozen=True)
-class ImageRequest:
+class TaskRequest:
+    """One async Wan task to start: text-to-image, an image edit or a video. The SDK routes
+    it to its endpoint by model name (dashscope-protocol-2.md sections 6.1 and 7.1)."""
+
     model: str
-    prompt: str
+    prompt: str | None  # image-to-video may go without one
     negative_prompt: str | None
-    parameters: dict[str, Any]  # size, style, n, seed, prompt_extend, watermark
+    parameters: dict[str, Any]  # size, style, n, seed, prompt_extend, watermark, duration...
+    # Input fields beside the prompt: function, base_image_url, mask_image_url, img_url,
+    # first_frame_url, last_frame_url (https or oss:// URLs).
+    inputs: dict[str, str] = dataclasses.field(default_factory=dict)
+    video: bool = False  # a video synthesis task (else an image synthesis one)
     correlation_id: str | None = None
     user_id: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
-class ImageTask:
-    """A snapshot of an upstream image task."""
+class UpstreamTask:
+    """A snapshot of an upstream async task (image or video)."""
 
     task_id: str
     status: str  # PENDING, RUNNING, SUCCEEDED, FAILED, CANCELED, UNKNOWN
     results: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # url | code+message
     image_count: int = 0  # what DashScope bills: generated images only
+    video_url: str | None = None
+    poster_url: str | None = None  # a cover frame, when DashScope gives one
+    video_seconds: int = 0  # usage.video_duration (or usage.duration): what DashScope bills
+    video_count: int = 0
     code: str | None = None
     message: str | None = None
     compute_cost: Decimal = Decimal(0)
@@ -112,13 +123,13 @@ class AIBackend(Protocol):
         stream that fails, before its first chunk or after it."""
         ...
 
-    def submit_image(self, request: ImageRequest) -> ImageTask:
-        """Start an upstream image task; returns its first snapshot (with its task id)."""
+    def submit_task(self, request: TaskRequest) -> UpstreamTask:
+        """Start an upstream async task; returns its first snapshot (with its task id)."""
         ...
 
-    def fetch_image(self, task_id: str, model: str | None = None) -> ImageTask: ...
+    def fetch_task(self, task_id: str, model: str | None = None) -> UpstreamTask: ...
 
-    def cancel_image(self, task_id: str, model: str | None = None) -> bool:
+    def cancel_task(self, task_id: str, model: str | None = None) -> bool:
         """True when the task was canceled; False when it can no longer be (not PENDING)."""
         ...
 

@@ -77,7 +77,7 @@ def test_listing_is_newest_first_with_cursor_pages_and_filters(client, accounts,
 
 
 @pytest.mark.parametrize("query, field", [("limit=0", "limit"), ("limit=101", "limit"),
-                                          ("status=done", "status"), ("kind=video", "kind"),
+                                          ("status=done", "status"), ("kind=audio", "kind"),
                                           ("cursor=%%%", "cursor"), ("colour=red", "colour")])
 def test_listing_rejects_bad_parameters(client, accounts, query, field):
     _, headers = accounts.headers()
@@ -110,4 +110,4 @@ def test_cursor_from_listing_is_opaque_but_tamper_proof(client, accounts):
 
 
 def test_kind_filter_uses_enum_values():
-    assert {k.value for k in JobKind} == {"chat", "image", "embedding"}
+    assert {k.value for k in JobKind} == {"chat", "image", "image_edit", "video", "embedding"}

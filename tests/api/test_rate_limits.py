@@ -23,7 +23,10 @@ GEN = "/api/bailian/generation"
 ASYNC = {"Prefer": "respond-async"}
 LIMITS = {"chat": {Role.DEFAULT: "4/minute", Role.PREMIUM: "6/minute", Role.ADMIN: "8/minute"},
           "generation": {Role.DEFAULT: "2/minute", Role.PREMIUM: "3/minute",
-                         Role.ADMIN: "5/minute"}}
+                         Role.ADMIN: "5/minute"},
+          "video": {Role.DEFAULT: "1/minute", Role.PREMIUM: "2/minute", Role.ADMIN: "3/minute"}}
+VIDEO = "/api/bailian/video"
+VIDEO_BODY = {"model": "wan2.2-t2v-plus", "prompt": "a cat"}
 CHAT_BODY = {"model": "qwen-turbo", "messages": [{"role": "user", "content": "hi"}]}
 GEN_BODY = {"model": "wanx-v1", "prompt": "a cat"}
 
@@ -42,7 +45,8 @@ def _fire(client, url, body, headers, times) -> list:
 @pytest.mark.parametrize("role", ["default", "premium", "admin"])
 def test_each_tier_gets_its_own_numbers_per_endpoint(limited, accounts, role):
     _, headers = accounts.headers(role)
-    for endpoint, url, body in (("chat", CHAT, CHAT_BODY), ("generation", GEN, GEN_BODY)):
+    for endpoint, url, body in (("chat", CHAT, CHAT_BODY), ("generation", GEN, GEN_BODY),
+                                ("video", VIDEO, VIDEO_BODY)):
         limit = int(LIMITS[endpoint][Role(role)].split("/")[0])
         codes = [r.status_code for r in _fire(limited, url, body, headers, limit + 2)]
         assert codes == [202] * limit + [429, 429], (endpoint, role, codes)
@@ -180,6 +184,8 @@ def test_documented_default_limits():
                                     Role.ADMIN: "200/minute"}
     assert limits["embeddings"] == {Role.DEFAULT: "300/minute", Role.PREMIUM: "1500/minute",
                                     Role.ADMIN: "3000/minute"}
+    assert limits["video"] == {Role.DEFAULT: "10/minute", Role.PREMIUM: "30/minute",
+                               Role.ADMIN: "60/minute"}
 
 
 def test_a_rate_limits_setting_without_an_endpoint_keeps_its_default():
@@ -187,6 +193,8 @@ def test_a_rate_limits_setting_without_an_endpoint_keeps_its_default():
                       rate_limits={"chat": LIMITS["chat"]}).rate_limits
     assert limits["chat"] == LIMITS["chat"]
     assert limits["embeddings"][Role.PREMIUM] == "1500/minute"
+    # A RATE_LIMITS written before videos had a limit still limits them, by default.
+    assert limits["video"][Role.PREMIUM] == "30/minute"
 
 
 def test_malformed_limit_settings_are_refused_at_start():

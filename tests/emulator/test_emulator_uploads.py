@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 
+import dashscope
 import pytest
 import requests
 from dashscope.common.error import UploadFileException
@@ -18,6 +19,13 @@ from emulator.uploads import RESOLVE_HEADER, UploadStore
 from tests.support.stack import EMULATOR_KEY
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"pixels" * 100
+
+
+@pytest.fixture
+def emu(fresh_emulator, monkeypatch):
+    # The SDK's getPolicy (a GetMixin call) reads its host from this documented attribute.
+    monkeypatch.setattr(dashscope, "base_http_api_url", fresh_emulator.api_base)
+    return fresh_emulator
 
 
 def stored(emu) -> dict[str, dict]:

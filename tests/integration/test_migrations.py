@@ -42,7 +42,7 @@ def test_upgrade_and_downgrade_on_sqlite(tmp_path):
 
 
 @pytest.mark.parametrize("step", ["0001", "0002", "0003", "0004", "0006", "0007", "0008", "0009",
-                                  "0012"])
+                                  "0012", "0013"])
 def test_each_revision_downgrades_cleanly(mysql_server, step):
     with fresh_database("bailian_step") as name:
         config = alembic_config(mysql_url(name))

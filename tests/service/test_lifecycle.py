@@ -22,7 +22,7 @@ from common.jobs.queue import CANCEL_IMAGE, POLL_IMAGE, RUN_CHAT, STORE_IMAGES, 
 from common.jobs.results import ChatCompletion, ImageResult
 from common.jobs.views import JobView
 from common.upstream.failures import UpstreamError
-from common.upstream.interface import ChatResult, ImageTask
+from common.upstream.interface import ChatResult, UpstreamTask
 from tests.service.conftest import counter
 
 LEASE = 30
@@ -302,8 +302,8 @@ def test_a_succeeded_task_owes_the_copy_of_its_images(service_lifecycle, make_jo
                                                       broker, wakeups):
     job_id, _ = _image_with_task(service_lifecycle, make_job, broker)
     poll = service_lifecycle.begin_poll(job_id, expected_polls=0, lease_seconds=60)
-    task = ImageTask(task_id="task-1", status="SUCCEEDED", image_count=1,
-                     results=[{"url": "https://example.aliyuncs.com/1.png"}])
+    task = UpstreamTask(task_id="task-1", status="SUCCEEDED", image_count=1,
+                        results=[{"url": "https://example.aliyuncs.com/1.png"}])
     result = ImageResult.of(task)
     billed = Billed(result=result, usage=Usage(image_count=1), cost=Decimal("0.16"),
                     currency="CNY")
@@ -315,7 +315,7 @@ def test_a_succeeded_task_owes_the_copy_of_its_images(service_lifecycle, make_jo
     assert not JobView.model_validate_json(announced).settled  # the copy is still owed
     wakeups.seen.clear()
     result.images[0][1].stored, result.images[0][1].key = True, f"{job_id}/0.png"
-    service_lifecycle.record_copies(job_id, result, retry_in=None)
+    service_lifecycle.record_copies(job_id, JobKind.IMAGE, result, retry_in=None)
     assert row(database, job_id).next_action_at is None
     assert wakeups.of(job_id) == [None]  # settled now: waiters read our links
     with database.connect() as conn:
@@ -325,15 +325,15 @@ def test_a_succeeded_task_owes_the_copy_of_its_images(service_lifecycle, make_jo
 def test_a_failed_copy_is_retried_later(service_lifecycle, make_job, database, broker):
     job_id, _ = _image_with_task(service_lifecycle, make_job, broker)
     poll = service_lifecycle.begin_poll(job_id, expected_polls=0, lease_seconds=60)
-    task = ImageTask(task_id="task-1", status="SUCCEEDED", image_count=1,
-                     results=[{"url": "https://example.aliyuncs.com/1.png"}])
+    task = UpstreamTask(task_id="task-1", status="SUCCEEDED", image_count=1,
+                        results=[{"url": "https://example.aliyuncs.com/1.png"}])
     result = ImageResult.of(task)
     service_lifecycle.finish(poll, Billed(result=result, usage=Usage(image_count=1),
                                           cost=Decimal("0.16"), currency="CNY"),
                              upstream_status="SUCCEEDED", store_images=True)
     broker.drain()
     result.images[0][1].storage_error = "timeout"
-    service_lifecycle.record_copies(job_id, result, retry_in=30)
+    service_lifecycle.record_copies(job_id, JobKind.IMAGE, result, retry_in=30)
     [retry] = broker.steps_for(job_id)
     assert retry.task == STORE_IMAGES and retry.countdown
     assert row(database, job_id).next_action_at > utcnow() + dt.timedelta(seconds=20)

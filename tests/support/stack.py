@@ -84,6 +84,10 @@ class EmulatorClient:
         tasks = requests.get(f"{self.base}/_emulator/tasks", timeout=10).json()["tasks"]
         return {task["task_id"]: task for task in tasks}
 
+    def uploads(self) -> list[dict]:
+        """Files uploaded through the temporary file upload: key, model, size, sha256."""
+        return requests.get(f"{self.base}/_emulator/uploads", timeout=5).json()["objects"]
+
     def calls(self, endpoint: str = "generation") -> int:
         return self.stats()["requests"].get(endpoint, 0)
 
@@ -123,13 +127,21 @@ def platform_env(*, database_url: str, redis_url: str, broker_url: str,
         "LOGIN_RATE_LIMIT": "100000/minute",
         "RATE_LIMITS": json.dumps({endpoint: {tier: "100000/minute" for tier in
                                               ("default", "premium", "admin")}
-                                   for endpoint in ("chat", "generation", "embeddings")}),
+                                   for endpoint in ("chat", "generation", "embeddings", "video")}),
         "TPM_LIMITS": json.dumps({tier: 10**9 for tier in ("default", "premium", "admin")}),
         # Generous limits for most image tests; one model keeps DashScope's tight ones.
         "IMAGE_MODELS": json.dumps({
             "wanx-v1": {"submit_qps": 100, "concurrency": 0},
             "wanx2.1-t2i-turbo": {"submit_qps": 100, "concurrency": 0},
-            "wanx2.0-t2i-turbo": {"submit_qps": 2, "concurrency": 1}}),
+            "wanx2.0-t2i-turbo": {"submit_qps": 2, "concurrency": 1},
+            **{model: {"submit_qps": 100, "concurrency": 0} for model in (
+                "wan2.2-t2i-flash", "wan2.2-t2i-plus", "wan2.5-t2i-preview")}}),
+        "IMAGE_EDIT_MODELS": json.dumps({"wanx2.1-imageedit": {"submit_qps": 100,
+                                                              "concurrency": 0}}),
+        "VIDEO_MODELS": json.dumps({model: {"submit_qps": 100, "concurrency": 0} for model in (
+            "wan2.2-t2v-plus", "wan2.5-t2v-preview", "wan2.2-i2v-flash", "wanx2.1-kf2v-plus")}),
+        # Videos in tests take seconds, not minutes: the same schedule, shorter.
+        "VIDEO_POLL_BACKOFF": json.dumps([1.0, 2.0, 3.0]),
         "IMAGE_JOB_DEADLINE_SECONDS": "180",
         "IMAGE_POLL_MAX_INTERVAL": "60",
         "IMAGE_DOWNLOAD_HOSTS": json.dumps(["127.0.0.1"]),

@@ -8,6 +8,7 @@ def register_blueprints(app: Flask) -> None:
         admin,
         auth,
         chat,
+        files,
         generation,
         health,
         jobs,
@@ -17,6 +18,6 @@ def register_blueprints(app: Flask) -> None:
         webhooks,
     )
 
-    for module in (health, auth, admin, chat, generation, jobs, usage, keys, webhooks,
+    for module in (health, auth, admin, chat, generation, files, jobs, usage, keys, webhooks,
                    openai_v1):
         app.register_blueprint(module.bp)

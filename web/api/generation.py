@@ -1,36 +1,88 @@
-"""Wanx image generation, run as jobs."""
+"""Wan async tasks run as jobs: text-to-image, image editing and video generation. One path
+for all three (submit_and_answer); what differs is each request's validation and its model
+table in settings."""
 
 from __future__ import annotations
 
 from flask import Blueprint
+from flask_jwt_extended import current_user
 
 from common.errors import ValidationFailed
+from common.jobs.input_images import reference_errors
 from common.jobs.models import JobKind
 from web.authentication import login_required
 from web.context import services
 from web.job_submission import submit_and_answer
 from web.openapi import ERROR, documented
-from web.request_models import GenerationRequest
-from web.response_models import GenerationData, JobData
-from web.serializers import generation_data
+from web.request_models import GenerationRequest, ImageEditRequest, VideoRequest
+from web.response_models import GenerationData, JobData, VideoData
+from web.serializers import generation_data, video_data
 from web.validation import parse_body
 
 bp = Blueprint("generation", __name__, url_prefix="/api/bailian")
+_TASK_RESPONSES = {202: JobData, 400: [ERROR, JobData], 409: [ERROR, JobData], 429: ERROR,
+                   502: JobData, 503: [ERROR, JobData], 504: JobData}
+# request field -> the upstream input field it becomes
+_IMAGE_FIELDS = {"base_image_url": "base_image", "mask_image_url": "mask_image",
+                 "img_url": "image", "first_frame_url": "first_frame",
+                 "last_frame_url": "last_frame"}
 
 
 @bp.post("/generation")
-@documented(summary="Wanx text-to-image, run as a job", tag="jobs", body=GenerationRequest,
+@documented(summary="Wan text-to-image, run as a job", tag="jobs", body=GenerationRequest,
             headers=("Idempotency-Key", "Prefer"),
             description="Like chat: 200 with our stored images (signed links) once the task "
                         "finished and its images are copied, or 202 with the job to poll.",
-            responses={200: GenerationData, 202: JobData, 400: [ERROR, JobData],
-                       409: [ERROR, JobData], 429: ERROR, 502: JobData, 503: [ERROR, JobData],
-                       504: JobData})
+            responses={200: GenerationData, **_TASK_RESPONSES})
 @login_required(api_keys=True)
 def generation():
-    body = parse_body(GenerationRequest, {"image_models": services().settings.image_models})
-    if errors := body.rule_errors():
+    return _submit_task(JobKind.IMAGE, GenerationRequest, "image_models", generation_data)
+
+
+@bp.post("/image-edit")
+@documented(summary="Wan image editing (wanx2.1-imageedit's functions), run as a job",
+            tag="jobs", body=ImageEditRequest, headers=("Idempotency-Key", "Prefer"),
+            description="Input images: an https URL (sent to DashScope as given), "
+                        "{\"file_id\"} of an upload (POST /api/files) or {\"job_id\", "
+                        "\"index\"} of one of your succeeded jobs' images (both sent through "
+                        "DashScope's temporary file upload). Answers like /generation.",
+            responses={200: GenerationData, **_TASK_RESPONSES})
+@login_required(api_keys=True)
+def image_edit():
+    return _submit_task(JobKind.IMAGE_EDIT, ImageEditRequest, "image_edit_models",
+                        generation_data)
+
+
+@bp.post("/video")
+@documented(summary="Wan text-to-video and image-to-video, run as a job", tag="jobs",
+            body=VideoRequest, headers=("Idempotency-Key", "Prefer"),
+            description="Videos take minutes: 202 with the job at once, unless Prefer: wait=N "
+                        "(then 200 with the stored MP4's signed link if it is done by then). "
+                        "The MP4 is served with HTTP Range support, priced per second.",
+            responses={200: VideoData, **_TASK_RESPONSES})
+@login_required(api_keys=True)
+def video():
+    return _submit_task(JobKind.VIDEO, VideoRequest, "video_models", video_data,
+                        sync_by_default=False)
+
+
+def _submit_task(kind: JobKind, request_model, table: str, render_result, *,
+                 sync_by_default: bool = True):
+    """The one path of every task endpoint: the body against its model table, the model's
+    rules, the input images the user may use, then the job."""
+    svc = services()
+    models = getattr(svc.settings, table)
+    body = parse_body(request_model, {table: models})
+    rules = models[body.model]
+    _check(body.rule_errors(rules))
+    job_request = body.job_request(rules)
+    if images := job_request.get("images"):
+        _check(reference_errors(svc.database, current_user.id, images, _IMAGE_FIELDS))
+    return submit_and_answer(kind=kind, model=body.model, job_request=job_request,
+                             render_result=render_result, webhook=body.webhook_target(),
+                             sync_by_default=sync_by_default)
+
+
+def _check(errors: list[dict]) -> None:
+    if errors:
         raise ValidationFailed(errors=errors)
-    return submit_and_answer(kind=JobKind.IMAGE, model=body.model,
-                             job_request=body.job_request(), render_result=generation_data,
-                             webhook=body.webhook_target())

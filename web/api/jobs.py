@@ -1,16 +1,16 @@
-"""The jobs API: one job, the caller's jobs, cancel, stored images."""
+"""The jobs API: one job, the caller's jobs, cancel, stored images and videos."""
 
 from __future__ import annotations
 
 import re
 
-from flask import Blueprint, Response, redirect, request
+from flask import Blueprint, Response, redirect, request, send_file
 from flask_jwt_extended import current_user
 
 from common.errors import Conflict, NotFound, ValidationFailed
 from common.jobs import queries
 from common.jobs.models import JobKind, JobStatus
-from common.jobs.results import GeneratedImage, ImageResult
+from common.jobs.results import CopiedResult, GeneratedImage
 from common.jobs.views import JobView
 from web.authentication import authenticate, login_required
 from web.context import services
@@ -89,14 +89,31 @@ def job_stream(job_id: str):
                         headers={"X-Job-ID": view.id})
 
 
+_MEDIA_RESPONSES = {
+    200: Raw("image/png", description="The file's bytes (its own content type: image/*, "
+                                      "video/mp4)"),
+    206: Raw("video/mp4", description="The byte range asked for (Range: bytes=...)"),
+    302: Raw("", description="Where the bucket serves it (S3 storage; it honours Range)"),
+    304: Raw("", description="Not modified (If-None-Match, If-Modified-Since)"),
+    401: ERROR, 404: ERROR, 416: Raw("", description="The range is outside the file"),
+    503: ERROR}
+
+
+@bp.get("/<job_id>/media/<int:index>")
+@documented(summary="A stored video (index 0) or its poster frame (index 1): by the signed "
+                    "link the API gave, or as its owner; HTTP Range supported", tag="jobs",
+            auth=False, responses=_MEDIA_RESPONSES)
+def job_media(job_id: str, index: int):
+    return job_image(job_id, index)
+
+
 @bp.get("/<job_id>/images/<int:index>")
 @documented(summary="A stored image: by the signed link the API gave, or as its owner",
-            tag="jobs", auth=False, responses={
-                200: Raw("image/png", description="The image bytes (its own content type)"),
-                302: Raw("", description="Where the bucket serves it (S3 storage)"),
-                401: ERROR, 404: ERROR, 503: ERROR})
+            tag="jobs", auth=False, responses=_MEDIA_RESPONSES)
 def job_image(job_id: str, index: int):
-    """A stored image: by signed link, or for the owner (or an admin) with a token."""
+    """A stored file: by signed link, or for the owner (or an admin) with a token. Served
+    from the file with werkzeug's conditional responses (ETag, Range, 206), so a browser's
+    <video> can seek; a bucket serves its own (with Range) by presigned URL."""
     svc = services()
     signed = signed_request_valid()
     if not signed:
@@ -107,17 +124,20 @@ def job_image(job_id: str, index: int):
     direct = svc.image_store.presigned_url(image.key, svc.settings.image_url_ttl_seconds)
     if direct:
         return redirect(direct)
-    data = svc.image_store.get(image.key)
-    if data is None:
+    path = svc.image_store.local_path(image.key)
+    if path is None:
         raise NotFound("Image not found", code="image_not_found")
-    response = Response(data, mimetype=image.content_type)
+    response: Response = send_file(path, mimetype=image.content_type, conditional=True,
+                                   etag=image.sha256 or True, max_age=3600)
     response.headers["Cache-Control"] = "private, max-age=3600"
     return response
 
 
 def _stored_image(view: JobView | None, index: int) -> GeneratedImage:
-    results = view.result.output.results if view is not None \
-        and view.status == JobStatus.SUCCEEDED and isinstance(view.result, ImageResult) else []
-    if not 0 <= index < len(results) or not getattr(results[index], "stored", False):
+    copies = dict(view.result.copies) if view is not None \
+        and view.status == JobStatus.SUCCEEDED and isinstance(view.result, CopiedResult) \
+        else {}
+    copy = copies.get(index)
+    if copy is None or not copy.stored:
         raise NotFound("Image not found", code="image_not_found")
-    return results[index]
+    return copy

@@ -46,7 +46,7 @@ def check_models(models: list[str] | None) -> None:
     if models is None:
         return
     settings = services().settings
-    known = set(settings.chat_models) | set(settings.image_models)
+    known = set(settings.chat_models) | set(settings.task_models)
     unknown = sorted(set(models) - known)
     if unknown:
         from common.errors import ValidationFailed
