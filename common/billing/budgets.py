@@ -137,17 +137,17 @@ class Budgets:
         every UTF-8 byte of the texts as an input token. The Function Compute path adds its
         worst invocations."""
         price = self.settings.prices.get(model, {})
-        if kind != JobKind.CHAT:
+        if kind == JobKind.EMBEDDING:
+            # The texts are not kept in the job row: their UTF-8 size stands in for them.
+            tokens = int(request["input_bytes"])
+            cost = Decimal(tokens) * price.get("input", Decimal(0)) / _THOUSAND
+        elif kind != JobKind.CHAT:  # the async tasks: images, edits, videos
             parameters = request.get("parameters", {})
             n = int(parameters.get("n", 1))
             seconds = int(parameters.get("duration", 0))
             cost = Decimal(n) * price.get("image", Decimal(0)) \
                 + Decimal(seconds) * price.get("video_second", Decimal(0))
             tokens = 0
-        elif kind == JobKind.EMBEDDING:
-            # The texts are not kept in the job row: their UTF-8 size stands in for them.
-            tokens = int(request["input_bytes"])
-            cost = Decimal(tokens) * price.get("input", Decimal(0)) / _THOUSAND
         else:
             parameters = request.get("parameters", {})
             prompt = sum(worst_prompt_tokens(m) + MESSAGE_OVERHEAD_TOKENS

@@ -166,12 +166,13 @@ def images_generations():
     body = validate(GenerationRequest,
                     openai_request.platform_request(settings.v1_default_image_model),
                     {"image_models": settings.image_models})
-    if errors := body.rule_errors():
+    rules = settings.image_models[body.model]
+    if errors := body.rule_errors(rules):
         # The platform's names (parameters.size) as the /v1 request spells them (size).
         raise ValidationFailed(errors=[{**e, "field": e["field"].removeprefix("parameters.")}
                                        for e in errors])
     view, headers = submit_and_wait(kind=JobKind.IMAGE, model=body.model,
-                                    job_request=body.job_request(),
+                                    job_request=body.job_request(rules),
                                     timeout=_wait(settings.image_job_deadline_seconds))
     if view.status != JobStatus.SUCCEEDED or not view.settled:
         return _job_error(view, headers)
