@@ -62,6 +62,14 @@ def on_starting(server):
         _wipe(directory)  # samples of a previous run must go
 
 
+def post_worker_init(worker):
+    # The app is loaded: freeze it and collect the older generations less often, so a full
+    # collection does not stall every open stream of the process (common/infra/gc_tuning.py).
+    from common.infra.gc_tuning import tune_for_server
+
+    tune_for_server()
+
+
 def child_exit(server, worker):
     if METRICS:
         from prometheus_client import multiprocess

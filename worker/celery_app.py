@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from celery.signals import worker_init, worker_process_init
 
+from common.infra.gc_tuning import tune_for_server
 from common.infra.log import configure_logging
 from common.infra.memory import limit_malloc_arenas
 from common.infra.settings import get_settings
@@ -30,6 +31,7 @@ def _size_for_concurrency(sender=None, **_kwargs) -> None:
     app.conf.broker_transport_options = sized_for_pool(
         app.conf.broker_transport_options, amqp=is_amqp(settings.broker_url),
         concurrency=concurrency)
+    tune_for_server()  # everything is imported by now (common/infra/gc_tuning.py)
 
 
 @worker_process_init.connect
