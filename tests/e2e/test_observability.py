@@ -18,6 +18,7 @@ import yaml
 from sqlalchemy import func, select
 
 from common.billing.models import UsageRecord
+from common.jobs.queue import QUEUES
 from tests.support import processes
 from tests.support.jobs import directive, wait_until
 from tests.support.stack import REDIS_HOST, REDIS_PORT, redis_db
@@ -161,7 +162,7 @@ def test_tokens_equal_the_usage_rows(stack, traffic, database):
 def test_state_metrics_and_flower_are_scraped(stack, traffic):
     eventually(stack, 'health_check_status{component="database"}', 1)
     eventually(stack, 'health_check_status{component="redis"}', 1)
-    eventually(stack, "count(celery_queue_length)", 3)
+    eventually(stack, "count(celery_queue_length)", len(QUEUES))
     assert query(stack, "max(jobs_past_deadline)") == 0
     assert query(stack, "max(wanx_tasks_in_flight)") is not None
     eventually(stack, 'up{job="flower"}', 1)

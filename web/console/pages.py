@@ -56,11 +56,13 @@ def playground_image():
     form = request.form
     payload = {"model": form.get("model", ""), "prompt": form.get("prompt", ""),
                "n": integer(form, "n"), "parameters": {"size": text(form, "size")}}
-    body = validate(GenerationRequest, payload, {"image_models": services().settings.image_models})
-    if errors := body.rule_errors():
+    models = services().settings.image_models
+    body = validate(GenerationRequest, payload, {"image_models": models})
+    rules = models[body.model]
+    if errors := body.rule_errors(rules):
         raise ValidationFailed(errors=errors)
     view, _ = submit_and_wait(kind=JobKind.IMAGE, model=body.model,
-                              job_request=body.job_request(), timeout=wait_seconds())
+                              job_request=body.job_request(rules), timeout=wait_seconds())
     return _images_fragment(view)
 
 
