@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -109,6 +110,9 @@ def main() -> int:
                                   "-s", str(data_dir / "celerybeat-schedule"),
                                   "--loglevel", "INFO"], env)
         wait_for_port(args.port, host=args.host, timeout=60)
+        # gunicorn opens the port before its processes have loaded the app (seconds): say "up"
+        # only once a request is answered.
+        wait_for_answer(args.port, host=args.host, timeout=60)
         base = f"http://{args.host}:{args.port}"
         say(f"bailian-backend is up: {base}/health/ready")
         say(f"API docs (Swagger UI): {base}/api/docs   OpenAPI: {base}/api/openapi.json")
@@ -242,6 +246,21 @@ def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 20) -> No
         except OSError:
             time.sleep(0.1)
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+def wait_for_answer(port: int, host: str = "127.0.0.1", timeout: float = 60) -> None:
+    url = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/health/live"  # noqa: S104
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with opener.open(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer 200 within {timeout}s")
 
 
 def say(message: str) -> None:
