@@ -242,6 +242,11 @@ def test_cancel_releases_the_reservation_exactly_once(client, accounts, database
     key = make_key(client, login, budget={"amount": 1, "period": "month"})
     job = client.post(CHAT, json=chat("[[emulator: latency_ms=3000]]"),
                       headers={**bearer(key["key"]), **ASYNC}).json["data"]
+    # Cancel while the upstream call is in flight (a cancel before the worker's claim would
+    # leave nothing to bill): the claim comes just before the call, which lasts 3 s.
+    wait_until(lambda: client.get(f"/api/jobs/{job['id']}", headers=login)
+               .json["data"]["status"] == "running", timeout=20,
+               message="the worker never claimed the job")
     assert client.post(f"/api/jobs/{job['id']}/cancel", headers=login).status_code == 200
     with database.session() as session:
         charge = session.get(JobCharge, job["id"])
