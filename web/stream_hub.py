@@ -5,10 +5,11 @@ would be a thousand blocked connections per process, past Redis's client limit u
 file limit), nor cost Redis work per watched stream on every delta. Every entry the worker
 writes is also published on one channel, with the id of the entry it follows
 (common/jobs/streams.py); one listener per process hands each message to the watchers of its
-job, and a watcher relays it as it is when it continues exactly where the watcher is. Only
-then does nothing touch Redis per delta; a watcher reads the stream itself to catch up: on
-arrival, on resume, after a message it missed (pub/sub is at most once), and when a keep-alive
-passes without news.
+job, and a watcher relays it as it is when it continues exactly where the watcher is. So
+nothing touches Redis per delta; a watcher reads the stream itself only to catch up: on
+arrival (or resume), after a resubscription, after a message it missed (pub/sub is at most
+once: the next one does not continue from its position), and when a keep-alive passes without
+news (the missed message may have been the last).
 
 The listener is a thread (a greenlet under gevent), like the job waiter's.
 """
@@ -40,14 +41,25 @@ class Watch:
         self.position = after
         self.event = threading.Event()
         self._handed: collections.deque[tuple[str, Entry]] = collections.deque()
+        # Hand-overs alone are not enough: on arrival, what was published before the watch
+        # existed is only in the stream; after a resubscription, what was published meanwhile.
+        self.stale = True
 
     def hand(self, previous: str, entry: Entry) -> None:
         self._handed.append((previous, entry))
         self.event.set()
 
+    def catch_up(self) -> None:
+        self.stale = True
+        self.event.set()
+
     def take(self) -> list[Entry] | None:
-        """The handed entries, if they continue exactly from the watch's position; None when
-        one is missing (read the stream instead)."""
+        """The handed entries, if they continue exactly from the watch's position ([]: none
+        came); None when the stream must be read instead (one is missing, or the watch is
+        stale)."""
+        if self.stale:
+            self.stale = False
+            return None
         entries, position = [], self.position
         while self._handed:
             previous, entry = self._handed.popleft()
@@ -58,6 +70,7 @@ class Watch:
                 return None
             entries.append(entry)
             position = entry.id
+        self.position = position
         return entries
 
 
@@ -99,16 +112,19 @@ class StreamHub:
         while True:
             watch.event.clear()  # first: a hand-over landing meanwhile sets it again
             entries = watch.take()
-            if not entries:
-                # Nothing handed (it may have been published before this watch existed, or
-                # lost): the stream itself says.
-                entries = self.streams.read(watch.job_id, watch.position)
+            if entries is None:
+                entries = self._read(watch)
             if entries:
-                watch.position = entries[-1].id
                 return entries
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not watch.event.wait(remaining):
-                return []
+                return self._read(watch)  # no news: the message missed may have been the last
+
+    def _read(self, watch: Watch) -> list[Entry]:
+        entries = self.streams.read(watch.job_id, watch.position)
+        if entries:
+            watch.position = entries[-1].id
+        return entries
 
     # --- the listener -------------------------------------------------------------------------
 
@@ -129,4 +145,4 @@ class StreamHub:
         with self._lock:
             watches = [w for ws in self._watches.values() for w in ws]
         for watch in watches:
-            watch.event.set()
+            watch.catch_up()

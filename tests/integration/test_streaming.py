@@ -324,6 +324,25 @@ def test_fifty_open_streams_share_one_blocking_redis_read(web, user, database, r
             == JobStatus.SUCCEEDED
 
 
+def test_a_live_stream_is_relayed_from_the_published_entries_not_read_per_delta(
+        web, user, redis_server):
+    """Each delta reaches the relay on the process's one subscription, with the id of the entry
+    it follows; the stream itself is read only to catch up (on arrival, and when a keep-alive
+    passes without news), never once per delta."""
+    redis_client = redis.Redis(*redis_server)
+
+    def xreads() -> int:
+        return redis_client.info("commandstats").get("cmdstat_xread", {}).get("calls", 0)
+
+    before = xreads()
+    words = 40
+    response = post_stream(web, user, " ".join(["sea"] * words) + directive(chunk_ms=20))
+    chunks = [e.json for e in events(response) if e.data != "[DONE]"]
+    assert text_of(chunks).startswith("Echo: sea sea")
+    assert len(chunks) > words
+    assert xreads() - before <= 5, xreads() - before  # was one per delta
+
+
 def test_a_stream_whose_events_are_gone_is_ended_from_the_job_row(web, user, database,
                                                                     redis_url):
     """Retention passed or Redis lost the events: a replay still ends, from the row, with the
