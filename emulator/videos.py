@@ -110,11 +110,15 @@ def _moov(seconds: int, sample_size: int, mdat_offset: int) -> bytes:
     hdlr = _full(b"hdlr", struct.pack(">I", 0) + b"vide" + b"\0" * 12 + b"VideoHandler\0")
     vmhd = _full(b"vmhd", b"\0" * 8, flags=1)
     dinf = _box(b"dinf", _full(b"dref", struct.pack(">I", 1) + _full(b"url ", b"", flags=1)))
-    # A visual sample entry ('mp4v') with its mandatory fields; the sample's bytes are opaque.
+    # A VP9 sample entry ('vp09' with its 'vpcC': profile 0, level 1, 8-bit 4:2:0, BT.709)
+    # with its mandatory fields; the sample's bytes are opaque. VP9, not 'mp4v': a browser's
+    # <video> reads this header (loadedmetadata) only for a codec it supports, and MPEG-4
+    # Part 2 is none (chromium: "no supported streams"), while VP9 needs no codec setup data.
     entry = (b"\0" * 6 + struct.pack(">H", 1) + b"\0" * 16
              + struct.pack(">HHIIIH", WIDTH, HEIGHT, 0x480000, 0x480000, 0, 1)
              + b"\0" * 32 + struct.pack(">Hh", 0x18, -1))
-    stsd = _full(b"stsd", struct.pack(">I", 1) + _box(b"mp4v", entry))
+    vpcc = _full(b"vpcC", struct.pack(">BBBBBBH", 0, 10, 8 << 4, 1, 1, 1, 0), version=1)
+    stsd = _full(b"stsd", struct.pack(">I", 1) + _box(b"vp09", entry + vpcc))
     stts = _full(b"stts", struct.pack(">III", 1, 1, duration))
     stsc = _full(b"stsc", struct.pack(">IIII", 1, 1, 1, 1))
     stsz = _full(b"stsz", struct.pack(">III", 0, 1, sample_size))

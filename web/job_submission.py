@@ -16,6 +16,7 @@ import re
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
+from typing import TypeVar
 
 import redis
 from flask import g, request
@@ -34,6 +35,7 @@ from common.errors import (
 from common.infra.metrics import RATE_LIMIT_REJECTIONS, RATE_LIMIT_STORAGE_ERRORS
 from common.infra.settings import BudgetSpec
 from common.jobs import queries, submission
+from common.jobs.input_images import reference_errors
 from common.jobs.models import JobKind, JobStatus
 from common.jobs.views import JobView
 from common.webhooks.targets import WebhookTarget
@@ -43,10 +45,41 @@ from web.envelope import envelope, ok
 from web.openai_errors import is_openai_request
 from web.serializers import failure_status, job_data, job_url
 from web.streaming import CANCEL_ON_DISCONNECT, sse_response
+from web.validation import parse_body, validate
 
 logger = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
+# A task request's image field -> the upstream input field it becomes
+_IMAGE_FIELDS = {"base_image_url": "base_image", "mask_image_url": "mask_image",
+                 "img_url": "image", "first_frame_url": "first_frame",
+                 "last_frame_url": "last_frame"}
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _WAIT = re.compile(r"\bwait\s*=\s*(\d+)")
+
+
+def task_request(request_model: type[M], table: str, payload: dict | None = None
+                 ) -> tuple[M, dict]:
+    """A Wan task's body checked the one way every entry to it checks it (the API's task
+    endpoints and the console's playground): against the model table in settings named
+    `table`, that model's own rules, and the input images this user may use. `payload` is a
+    form's fields shaped as the API's JSON (None: the request's JSON body). Answers the body
+    and the job request the worker sends."""
+    svc = services()
+    models = getattr(svc.settings, table)
+    context = {table: models}
+    body = parse_body(request_model, context) if payload is None \
+        else validate(request_model, payload, context)
+    rules = models[body.model]
+    _refuse(body.rule_errors(rules))
+    job_request = body.job_request(rules)
+    if images := job_request.get("images"):
+        _refuse(reference_errors(svc.database, current_user.id, images, _IMAGE_FIELDS))
+    return body, job_request
+
+
+def _refuse(errors: list[dict]) -> None:
+    if errors:
+        raise ValidationFailed(errors=errors)
 
 
 def idempotency_key() -> str | None:

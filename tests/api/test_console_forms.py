@@ -48,4 +48,23 @@ def test_every_console_form_refuses_garbage_with_a_4xx_page(app, signed_in_admin
         assert 'role="alert"' in response.get_data(as_text=True), path
         checked.append(rule.endpoint)
     assert {"console.create_key", "console.admin_update_user", "console.playground_image",
-            "console.admin_create_user"} <= set(checked)
+            "console.playground_video", "console.admin_create_user"} <= set(checked)
+
+
+def test_the_video_form_offers_what_the_models_row_allows_and_refuses_the_rest(
+        signed_in_admin):
+    """The fields follow the model's row of VIDEO_MODELS, and a submission is checked by the
+    API's own rules (VideoRequest.rule_errors), with nothing submitted."""
+    client = signed_in_admin
+    fields = client.get("/console/playground/video/fields?model=wan2.2-i2v-flash&prompt=a+cat",
+                        headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert 'name="resolution"' in fields and 'name="size"' not in fields
+    assert 'name="image"' in fields and ">a cat</textarea>" in fields
+    assert all(f"<option>{r}</option>" in fields for r in ("480P", "720P", "1080P"))
+    token = _token(client, "/console/playground")
+    refused = client.post("/console/playground/video", headers={"HX-Request": "true"}, data={
+        "csrf_token": token, "model": "wan2.2-i2v-flash", "resolution": "1080P",
+        "duration": "7", "prompt": "a cat"})
+    assert refused.status_code == 400
+    page = refused.get_data(as_text=True)
+    assert "needs image" in page and "duration" in page

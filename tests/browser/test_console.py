@@ -1,6 +1,6 @@
 """The console in a real headless chromium against a real stack (issue 20's list): sign-in,
-a streamed chat, an image, the jobs list, the usage chart, keys, admin refusal, CSRF, the CSP,
-and axe-core on every page, with a screenshot of each."""
+a streamed chat, an image, a video, the jobs list, the usage chart, keys, admin refusal, CSRF,
+the CSP, and axe-core on every page, with a screenshot of each."""
 
 from __future__ import annotations
 
@@ -137,6 +137,92 @@ def test_an_image_generation_displays_the_images_in_place(context, console):
     page.goto(f"{console.url}/console/jobs/{job_id}")
     assert page.locator(".gallery img").count() == 2
     _check_page(page, console, "job-image")
+
+
+# The <video>'s metadata loaded (or it failed), and its source fetched by the page itself
+# with a Range header: what a player that seeks asks for.
+PLAYER_CHECK = """async (selector) => {
+    const video = document.querySelector(selector);
+    const state = await new Promise(resolve => {
+        if (video.readyState >= 1) return resolve(video.readyState);
+        if (video.error) return resolve(-video.error.code);
+        video.addEventListener('loadedmetadata', () => resolve(video.readyState));
+        video.addEventListener('error', () => resolve(-video.error.code));
+        setTimeout(() => resolve('no metadata in 20 s, networkState ' + video.networkState),
+                   20000);  // a bound for a clear failure, not a wait: events end it first
+    });
+    const answer = await fetch(video.currentSrc, {headers: {Range: 'bytes=0-99'}});
+    const bytes = new Uint8Array(await answer.arrayBuffer());
+    return {readyState: state, status: answer.status, type: answer.headers.get('content-type'),
+            range: answer.headers.get('content-range'), length: bytes.length,
+            box: String.fromCharCode(...bytes.slice(4, 8)), src: video.getAttribute('src'),
+            poster: video.getAttribute('poster')};
+}"""
+
+
+def _assert_plays(page, selector: str) -> None:
+    player = page.evaluate(PLAYER_CHECK, selector)
+    assert player["readyState"] >= 1, player  # HAVE_METADATA: the browser read the MP4
+    assert (player["status"], player["type"], player["length"]) == (206, "video/mp4", 100), player
+    assert player["range"].startswith("bytes 0-99/") and player["box"] == "ftyp", player
+    assert player["src"].startswith("/api/jobs/"), player  # our stored copy, never DashScope's
+    assert player["poster"] and player["poster"].startswith("/api/jobs/"), player
+    poster_loaded = page.evaluate("""(src) => new Promise(resolve => { const img = new Image();
+        img.onload = () => resolve(img.naturalWidth > 0); img.onerror = () => resolve(false);
+        img.src = src; })""", player["poster"])
+    assert poster_loaded
+
+
+def test_a_video_made_in_the_playground_plays_in_place_and_on_its_page(context, console):
+    account = console.create_user()
+    page = _page(context, console, account)
+    # By keyboard: pick the model (its fields follow), type the prompt, submit.
+    page.focus("#video-model")
+    for _ in range(len(page.locator("#video-model option").all())):
+        if page.input_value("#video-model") == "wan2.5-t2v-preview":
+            break
+        page.keyboard.press("ArrowDown")
+    assert page.input_value("#video-model") == "wan2.5-t2v-preview"
+    # The model's own durations (5 or 10 s) replaced the first model's (5 s only).
+    page.wait_for_function("() => [...document.querySelectorAll('#video-duration option')]"
+                           ".some(option => option.value === '10')")
+    page.select_option("#video-duration", "10")
+    page.focus("#video-prompt")
+    page.keyboard.type("a paper boat drifting down a stream")
+    page.keyboard.press("Tab")
+    assert page.evaluate("() => document.activeElement.textContent") == "Generate video"
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#video-output figure.video video", timeout=60_000)
+    _assert_plays(page, "#video-output video")
+    _check_page(page, console, "playground-video")
+    job_id = page.locator("#video-output figure.video").get_attribute("data-job-id")
+    job = console.api(account, f"/api/jobs/{job_id}")
+    assert (job["kind"], job["model"], job["status"]) == ("video", "wan2.5-t2v-preview",
+                                                          "succeeded")
+    page.goto(f"{console.url}/console/jobs/{job_id}")
+    _assert_plays(page, "figure.video video")
+    assert "duration=10" in page.locator("main").inner_text()
+    _check_page(page, console, "job-video")
+    page.goto(f"{console.url}/console/jobs?kind=video")
+    assert page.locator("#kind").input_value() == "video"
+    assert job_id[:8] in page.locator("#jobs-table tbody").inner_text()
+
+
+def test_a_video_form_the_model_refuses_says_why_in_place(context, console):
+    account = console.create_user()
+    page = _page(context, console, account)
+    page.select_option("#video-model", "wan2.2-t2v-plus")
+    page.wait_for_selector("#video-size")
+    page.fill("#video-prompt", "a kite")
+    # A duration this model does not make (forged: the form offers only its own).
+    page.evaluate("""() => { const option = document.createElement('option');
+        option.textContent = '7'; document.getElementById('video-duration').append(option); }""")
+    page.select_option("#video-duration", "7")
+    page.click("text=Generate video")
+    alert = page.locator("#video-output [role=alert]")
+    alert.wait_for()
+    assert "duration" in alert.inner_text() and "must be one of 5 seconds" in alert.inner_text()
+    assert console.api(account, "/api/jobs", kind="video")["items"] == []
 
 
 def test_the_jobs_page_filters_and_paginates(context, console):

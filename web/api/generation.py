@@ -5,27 +5,18 @@ table in settings."""
 from __future__ import annotations
 
 from flask import Blueprint
-from flask_jwt_extended import current_user
 
-from common.errors import ValidationFailed
-from common.jobs.input_images import reference_errors
 from common.jobs.models import JobKind
 from web.authentication import login_required
-from web.context import services
-from web.job_submission import submit_and_answer
+from web.job_submission import submit_and_answer, task_request
 from web.openapi import ERROR, documented
 from web.request_models import GenerationRequest, ImageEditRequest, VideoRequest
 from web.response_models import GenerationData, JobData, VideoData
 from web.serializers import generation_data, video_data
-from web.validation import parse_body
 
 bp = Blueprint("generation", __name__, url_prefix="/api/bailian")
 _TASK_RESPONSES = {202: JobData, 400: [ERROR, JobData], 409: [ERROR, JobData], 429: ERROR,
                    502: JobData, 503: [ERROR, JobData], 504: JobData}
-# request field -> the upstream input field it becomes
-_IMAGE_FIELDS = {"base_image_url": "base_image", "mask_image_url": "mask_image",
-                 "img_url": "image", "first_frame_url": "first_frame",
-                 "last_frame_url": "last_frame"}
 
 
 @bp.post("/generation")
@@ -68,21 +59,8 @@ def video():
 
 def _submit_task(kind: JobKind, request_model, table: str, render_result, *,
                  sync_by_default: bool = True):
-    """The one path of every task endpoint: the body against its model table, the model's
-    rules, the input images the user may use, then the job."""
-    svc = services()
-    models = getattr(svc.settings, table)
-    body = parse_body(request_model, {table: models})
-    rules = models[body.model]
-    _check(body.rule_errors(rules))
-    job_request = body.job_request(rules)
-    if images := job_request.get("images"):
-        _check(reference_errors(svc.database, current_user.id, images, _IMAGE_FIELDS))
+    """The one path of every task endpoint: the checked body (task_request), then the job."""
+    body, job_request = task_request(request_model, table)
     return submit_and_answer(kind=kind, model=body.model, job_request=job_request,
                              render_result=render_result, webhook=body.webhook_target(),
                              sync_by_default=sync_by_default)
-
-
-def _check(errors: list[dict]) -> None:
-    if errors:
-        raise ValidationFailed(errors=errors)

@@ -32,6 +32,7 @@ CSP = "; ".join((
     "script-src 'self'",
     "style-src 'self'",
     "img-src 'self' data:",  # uPlot draws on a canvas; data: for its legend markers
+    "media-src 'self'",  # a video job's stored MP4 (/api/jobs/<id>/media/0), Range-served
     "connect-src 'self'",  # the playground's fetch to /v1 and /console
     "font-src 'self'",
     "form-action 'self'",

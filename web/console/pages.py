@@ -13,15 +13,16 @@ from common.errors import AppError, ValidationFailed
 from common.infra.orm import utcnow
 from common.jobs import queries
 from common.jobs.models import JobKind, JobStatus
-from common.jobs.results import ChatCompletion, ImageResult
+from common.jobs.results import ChatCompletion, ImageResult, VideoResult
+from common.upstream.wanx_models import SEED_MAX
 from common.webhooks.deliveries import attempts_of
 from web.api.keys import check_models, key_data
 from web.api.usage import budget_status, usage_csv
 from web.console import bp, signed_in
 from web.console.forms import budget, integer, text
 from web.context import db_session, services
-from web.job_submission import submit_and_wait, wait_seconds
-from web.request_models import CreateKeyRequest, GenerationRequest, UpdateKeyRequest
+from web.job_submission import submit_and_wait, task_request, wait_seconds
+from web.request_models import CreateKeyRequest, GenerationRequest, UpdateKeyRequest, VideoRequest
 from web.validation import validate
 
 JOBS_PER_PAGE = 25
@@ -46,7 +47,8 @@ def home():
 def playground():
     settings = services().settings
     return render_template("console/playground.html", chat_models=list(settings.chat_models),
-                           image_models=list(settings.image_models), sizes=IMAGE_SIZES)
+                           image_models=list(settings.image_models), sizes=IMAGE_SIZES,
+                           video=_video_form(request.args.get("video_model")))
 
 
 @bp.post("/playground/image")
@@ -56,22 +58,22 @@ def playground_image():
     form = request.form
     payload = {"model": form.get("model", ""), "prompt": form.get("prompt", ""),
                "n": integer(form, "n"), "parameters": {"size": text(form, "size")}}
-    models = services().settings.image_models
-    body = validate(GenerationRequest, payload, {"image_models": models})
-    rules = models[body.model]
-    if errors := body.rule_errors(rules):
-        raise ValidationFailed(errors=errors)
-    view, _ = submit_and_wait(kind=JobKind.IMAGE, model=body.model,
-                              job_request=body.job_request(rules), timeout=wait_seconds())
+    body, job_request = task_request(GenerationRequest, "image_models", payload)
+    view, _ = submit_and_wait(kind=JobKind.IMAGE, model=body.model, job_request=job_request,
+                              timeout=wait_seconds())
     return _images_fragment(view)
 
 
 @bp.get("/jobs/<job_id>/images")
 def job_images(job_id: str):
     """The images of a job, or a placeholder that asks again while it runs (htmx)."""
+    return _images_fragment(_own_job(job_id))
+
+
+def _own_job(job_id: str):
+    """The signed-in user's job (an admin's: anyone's); anyone else's is a 404."""
     with services().database.connect() as conn:
-        view = queries.get(conn, job_id, _owner())
-    return _images_fragment(view)
+        return queries.get(conn, job_id, _owner())
 
 
 def _images_fragment(view):
@@ -85,6 +87,65 @@ def _images(view) -> list[dict]:
     data = services().shapes.generation_data(view)
     return [{"url": image.url, "size": image.size, "code": image.code, "message": image.message}
             for image in data.output.results]
+
+
+def _video_form(model: str | None, values=None) -> dict:
+    """The video form's fields for one model (the first enabled one unless named): what its
+    row of VIDEO_MODELS lets a person choose, the same table POST /api/bailian/video checks."""
+    models = services().settings.video_models
+    chosen = model if model in models else next(iter(models), None)
+    return {"models": list(models), "model": chosen,
+            "rules": models[chosen] if chosen else None, "seed_max": SEED_MAX,
+            "values": values or {}}
+
+
+@bp.get("/playground/video/fields")
+def playground_video_fields():
+    """The video form's fields for the model just picked (htmx), keeping the prompt typed."""
+    args = request.args
+    return render_template("console/_video_fields.html", video=_video_form(
+        args.get("model"), {"prompt": args.get("prompt", ""), "seed": args.get("seed", "")}))
+
+
+@bp.post("/playground/video")
+def playground_video():
+    """A video job through the path of POST /api/bailian/video (its validation, limits,
+    budget and job), answered at once with its progress, which polls until the video shows."""
+    form = request.form
+    payload = {"model": form.get("model", ""), "prompt": text(form, "prompt"),
+               "size": text(form, "size"), "resolution": text(form, "resolution"),
+               "duration": integer(form, "duration"), "seed": integer(form, "seed"),
+               "image": text(form, "image"), "first_frame": text(form, "first_frame"),
+               "last_frame": text(form, "last_frame")}
+    body, job_request = task_request(
+        VideoRequest, "video_models", {k: v for k, v in payload.items() if v is not None})
+    view, _ = submit_and_wait(kind=JobKind.VIDEO, model=body.model, job_request=job_request,
+                              timeout=wait_seconds(sync_by_default=False))
+    return _video_fragment(view)
+
+
+@bp.get("/jobs/<job_id>/video")
+def job_video(job_id: str):
+    """A job's video player, or a placeholder that asks again until the video is stored."""
+    return _video_fragment(_own_job(job_id))
+
+
+def _video_fragment(view):
+    return render_template("console/_video.html", job=view, video=_video(view))
+
+
+def _video(view) -> dict | None:
+    """Links to a succeeded video job's MP4 and poster frame. Only our stored copies are
+    embedded (the CSP loads media from 'self' alone); DashScope's link is kept for the
+    message shown while a copy is retried."""
+    if not isinstance(view.result, VideoResult):
+        return None
+    output = services().shapes.video_data(view).output
+    poster = output.poster
+    return {"url": output.video.url, "stored": output.video.stored,
+            "upstream_url": output.video.upstream_url,
+            "poster": poster.url if poster is not None and poster.stored else None,
+            "seconds": view.result.usage.video_seconds}
 
 
 # --- jobs ----------------------------------------------------------------------------------
@@ -142,7 +203,7 @@ def job(job_id: str):
     answer = view.result.choices[0].message if isinstance(view.result, ChatCompletion) \
         and view.result.choices else None
     return render_template("console/job.html", job=view, asked=asked, answer=answer,
-                           images=_images(view), attempts=attempts)
+                           images=_images(view), video=_video(view), attempts=attempts)
 
 
 @bp.post("/jobs/<job_id>/cancel")
