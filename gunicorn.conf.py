@@ -63,11 +63,13 @@ def on_starting(server):
 
 
 def post_worker_init(worker):
-    # The app is loaded: freeze it and collect the older generations less often, so a full
-    # collection does not stall every open stream of the process (common/infra/gc_tuning.py).
+    # The app is loaded: freeze it and collect the older generations on a timer, so a burst of
+    # opening streams does not bring full collections that stall every open stream of the
+    # process (common/infra/gc_tuning.py).
     from common.infra.gc_tuning import tune_for_server
+    from common.infra.settings import get_settings
 
-    tune_for_server()
+    tune_for_server(get_settings().gc_full_collection_seconds)
 
 
 def child_exit(server, worker):

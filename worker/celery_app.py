@@ -31,7 +31,8 @@ def _size_for_concurrency(sender=None, **_kwargs) -> None:
     app.conf.broker_transport_options = sized_for_pool(
         app.conf.broker_transport_options, amqp=is_amqp(settings.broker_url),
         concurrency=concurrency)
-    tune_for_server()  # everything is imported by now (common/infra/gc_tuning.py)
+    # Everything is imported by now (common/infra/gc_tuning.py).
+    tune_for_server(settings.gc_full_collection_seconds)
 
 
 @worker_process_init.connect

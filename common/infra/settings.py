@@ -249,6 +249,9 @@ class Settings(BaseSettings):
     stream_retention_seconds: int = Field(default=3600, gt=0)
     stream_keepalive_seconds: float = Field(default=15.0, gt=0, le=60)
     sync_wait_seconds: float = Field(default=25.0, ge=0)  # keep below the web server timeout
+    # Server processes collect their older generations on this timer, not by allocation
+    # counts (common/infra/gc_tuning.py): the interval a reference cycle may outlive its use.
+    gc_full_collection_seconds: float = Field(default=600.0, ge=1)
     # How long /v1/chat/completions waits for its job (OpenAI clients cannot poll); unset: until
     # the job's own deadline, so every answer is the job's outcome.
     v1_wait_seconds: float | None = Field(default=None, ge=0)
