@@ -29,6 +29,7 @@ import logging
 import redis
 
 from common.billing.pricing import Usage
+from common.infra.script_batches import ScriptBatches
 from common.jobs.effects import Change
 from common.jobs.models import JobKind
 
@@ -85,7 +86,8 @@ class JobStreams:
         self.max_events = max_events
         self.retention_seconds = retention_seconds
         self.open_seconds = open_seconds  # a job's deadline and the retention after it
-        self._append = self.redis.register_script(_APPEND)
+        # Many streams append at once: their deltas share round trips (a group commit).
+        self._append = ScriptBatches(self.redis, _APPEND)
         self._end = self.redis.register_script(_END)
 
     # --- writing (worker, lifecycle) ---------------------------------------------------------
@@ -101,8 +103,7 @@ class JobStreams:
         """One delta, written and published; True when the job was canceled meanwhile. The
         first of an attempt also renews the expiry, in case Redis lost the stream (and its
         expiry) since it was opened."""
-        return bool(self._append(keys=[KEY.format(job_id), CHANNEL, CANCEL_KEY.format(job_id)],
-                                 args=[
+        return bool(self._append([KEY.format(job_id), CHANNEL, CANCEL_KEY.format(job_id)], [
             job_id, chunk, f"{usage.input_tokens},{usage.output_tokens},{usage.total_tokens}",
             ",".join(map(str, offset)), self.max_events, self.open_seconds if first else 0]))
 
