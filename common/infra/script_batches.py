@@ -49,7 +49,11 @@ class ScriptBatches:
             if not self._sending:
                 self._sending = call.sends = True
         if not call.sends:
-            call.woken.wait()
+            try:
+                call.woken.wait()
+            except BaseException:  # killed while waiting (a time limit): leave nothing stuck
+                self._abandon(call)
+                raise
         if call.sends:
             self._send_queued()
         if call.error is not None:
@@ -59,23 +63,39 @@ class ScriptBatches:
     def _send_queued(self) -> None:
         with self._lock:
             batch, self._queued = self._queued, []
+        answers = None
         try:
             answers = self._execute(batch)
         except redis.RedisError as exc:
             answers = [exc] * len(batch)
-        for call, answer in zip(batch, answers, strict=True):
-            if isinstance(answer, Exception):
-                call.error = answer
-            else:
-                call.result = answer
-            call.woken.set()
+        finally:
+            if answers is None:  # the sender was killed (a time limit) before Redis answered
+                answers = [redis.ConnectionError("the batch's sender was interrupted")
+                           ] * len(batch)
+            for call, answer in zip(batch, answers, strict=True):
+                if isinstance(answer, Exception):
+                    call.error = answer
+                else:
+                    call.result = answer
+                call.woken.set()
+            with self._lock:
+                self._hand_on()
+
+    def _abandon(self, call: _Call) -> None:
         with self._lock:
-            if self._queued:
-                following = self._queued[0]
-                following.sends = True
-                following.woken.set()
-            else:
-                self._sending = False
+            if call in self._queued:  # not sent yet (sent: its sender answers it, harmlessly)
+                self._queued.remove(call)
+                if call.sends:  # it had been handed the sending: pass it on
+                    self._hand_on()
+
+    def _hand_on(self) -> None:
+        """The sending passes to the first caller queued, or stops (under the lock)."""
+        if self._queued:
+            following = self._queued[0]
+            following.sends = True
+            following.woken.set()
+        else:
+            self._sending = False
 
     def _execute(self, batch: list[_Call]) -> list:
         answers = self._pipeline(batch)

@@ -71,3 +71,42 @@ def test_an_unreachable_redis_fails_each_call_and_the_next_ones_go_through(clien
         batches(["batches:runs"], [0, "fast"])
     batches.redis = client  # the server is back
     assert batches(["batches:runs"], [1, "fast"]) == "answer 1"
+
+
+# The streams worker's greenlets, killed mid-call as a task's time limit kills them.
+KILLED = """
+import sys
+from gevent import monkey; monkey.patch_all()
+import gevent, redis
+from common.infra.script_batches import ScriptBatches
+from tests.service.test_script_batches import SCRIPT
+
+client = redis.Redis(port=int(sys.argv[1]), db=int(sys.argv[2]), decode_responses=True)
+batches = ScriptBatches(client, SCRIPT)
+
+def call(i, speed):
+    return batches(["batches:runs"], [i, speed])
+
+sender = gevent.spawn(call, 0, "slow")   # sends the first batch and waits on Redis
+gevent.sleep(0.05)
+handed = gevent.spawn(call, 1, "fast")   # queued first: it will be handed the sending
+waiting = gevent.spawn(call, 2, "fast")  # killed while it waits
+last = gevent.spawn(call, 3, "fast")
+gevent.sleep(0.05)
+gevent.kill(sender, gevent.Timeout)      # the sender dies before Redis answered
+gevent.kill(waiting, gevent.Timeout)
+print(handed.get(timeout=10), "|", last.get(timeout=10), "|",
+      gevent.spawn(call, 4, "fast").get(timeout=10))
+"""
+
+
+def test_callers_killed_mid_call_leave_the_others_answered_and_the_sending_going(client):
+    import subprocess
+    import sys
+
+    from tests.support.stack import REPO
+
+    done = subprocess.run([sys.executable, "-c", KILLED, str(REDIS_PORT), str(redis_db("app"))],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "answer 1 | answer 3 | answer 4"
