@@ -3,9 +3,11 @@ chat.completion.chunk objects, then `data: [DONE]`.
 
 The worker writes the job's deltas to its Redis Stream (common/jobs/streams.py); any web
 process relays them, each with its entry id as the SSE `id`, so a client that reconnects with
-`Last-Event-ID` gets every remaining chunk exactly once. The end comes from the job row, read
-once the stream says the job ended: the usage chunk (`include_usage`) is the usage row, and a
-job that failed or was canceled ends with OpenAI's error object, which the SDKs raise. If the
+`Last-Event-ID` gets every remaining chunk exactly once. The end comes from the job as its
+ending committed it: carried by the published end (common/jobs/streams.py), or read from the
+row when the end was read from the stream instead. So the usage chunk (`include_usage`) is the
+usage row, and a job that failed or was canceled ends with OpenAI's error object, which the
+SDKs raise. If the
 stream's events are gone (Redis lost them, or the retention passed), the row still ends the
 stream: whatever part of the answer the client has not had is sent as one chunk.
 
@@ -132,7 +134,8 @@ def _relay(svc: Services, view: JobView, watch: Watch, sent: Relayed, include_us
                 break
         if entries and ended_entry is None:
             continue
-        current = _read(svc, view.id)
+        current = (JobView.model_validate_json(ended_entry.view)
+                   if ended_entry is not None and ended_entry.view else _read(svc, view.id))
         if ended_entry is None and not current.status.is_terminal:
             if entries is None:
                 time.sleep(ROW_POLL_SECONDS)

@@ -12,7 +12,8 @@ job. Entries, in order:
   (`content,reasoning,tools`: a reader sees a gap, and knows what a resuming client already
   has), written by the worker;
 - `e`: the job ended (its status), written after the ending transaction commits, whoever ended
-  it (the worker, a cancel, the sweeper).
+  it (the worker, a cancel, the sweeper). Its published message also carries the job as the
+  ending left it (when the ender has it), so a relay ends the stream with no read of the row.
 A cancel also sets a flag the streaming worker checks between deltas, to stop reading.
 
 Every delta and end is also published on one channel, with the id of the entry it follows, so
@@ -32,6 +33,7 @@ from common.billing.pricing import Usage
 from common.infra.script_batches import ScriptBatches
 from common.jobs.effects import Change
 from common.jobs.models import JobKind
+from common.jobs.views import JobView
 
 logger = logging.getLogger(__name__)
 
@@ -58,13 +60,16 @@ redis.call('PUBLISH', KEYS[2], 'c ' .. ARGV[1] .. ' ' .. previous .. ' ' .. id .
 return redis.call('EXISTS', KEYS[3])
 """
 # Only to a stream that exists: a job that never streamed gets no end entry, and an expired
-# stream is not brought back empty. ARGV: job id, status, retention.
+# stream is not brought back empty. ARGV: job id, status, retention, the job as it ended (JSON,
+# or empty): published, not stored, so the stream holds no second copy of the answer.
 _END = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return nil end
 """ + _PREVIOUS + """
 local id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('PUBLISH', KEYS[2], 'e ' .. ARGV[1] .. ' ' .. previous .. ' ' .. id .. ' ' .. ARGV[2])
+local view = ARGV[4] ~= '' and (' ' .. ARGV[4]) or ''
+redis.call('PUBLISH', KEYS[2], 'e ' .. ARGV[1] .. ' ' .. previous .. ' ' .. id .. ' ' ..
+           ARGV[2] .. view)
 return id
 """
 
@@ -77,6 +82,8 @@ class Entry:
     # Characters of content, reasoning and tool calls before this chunk.
     offset: tuple[int, int, int] = (0, 0, 0)
     ended: str | None = None  # the job's terminal status
+    # With a published end: the job as the ending left it (a JobView's JSON; None: read the row).
+    view: str | None = None
 
 
 class JobStreams:
@@ -107,9 +114,10 @@ class JobStreams:
             job_id, chunk, f"{usage.input_tokens},{usage.output_tokens},{usage.total_tokens}",
             ",".join(map(str, offset)), self.max_events, self.open_seconds if first else 0]))
 
-    def end(self, job_id: str, status: str) -> None:
+    def end(self, job_id: str, status: str, view: JobView | None = None) -> None:
         self._end(keys=[KEY.format(job_id), CHANNEL],
-                  args=[job_id, status, self.retention_seconds])
+                  args=[job_id, status, self.retention_seconds,
+                        view.model_dump_json() if view is not None else ""])
 
     def request_cancel(self, job_id: str) -> None:
         self.redis.set(CANCEL_KEY.format(job_id), "1", ex=self.open_seconds)
@@ -125,7 +133,7 @@ class JobStreams:
         if change.submitted and change.streamed:
             self.open(change.job_id)
         elif change.ended is not None and change.streamed is not False:
-            self.end(change.job_id, change.ended.value)
+            self.end(change.job_id, change.ended.value, change.view)
             if change.interrupts:
                 self.request_cancel(change.job_id)
 
@@ -165,7 +173,8 @@ def published(message: str) -> tuple[str, str, Entry] | None:
     try:
         kind, job_id, previous, entry_id, payload = message.split(" ", 4)
         if kind == "e":
-            return job_id, previous, Entry(entry_id, ended=payload)
+            status, _, view = payload.partition(" ")
+            return job_id, previous, Entry(entry_id, ended=status, view=view or None)
         offset, chunk_json = payload.split(" ", 1)
         return job_id, previous, Entry(entry_id, chunk=chunk_json, offset=_offset(offset))
     except ValueError:
