@@ -283,13 +283,11 @@ class Budgets:
         if row is None:
             return  # a job from before budgets existed
         cost = change.cost.amount if change.cost is not None else None
-        tokens = 0
+        tokens = change.cost.tokens if change.cost is not None else 0
         if cost is not None:
             if row.api_key_id is not None:
                 conn.execute(update(usage).where(usage.c.job_id == change.job_id)
                              .values(api_key_id=row.api_key_id))
-            tokens = conn.execute(select(usage.c.total_tokens)
-                                  .where(usage.c.job_id == change.job_id)).scalar() or 0
             self._add_spent(conn, row, cost)
         if row.closed_at is not None:
             if cost is not None:

@@ -37,6 +37,7 @@ class Cost:
     model: str
     amount: Decimal
     currency: str
+    tokens: int  # its total tokens
 
 
 @dataclasses.dataclass(frozen=True)

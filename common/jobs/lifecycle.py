@@ -257,7 +257,8 @@ class JobLifecycle:
             status = JobStatus.SUCCEEDED if succeeded else transitions.status_of(conn, claim.id)
             total = _insert_usage(conn, claim, billed, now)
             change = Change(claim.id, claim.kind, at=now, created_at=claim.created_at,
-                            cost=Cost(claim.model, total, billed.currency),
+                            cost=Cost(claim.model, total, billed.currency,
+                                      billed.usage.total_tokens),
                             streamed=claim.streams, webhook=claim.webhook_target)
             if succeeded:
                 change = dataclasses.replace(
@@ -288,7 +289,7 @@ class JobLifecycle:
             cost, usage = None, None
             if billed is not None:
                 total = _insert_usage(conn, claim, billed, now)
-                cost = Cost(claim.model, total, billed.currency)
+                cost = Cost(claim.model, total, billed.currency, billed.usage.total_tokens)
                 usage = JobUsage(**dataclasses.asdict(billed.usage), cost=total,
                                  currency=billed.currency)
             view = claim.view(JobStatus.FAILED, now, error_code=code[:64],
