@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import logging
 from collections.abc import Callable, Iterable
 from decimal import Decimal
@@ -64,6 +65,11 @@ class Change:
     # The job's webhook, carried from the row the transition read (None: it has none).
     webhook: WebhookTarget | None = None
 
+    @functools.cached_property
+    def view_json(self) -> str | None:
+        """The view as JSON, encoded once for the waiters' wake-up and the stream's end."""
+        return self.view.model_dump_json() if self.view is not None else None
+
     @property
     def wakes_waiters(self) -> bool:
         return self.ended is not None or self.announce
@@ -90,7 +96,7 @@ class Effects:
     def after_commit(self, change: Change) -> list[Step]:
         """Run once the change is committed. Returns the steps that could not be published."""
         if change.wakes_waiters:
-            announce(self.redis, change.job_id, change.view)
+            announce(self.redis, change.job_id, change.view_json)
         unsent = [step for step in change.follow_ups if not self.publisher.publish(step)]
         kind = change.kind.value
         if change.submitted:

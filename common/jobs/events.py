@@ -20,8 +20,9 @@ logger = logging.getLogger(__name__)
 JOB_EVENTS_CHANNEL = "bailian:job-events"
 
 
-def announce(client: redis.Redis, job_id: str, view: JobView | None = None) -> None:
-    message = job_id if view is None else f"{job_id} {view.model_dump_json()}"
+def announce(client: redis.Redis, job_id: str, view_json: str | None = None) -> None:
+    """Wake the job's waiters, with the job (a JobView's JSON) when the announcer has it."""
+    message = job_id if view_json is None else f"{job_id} {view_json}"
     try:
         client.publish(JOB_EVENTS_CHANNEL, message)
     except redis.RedisError as exc:

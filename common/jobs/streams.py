@@ -33,7 +33,6 @@ from common.billing.pricing import Usage
 from common.infra.script_batches import ScriptBatches
 from common.jobs.effects import Change
 from common.jobs.models import JobKind
-from common.jobs.views import JobView
 
 logger = logging.getLogger(__name__)
 
@@ -114,10 +113,10 @@ class JobStreams:
             job_id, chunk, f"{usage.input_tokens},{usage.output_tokens},{usage.total_tokens}",
             ",".join(map(str, offset)), self.max_events, self.open_seconds if first else 0]))
 
-    def end(self, job_id: str, status: str, view: JobView | None = None) -> None:
+    def end(self, job_id: str, status: str, view_json: str | None = None) -> None:
+        """The end entry; `view_json`: the job as the ending left it, for live readers."""
         self._end(keys=[KEY.format(job_id), CHANNEL],
-                  args=[job_id, status, self.retention_seconds,
-                        view.model_dump_json() if view is not None else ""])
+                  args=[job_id, status, self.retention_seconds, view_json or ""])
 
     def request_cancel(self, job_id: str) -> None:
         self.redis.set(CANCEL_KEY.format(job_id), "1", ex=self.open_seconds)
@@ -133,7 +132,7 @@ class JobStreams:
         if change.submitted and change.streamed:
             self.open(change.job_id)
         elif change.ended is not None and change.streamed is not False:
-            self.end(change.job_id, change.ended.value, change.view)
+            self.end(change.job_id, change.ended.value, change.view_json)
             if change.interrupts:
                 self.request_cancel(change.job_id)
 

@@ -78,7 +78,7 @@ def test_a_stream_ends_from_the_job_its_published_end_carries_not_from_the_row(
         "status": JobStatus.SUCCEEDED, "result": billed.result,
         "usage": JobUsage(input_tokens=7, output_tokens=3, total_tokens=10,
                           cost=Decimal("0.00001"), currency="CNY")})
-    streams.end(job_id, JobStatus.SUCCEEDED.value, ended)
+    streams.end(job_id, JobStatus.SUCCEEDED.value, ended.model_dump_json())
 
     usage = json.loads(_data(events))
     assert usage["choices"] == [] and usage["usage"] == {

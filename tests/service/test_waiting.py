@@ -75,7 +75,8 @@ def test_a_wake_up_that_carries_the_job_is_answered_without_reading_the_row(
         announced = queued.model_copy(update={"status": JobStatus.SUCCEEDED,
                                               "result": billed.result,
                                               "finished_at": utcnow()})
-        events.announce(redis_from_settings(service_settings), job_id, announced)
+        events.announce(redis_from_settings(service_settings), job_id,
+                        announced.model_dump_json())
         response = future.result(timeout=10)
     assert response.status_code == 200, response.json
     assert response.json["data"]["choices"][0]["message"]["content"] == "from the wake-up"
