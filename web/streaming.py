@@ -7,9 +7,9 @@ process relays them, each with its entry id as the SSE `id`, so a client that re
 ending committed it: carried by the published end (common/jobs/streams.py), or read from the
 row when the end was read from the stream instead. So the usage chunk (`include_usage`) is the
 usage row, and a job that failed or was canceled ends with OpenAI's error object, which the
-SDKs raise. If the
-stream's events are gone (Redis lost them, or the retention passed), the row still ends the
-stream: whatever part of the answer the client has not had is sent as one chunk.
+SDKs raise. If the stream's events are gone (Redis lost them, or the retention passed), the
+row still ends the stream: whatever part of the answer the client has not had is sent as one
+chunk.
 
 A client that disconnects leaves the job running, unless it asked otherwise
 (`X-Cancel-On-Disconnect: true`).
@@ -28,6 +28,7 @@ from flask import Response
 
 from common.errors import Conflict, NotFound
 from common.jobs import queries
+from common.jobs.events import parse_view
 from common.jobs.models import JobStatus
 from common.jobs.results import ChatCompletion
 from common.jobs.streams import START, Entry, chunk, tool_call_chars
@@ -117,7 +118,8 @@ def _events(svc: Services, view: JobView, owner: queries.Owner, *, include_usage
 
 def _relay(svc: Services, view: JobView, watch: Watch, sent: Relayed, include_usage: bool,
            keepalive: float) -> Iterator[str]:
-    """The job's events as they come, then its end from the row."""
+    """The job's events as they come, then its end: the job its published end carries, else
+    the row."""
     while True:
         try:
             entries = svc.stream_hub.next_entries(watch, keepalive)
@@ -134,7 +136,7 @@ def _relay(svc: Services, view: JobView, watch: Watch, sent: Relayed, include_us
                 break
         if entries and ended_entry is None:
             continue
-        current = (JobView.model_validate_json(ended_entry.view)
+        current = (parse_view(ended_entry.view)
                    if ended_entry is not None and ended_entry.view else _read(svc, view.id))
         if ended_entry is None and not current.status.is_terminal:
             if entries is None:
